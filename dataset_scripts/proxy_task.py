@@ -1,0 +1,132 @@
+"""The synthetic key-value retrieval task used to detect retrieval heads (AttentionInfluence, arXiv 2505.07293,
+section 3.2 / appendix A, after Wu et al. 2024).
+
+Each sample: an instruction, a JSON object of ``k`` pairs (key = random alphanumeric string, value = a
+natural-language sentence), ``num_demos`` in-context demonstrations (key -> value pairs of the same object,
+never the query), the query key and ``"answer:"``. ``k`` is the largest number of pairs for which prompt +
+answer fit in ``context_tokens``. The query value occurs exactly once in the context; the query pair's
+position in the object is uniform at random; keys are unique. Seeded and deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Sequence
+from typing import Any
+
+from datasets import Dataset
+
+INSTRUCTION = (
+    "Extract the value corresponding to the given key from the JSON object below. Output only the value.\n\n"
+)
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def random_key(rng: random.Random, length: int = 32) -> str:
+    return "".join(rng.choice(_ALPHABET) for _ in range(length))
+
+
+def render_sample(
+    pairs: list[tuple[str, str]], demos: list[int], query: int
+) -> tuple[str, str, tuple[int, int]]:
+    """Prompt text, answer text (with its leading space) and the character span of the query value."""
+    head = INSTRUCTION + "{"
+    spans = []
+    parts = []
+    offset = len(head)
+    for i, (key, value) in enumerate(pairs):
+        prefix = ("" if i == 0 else ", ") + json.dumps(key) + ': "'
+        parts.append(prefix + value + '"')
+        spans.append((offset + len(prefix), offset + len(prefix) + len(value)))
+        offset += len(parts[-1])
+    context = head + "".join(parts) + "}\n\n"
+    demo_text = "".join(f"key: {pairs[i][0]}\nanswer: {pairs[i][1]}\n" for i in demos)
+    prompt = context + demo_text + f"key: {pairs[query][0]}\nanswer:"
+    return prompt, " " + pairs[query][1], spans[query]
+
+
+def clean_values(
+    sentences: Sequence[str], tokenizer, max_value_tokens: int = 30, min_chars: int = 20
+) -> list[str]:
+    """Distinct one-line sentences without quotes or backslashes (JSON-safe as written) of at most
+    ``max_value_tokens`` tokens."""
+    seen, values = set(), []
+    for sentence in sentences:
+        text = " ".join(sentence.split())
+        if len(text) < min_chars or '"' in text or "\\" in text or text in seen:
+            continue
+        if len(tokenizer(text, add_special_tokens=False).input_ids) > max_value_tokens:
+            continue
+        seen.add(text)
+        values.append(text)
+    return values
+
+
+def build_proxy_samples(
+    values: Sequence[str],
+    tokenizer,
+    num_samples: int = 800,
+    context_tokens: int = 4096,
+    num_demos: int = 3,
+    key_length: int = 32,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Generate ``num_samples`` retrieval samples whose prompt + answer fit in ``context_tokens`` tokens.
+
+    ``values`` are candidate value sentences (see :func:`clean_values`). Returns dicts with ``prompt``,
+    ``answer`` (leading space included), ``value_span`` (character span of the query value in ``prompt``),
+    ``num_pairs`` and ``query_index``.
+    """
+    if len(values) < num_demos + 1:
+        raise ValueError(f"need at least {num_demos + 1} distinct values, got {len(values)}")
+    rng = random.Random(seed)
+    samples = []
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text).input_ids)
+
+    for _ in range(num_samples):
+        pool = rng.sample(list(values), k=min(len(values), 4096))
+        keys: set[str] = set()
+        pairs: list[tuple[str, str]] = []
+        for value in pool:
+            key = random_key(rng, key_length)
+            while key in keys:
+                key = random_key(rng, key_length)
+            keys.add(key)
+            pairs.append((key, value))
+            if len(pairs) > num_demos and _too_long(pairs, num_demos, n_tokens, context_tokens):
+                pairs.pop()
+                break
+        if len(pairs) < num_demos + 1:
+            raise ValueError(
+                f"context_tokens={context_tokens} is too small for {num_demos} demos and a query"
+            )
+        query = rng.randrange(len(pairs))
+        demos = rng.sample([i for i in range(len(pairs)) if i != query], k=num_demos)
+        prompt, answer, span = render_sample(pairs, demos, query)
+        samples.append(
+            {
+                "prompt": prompt,
+                "answer": answer,
+                "value_span": list(span),
+                "num_pairs": len(pairs),
+                "query_index": query,
+            }
+        )
+    return samples
+
+
+def _too_long(pairs, num_demos, n_tokens, budget) -> bool:
+    # The longest demos give the worst case, so the chosen k fits whatever demos are drawn.
+    by_length = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][1]))
+    query, demos = by_length[0], by_length[1 : num_demos + 1]
+    prompt, answer, _ = render_sample(pairs, demos, query)
+    return n_tokens(prompt + answer) > budget
+
+
+def proxy_dataset(samples: list[dict[str, Any]]) -> Dataset:
+    """The samples as a ``datasets.Dataset``."""
+    return Dataset.from_list(samples)

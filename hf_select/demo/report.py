@@ -1,0 +1,36 @@
+"""The HTML report of the main job: one section per stage, pending stages shown as such."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+from .context import DemoContext
+
+
+def _section(ctx: DemoContext, outcome) -> str:
+    from .runner import stage_module
+
+    head = f"<h2>{html.escape(outcome.title)} <small>[{outcome.status}]</small></h2>"
+    if outcome.status == "pending":
+        return head + "<p><em>Pending: this stage is not built yet.</em></p>"
+    if outcome.status == "failed":
+        return head + f"<pre>{html.escape(outcome.error or '')}</pre>"
+    module = stage_module(outcome.name)
+    if hasattr(module, "report_html"):
+        return head + module.report_html(ctx, outcome.result)
+    return head + f"<pre>{html.escape(json.dumps(outcome.result, indent=2, default=str))}</pre>"
+
+
+def write_report(ctx: DemoContext, outcomes) -> Path:
+    body = "\n".join(_section(ctx, outcome) for outcome in outcomes)
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>hf-select demo report</title>"
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px}img{max-width:100%}</style></head><body>"
+        f"<h1>hf-select demo report</h1><p>mode: {'quick' if ctx.quick else 'full'}</p>{body}</body></html>"
+    )
+    path = ctx.output_dir / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,93 @@
+"""Runs the stages of the main job in order, reusing finished stages and reporting missing ones as pending.
+
+A stage is a module ``hf_select.demo.stage_<name>`` with ``TITLE`` (str), ``run(ctx) -> dict`` (a JSON-ready
+summary; artifacts go under ``ctx.stage_dir(name)``) and optionally ``report_html(ctx, result) -> str`` (an
+HTML fragment for the report). A stage whose module does not exist yet is shown as pending, never faked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from transformers.utils import logging
+
+from .context import DemoContext
+
+logger = logging.get_logger("hf_select.demo")
+
+STAGES: tuple[str, ...] = (
+    "world",
+    "base_model",
+    "retrieval_heads",
+    "attention_influence",
+    "student_baseline",
+    "student_slm",
+    "student_meco",
+    "student_opus",
+    "evaluation",
+    "data_whisperer",
+)
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "done", "reused", "pending", "failed"
+    title: str = ""
+    result: dict[str, Any] | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+def stage_module(name: str):
+    """The stage's module, or None when it is not built yet."""
+    module_name = f"hf_select.demo.stage_{name}"
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return importlib.import_module(module_name)
+
+
+def run_stage(ctx: DemoContext, name: str, force: bool = False) -> StageOutcome:
+    module = stage_module(name)
+    if module is None:
+        return StageOutcome(name, "pending", title=name.replace("_", " "))
+    marker = ctx.output_dir / "stages" / f"{name}.json"
+    title = getattr(module, "TITLE", name)
+    if marker.exists() and not force:
+        result = json.loads(marker.read_text())
+        ctx.results[name] = result
+        logger.warning(f"[demo] {title}: reused ({marker})")
+        return StageOutcome(name, "reused", title, result)
+    logger.warning(f"[demo] {title}: running")
+    start = time.perf_counter()
+    try:
+        result = module.run(ctx) or {}
+    except Exception as exc:  # a broken stage is reported, later independent stages still run
+        logger.error(f"[demo] {title}: failed: {exc}")
+        return StageOutcome(name, "failed", title, None, time.perf_counter() - start, traceback.format_exc())
+    seconds = time.perf_counter() - start
+    result = {**result, "seconds": round(seconds, 2)}
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(result, indent=2, default=str))
+    ctx.results[name] = result
+    logger.warning(f"[demo] {title}: done in {seconds:.1f}s")
+    return StageOutcome(name, "done", title, result, seconds)
+
+
+def run_demo(
+    ctx: DemoContext, stages: tuple[str, ...] = STAGES, force: tuple[str, ...] = ()
+) -> list[StageOutcome]:
+    """Run ``stages`` in order and write ``ctx.output_dir / 'report.html'``."""
+    from .report import write_report
+
+    ctx.output_dir.mkdir(parents=True, exist_ok=True)
+    outcomes = [run_stage(ctx, name, force=name in force) for name in stages]
+    path = write_report(ctx, outcomes)
+    logger.warning(f"[demo] report: {path}")
+    return outcomes

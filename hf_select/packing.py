@@ -1,0 +1,131 @@
+"""Document-masked packing for causal-LM pretraining.
+
+Every packed row starts with a new document. A document that does not fit in the rest of a row is cut at the
+row's end; by default its overflow is discarded (MeCo's rule: never carried over), with ``overflow="carry"``
+the overflow starts the next row as a document of its own. Position ids restart at 0 for every document, so
+transformers' sdpa/eager attention derives a block-diagonal causal mask from them (``attention_mask=None``,
+no KV cache): no token attends across documents and no flash-attention is needed.
+
+Labels follow the HF convention (not shifted; the model shifts). The first token of every document is
+``-100`` (it would be predicted from the previous document), as are tokens whose document labels say so
+(e.g. MeCo's metadata prefix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def pack_documents(
+    input_ids: Sequence[Sequence[int]],
+    max_length: int,
+    labels: Sequence[Sequence[int]] | None = None,
+    overflow: str = "discard",
+    drop_untrainable: bool = True,
+) -> dict[str, list[list[int]]]:
+    """Pack tokenised documents into rows of at most ``max_length`` tokens.
+
+    Args:
+        input_ids: token ids of each document, in order.
+        max_length: tokens per packed row.
+        labels: per-document labels (``-100`` = not trained); defaults to the ids.
+        overflow: ``"discard"`` (default) drops the part of a document that does not fit in its row;
+            ``"carry"`` puts it at the start of the next row(s) as a new segment (positions restart, so its
+            first token is not trained).
+        drop_untrainable: drop rows in which no label is trained (they would give a 0/0 loss).
+
+    Returns:
+        A dict of lists (one entry per row): ``input_ids``, ``labels``, ``position_ids``, ``num_documents``.
+        Usable directly as a ``Dataset.map(batched=True)`` result.
+    """
+    if overflow not in ("discard", "carry"):
+        raise ValueError(f"overflow must be 'discard' or 'carry', got {overflow!r}")
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": [], "num_documents": []}
+    row_ids: list[int] = []
+    row_labels: list[int] = []
+    row_pos: list[int] = []
+    row_docs = 0
+
+    def flush():
+        nonlocal row_ids, row_labels, row_pos, row_docs
+        if row_ids and (not drop_untrainable or any(x != IGNORE_INDEX for x in row_labels)):
+            rows["input_ids"].append(row_ids)
+            rows["labels"].append(row_labels)
+            rows["position_ids"].append(row_pos)
+            rows["num_documents"].append(row_docs)
+        row_ids, row_labels, row_pos, row_docs = [], [], [], 0
+
+    for i, ids in enumerate(input_ids):
+        ids = list(ids)
+        if not ids:
+            continue
+        doc_labels = list(labels[i]) if labels is not None else list(ids)
+        if len(doc_labels) != len(ids):
+            raise ValueError(f"document {i}: {len(ids)} ids but {len(doc_labels)} labels")
+        while ids:
+            if row_ids and max_length - len(row_ids) < 2:  # a 1-token piece has nothing to train
+                flush()
+            room = max_length - len(row_ids)
+            row_ids += ids[:room]
+            row_labels += [IGNORE_INDEX, *doc_labels[1:room]]
+            row_pos += list(range(len(ids[:room])))
+            row_docs += 1
+            if len(row_ids) >= max_length:
+                flush()
+            ids, doc_labels = (ids[room:], doc_labels[room:]) if overflow == "carry" else ([], [])
+    flush()
+    return rows
+
+
+def pack_dataset_batch(
+    batch: dict[str, list[Any]], max_length: int, overflow: str = "discard"
+) -> dict[str, list]:
+    """``Dataset.map(batched=True, remove_columns=...)`` wrapper of :func:`pack_documents`.
+
+    Reads ``input_ids`` and, if present, ``labels``; packing restarts at every map batch, so a large
+    ``batch_size`` wastes less of the last row.
+    """
+    return pack_documents(batch["input_ids"], max_length, batch.get("labels"), overflow=overflow)
+
+
+@dataclass
+class PackedCollator:
+    """Pads packed rows into a batch that keeps documents apart.
+
+    Returns ``input_ids``, ``labels`` and ``position_ids`` and *no* ``attention_mask`` (transformers then builds
+    the block-diagonal mask from the positions). Padding gets position 0 (a singleton segment nobody attends to)
+    and label -100. Extra per-token columns listed in ``pad_columns`` (e.g. ``ref_loss``) are padded with
+    ``pad_values``.
+    """
+
+    pad_token_id: int = 0
+    pad_to_multiple_of: int | None = None
+    pad_columns: tuple[str, ...] = ()
+    pad_value: float = 0.0
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+
+        def pad(key, value, dtype):
+            return torch.tensor(
+                [list(f[key]) + [value] * (length - len(f[key])) for f in features], dtype=dtype
+            )
+
+        batch = {
+            "input_ids": pad("input_ids", self.pad_token_id, torch.long),
+            "labels": pad("labels", IGNORE_INDEX, torch.long),
+            "position_ids": pad("position_ids", 0, torch.long),
+        }
+        for key in self.pad_columns:
+            batch[key] = pad(key, self.pad_value, torch.float32)
+        return batch

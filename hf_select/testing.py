@@ -1,0 +1,106 @@
+"""Tiny random models of every supported family and an offline tokenizer, for tests and benchmarks.
+
+Each model builds in well under a second on CPU and needs no Hub access.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import transformers
+from transformers import PreTrainedTokenizerFast
+
+TINY_VOCAB = 320
+PAD_ID, BOS_ID, EOS_ID = 0, 1, 2
+
+# family -> (config class, extra kwargs). Grouped-query attention (4 query heads, 2 KV heads) wherever the
+# family supports it.
+_TINY_CONFIGS: dict[str, tuple[str, dict]] = {
+    "llama": ("LlamaConfig", {"num_key_value_heads": 2}),
+    "mistral": ("MistralConfig", {"num_key_value_heads": 2, "sliding_window": None}),
+    "qwen2": ("Qwen2Config", {"num_key_value_heads": 2}),
+    "qwen3": ("Qwen3Config", {"num_key_value_heads": 2, "head_dim": 8}),
+    "gemma2": ("Gemma2Config", {"num_key_value_heads": 2, "head_dim": 8, "query_pre_attn_scalar": 8}),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        {"num_key_value_heads": 2, "head_dim": 8, "query_pre_attn_scalar": 8},
+    ),
+    "phi3": ("Phi3Config", {"num_key_value_heads": 2}),
+    "olmo2": ("Olmo2Config", {"num_key_value_heads": 2}),
+    "gpt2": ("GPT2Config", {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 512}),
+    "gpt_neox": ("GPTNeoXConfig", {"rotary_pct": 0.5}),
+}
+FAMILIES = tuple(_TINY_CONFIGS)
+
+_LLAMA_LIKE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 512,
+}
+
+
+def tiny_config(family: str, **overrides) -> transformers.PretrainedConfig:
+    """Config of a tiny model of ``family`` (vocabulary 320, hidden 32, 2 layers, 4 query heads)."""
+    class_name, extra = _TINY_CONFIGS[family]
+    kwargs = {
+        "vocab_size": TINY_VOCAB,
+        "pad_token_id": PAD_ID,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+    }
+    if family != "gpt2":
+        kwargs.update(_LLAMA_LIKE)
+    kwargs.update(extra)
+    kwargs.update(overrides)
+    return getattr(transformers, class_name)(**kwargs)
+
+
+def tiny_model(family: str = "llama", seed: int = 0, attn_implementation: str = "sdpa", **overrides):
+    """A randomly initialised tiny causal LM of ``family`` in eval mode (float32)."""
+    config = tiny_config(family, **overrides)
+    torch.manual_seed(seed)
+    if family in ("gemma2",) and attn_implementation == "sdpa":
+        attn_implementation = "eager"  # sdpa cannot soft-cap attention logits
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    return model.eval()
+
+
+TINY_CORPUS = (
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. "
+    "def add(a, b):\n    return a + b\n\nclass Point:\n    x: int = 0\n"
+    "The integral of x squared is x cubed over three. 2 + 2 = 4, 3 * 7 = 21. "
+    "Key: value pairs hold answers; the answer is 42. URL: www.example.com\n\n"
+)
+
+
+@functools.lru_cache(maxsize=4)
+def tiny_tokenizer(vocab_size: int = 300, with_bos: bool = True) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained offline on a few sentences, with pad/bos/eos/unk tokens (ids 0-3),
+    small enough for the tiny models' vocabulary.
+
+    With ``with_bos`` the post-processor prepends ``<s>`` to every encoding, like Llama tokenizers.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([TINY_CORPUS] * 4, trainer=trainer)
+    if with_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
