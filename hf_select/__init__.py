@@ -20,6 +20,9 @@ _EXPORTS: dict[str, str] = {
     "pack_documents": "hf_select.packing",
     "PackedCollator": "hf_select.packing",
     "proxy_task_accuracy": "hf_select.proxy_accuracy",
+    "ModelArguments": "hf_select.loading",
+    "load_model_and_tokenizer": "hf_select.loading",
+    "load_any_dataset": "hf_select.loading",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,147 @@
+"""Loading models, tokenizers and datasets from a Hub id or a local path, with safe defaults.
+
+Weights load with safetensors only; ``trust_remote_code`` stays off unless asked for; Hub tokens come from
+the environment / the huggingface_hub login and are never logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ModelArguments:
+    """Which model to load, shared by every hf-select command."""
+
+    model_name_or_path: str = field(
+        default=None, metadata={"help": "Hub model id or local folder of a causal LM."}
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Hub revision (branch, tag or commit) to load."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer id or folder (default: the model's)."}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "Weight dtype: auto, float32, bfloat16 or float16 (auto: as saved)."},
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "Attention kernel: sdpa, eager, flash_attention_2 (default: transformers')."},
+    )
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "Run modelling code from the Hub repository (off unless you trust it)."},
+    )
+
+
+def _dtype(name: str):
+    if name == "auto":
+        return "auto"
+    try:
+        return getattr(torch, name)
+    except AttributeError:
+        raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(
+    name_or_path: str, revision: str | None = None, trust_remote_code: bool = False, pad: bool = True
+):
+    """Load a tokenizer; with ``pad`` a tokenizer without a pad token reuses EOS (logged) or fails clearly."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        name_or_path, revision=revision, trust_remote_code=trust_remote_code
+    )
+    if pad and tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(
+                f"tokenizer {name_or_path!r} has neither a pad token nor an EOS token to pad with"
+            )
+        logger.warning(
+            f"tokenizer {name_or_path!r} has no pad token; padding with EOS ({tokenizer.eos_token!r})"
+        )
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(
+    name_or_path: str,
+    revision: str | None = None,
+    dtype: str = "auto",
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    device: str | torch.device | None = None,
+):
+    """Load a causal LM (safetensors weights only) in eval mode, optionally moved to ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {
+        "revision": revision,
+        "dtype": _dtype(dtype),
+        "use_safetensors": True,
+        "trust_remote_code": trust_remote_code,
+    }
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_model_and_tokenizer(args: ModelArguments, device=None):
+    """Model and tokenizer described by :class:`ModelArguments`."""
+    if not args.model_name_or_path:
+        raise ValueError("--model_name_or_path is required")
+    model = load_causal_lm(
+        args.model_name_or_path,
+        args.revision,
+        args.dtype,
+        args.attn_implementation,
+        args.trust_remote_code,
+        device,
+    )
+    tokenizer = load_tokenizer(
+        args.tokenizer_name_or_path or args.model_name_or_path,
+        None if args.tokenizer_name_or_path else args.revision,
+        args.trust_remote_code,
+    )
+    return model, tokenizer
+
+
+def load_any_dataset(name_or_path: str, split: str | None = "train", config_name: str | None = None):
+    """A ``Dataset`` from a Hub id, a ``save_to_disk`` folder, a Hub-layout folder or a json/jsonl/parquet/csv file."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name_or_path)
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        data = load_from_disk(str(path))
+    elif path.is_file():
+        kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"cannot read {path}: expected .jsonl, .json, .parquet or .csv")
+        data = load_dataset(kind, data_files=str(path))
+    else:
+        data = load_dataset(name_or_path, config_name)
+    if isinstance(data, DatasetDict):
+        if split is None:
+            return data
+        if split not in data:
+            raise ValueError(f"{name_or_path} has no split {split!r}; it has {sorted(data)}")
+        return data[split]
+    return data
+
+
+def require_columns(dataset, columns, what: str = "dataset") -> None:
+    """Raise a clear error naming the columns that ``dataset`` lacks."""
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{what} is missing column(s) {missing}; it has {dataset.column_names}")
