@@ -123,7 +123,8 @@ class MeCoTrainer(Trainer):
         cooldown_dataset: documents for the cooldown phase (raw ``text``, tokenised or packed); must not overlap
             ``train_dataset``.
         data_collator: defaults to :class:`hf_select.packing.PackedCollator` (no attention mask, so documents
-            never attend to each other on sdpa/eager).
+            never attend to each other on sdpa/eager). Every forward pass runs with ``use_cache=False``: with
+            a KV cache transformers skips the packed-sequence detection and documents would leak.
         processing_class: the tokenizer (needed for raw documents).
         **kwargs: passed on to ``Trainer``.
     """
@@ -169,7 +170,7 @@ class MeCoTrainer(Trainer):
         )
         if data_collator is None:
             pad = getattr(processing_class, "pad_token_id", None)
-            data_collator = PackedCollator(pad_token_id=pad if pad is not None else 0)
+            data_collator = PackedCollator(pad_token_id=pad if pad is not None else 0, use_cache=False)
         logger.info(
             f"MeCo: {self.conditioned_steps} conditioned steps, then {cooldown_steps} cooldown steps "
             f"({global_batch} rows per step)"
@@ -187,6 +188,11 @@ class MeCoTrainer(Trainer):
         # The schedule is already in consumption order; shuffling would mix the two phases.
         return torch.utils.data.SequentialSampler(
             train_dataset if train_dataset is not None else self.train_dataset
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(
+            model, {**inputs, "use_cache": False}, return_outputs, num_items_in_batch=num_items_in_batch
         )
 
     def in_cooldown(self, step: int) -> bool:
