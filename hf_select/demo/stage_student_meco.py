@@ -20,7 +20,9 @@ COOLDOWN_FRACTION = 0.1
 UNRELATED_URL = "www.factquizmaster.com"
 
 
-def heldout_bits_per_byte(model, tokenizer, heldout, max_docs: int = 200, max_chars: int = 2000) -> dict[str, float]:
+def heldout_bits_per_byte(
+    model, tokenizer, heldout, max_docs: int = 200, max_chars: int = 2000
+) -> dict[str, float]:
     """Mean held-out bits per byte without metadata, with each document's own URL host, and with an unrelated
     URL (the same characters of each document are scored in all three)."""
     from ..conditional import prefixed_text_losses, url_prefix
@@ -66,7 +68,9 @@ def run(ctx: DemoContext) -> dict[str, Any]:
     tokens = sum(len(ids) for ids in schedule["input_ids"])
     trained = sum(sum(lab != -100 for lab in labels) for labels in schedule["labels"])
     output = trainer.train()
-    bpb = heldout_bits_per_byte(model, tokenizer, load_pretrain_split(ctx, "heldout"), 50 if ctx.quick else 200)
+    bpb = heldout_bits_per_byte(
+        model, tokenizer, load_pretrain_split(ctx, "heldout"), 50 if ctx.quick else 200
+    )
     summary = {
         "student": "meco",
         "max_steps": args.max_steps,
@@ -85,9 +89,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
 
 def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
     bpb = result.get("heldout_bits_per_byte", {})
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{value}</td></tr>" for name, value in bpb.items()
-    )
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{value}</td></tr>" for name, value in bpb.items())
     return (
         f"<p>{result.get('conditioned_steps')} steps with <code>URL: host</code> prefixes (labels -100 on the "
         f"prefix), then {result.get('cooldown_steps')} cooldown steps on plain documents from a disjoint pool; "

@@ -25,7 +25,9 @@ def fake_world(ctx: DemoContext, n: int = 60) -> None:
     def split(offset):
         return Dataset.from_dict(
             {
-                "text": [f"The answer is {i}. def add(a, b): return a + b" for i in range(offset, offset + n)],
+                "text": [
+                    f"The answer is {i}. def add(a, b): return a + b" for i in range(offset, offset + n)
+                ],
                 "domain": ["code"] * n,
                 "source": ["cpython"] * n,
                 "url": [f"https://docs.site{i % 3}.org/{i}" for i in range(offset, offset + n)],
