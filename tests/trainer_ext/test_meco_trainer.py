@@ -145,7 +145,7 @@ def test_schedule_cycles_each_pool_in_a_fresh_order_and_is_deterministic():
     assert (order == cycled_order(4, 10, seed=0)).all()
     a, b = rows_pool(*CONDITIONED, 10, 1), rows_pool(*COOLDOWN, 10, 2)
     sched = meco_schedule(a, b, 6, 4, seed=0)
-    assert sched["meco_cooldown"] == [0] * 6 + [1] * 4
+    assert list(sched["meco_cooldown"]) == [0] * 6 + [1] * 4
     assert all(max(r) < COOLDOWN[0] for r in sched["input_ids"][:6])
     assert all(min(r) >= COOLDOWN[0] for r in sched["input_ids"][6:])
     with pytest.raises(ValueError, match="cooldown pool has no rows"):
