@@ -68,12 +68,13 @@ class MeCoConfig(TrainingArguments):
     weight_decay: float = field(default=0.033, metadata={"help": "AdamW weight decay (paper: 0.033)."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (paper: 0.95)."})
     warmup_steps: float = field(
-        default=0.05, metadata={"help": "Warm-up steps; a value below 1 is a ratio of max_steps (paper: 5%)."}
+        default=0.05,
+        metadata={"help": "Warm-up steps; a value below 1 is a ratio of max_steps (paper: 0.05)."},
     )
     lr_scheduler_type: str = field(
         default="cosine_with_min_lr",
         metadata={
-            "help": "Learning-rate schedule (paper: cosine to 10% of the peak; min_lr_rate 0.1 by default)."
+            "help": "Learning-rate schedule (paper: cosine down to a tenth of the peak, min_lr_rate 0.1 by default)."
         },
     )
 

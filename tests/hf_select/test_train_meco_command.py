@@ -55,3 +55,11 @@ def test_train_meco_options_parse_from_yaml(tmp_path):
     assert config.conditioned_steps() == 80
     assert (config.learning_rate, config.adam_beta2, config.weight_decay) == (3e-3, 0.95, 0.033)
     assert config.lr_scheduler_kwargs == {"min_lr_rate": 0.1}
+
+
+def test_train_meco_help_renders(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "meco", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--cooldown_fraction" in out and "--metadata_mode" in out and "--dataset_name_or_path" in out
