@@ -98,6 +98,10 @@ class MeCoConfig(TrainingArguments):
                 "MeCo aligns its data with the step count; ignore_data_skip=True would replay the conditioning "
                 "phase after a resume"
             )
+        if self.auto_find_batch_size:
+            raise ValueError(
+                "MeCo lays out its data by global batch size; auto_find_batch_size would change it mid-run"
+            )
         if str(self.lr_scheduler_type) == "cosine_with_min_lr" and not self.lr_scheduler_kwargs:
             self.lr_scheduler_kwargs = {"min_lr_rate": 0.1}
         super().__post_init__()

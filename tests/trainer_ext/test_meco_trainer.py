@@ -196,6 +196,8 @@ def test_bad_input_gives_clear_errors(tmp_path):
         MeCoTrainer(tiny_model(), config(tmp_path, max_steps=-1), train_dataset=no_url, processing_class=tok)
     with pytest.raises(ValueError, match="ignore_data_skip"):
         config(tmp_path, ignore_data_skip=True)
+    with pytest.raises(ValueError, match="auto_find_batch_size"):
+        config(tmp_path, auto_find_batch_size=True)
     with pytest.raises(ValueError, match="metadata_mode"):
         config(tmp_path, metadata_mode="tld")
     with pytest.raises(TypeError, match="MeCoConfig"):
