@@ -23,6 +23,13 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "normalize_url": "hf_select.metadata",
+    "metadata_prefix": "hf_select.metadata",
+    "tokenize_with_metadata": "hf_select.metadata",
+    "add_metadata_tokens": "hf_select.metadata",
+    "generate_with_prefix": "hf_select.conditional",
+    "prefixed_text_losses": "hf_select.conditional",
+    "url_prefix": "hf_select.conditional",
 }
 
 __all__ = sorted(_EXPORTS)

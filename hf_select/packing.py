@@ -104,12 +104,18 @@ class PackedCollator:
     the block-diagonal mask from the positions). Padding gets position 0 (a singleton segment nobody attends to)
     and label -100. Extra per-token columns listed in ``pad_columns`` (e.g. ``ref_loss``) are padded with
     ``pad_values``.
+
+    With ``use_cache=False`` the batch also carries ``use_cache=False``. Set it when the batch goes straight into
+    ``model(**batch)`` (e.g. in a ``Trainer``): a model whose config has ``use_cache=True`` otherwise creates a
+    KV cache even in training mode, transformers then skips the packed-sequence detection and the documents of
+    a row attend to each other.
     """
 
     pad_token_id: int = 0
     pad_to_multiple_of: int | None = None
     pad_columns: tuple[str, ...] = ()
     pad_value: float = 0.0
+    use_cache: bool | None = None
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -128,4 +134,6 @@ class PackedCollator:
         }
         for key in self.pad_columns:
             batch[key] = pad(key, self.pad_value, torch.float32)
+        if self.use_cache is not None:
+            batch["use_cache"] = self.use_cache
         return batch
