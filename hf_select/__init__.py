@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "push_scored_dataset": "hf_select.hub",
+    "push_model": "hf_select.hub",
 }
 
 __all__ = sorted(_EXPORTS)
