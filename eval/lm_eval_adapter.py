@@ -126,22 +126,23 @@ def run_lm_eval(
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, max_length=max_length)
     merged: dict[str, Any] = {"results": {}, "samples": {}}
     with tempfile.TemporaryDirectory() as folder:
-        groups: list[tuple[list[str], int | None, TaskManager | None]] = []
+        runs: list[tuple[str, int | None]] = []  # (task name, few-shot seed of an hf-select task)
         for entry in tasks:
             if isinstance(entry, str) and not Path(entry).exists():
-                groups.append(([entry], None, None))
+                runs.append((entry, None))
                 continue
             task = load_task(entry)
             write_lm_eval_task(task, folder, num_fewshot)
-            groups.append(([task.name], task.fewshot_seed, None))
-        manager = TaskManager(include_path=folder)
-        for names, seed, _ in groups:
+            runs.append((task.name, task.fewshot_seed))
+        # indexing lm-eval's thousands of built-in tasks takes long: only when a built-in name is asked for
+        manager = TaskManager(include_path=folder, include_defaults=any(seed is None for _, seed in runs))
+        for name, seed in runs:
             kwargs = dict(simple_evaluate_kwargs)
             if seed is not None:
                 kwargs.setdefault("fewshot_random_seed", seed)
             out = simple_evaluate(
                 model=lm,
-                tasks=names,
+                tasks=[name],
                 num_fewshot=num_fewshot,
                 limit=limit,
                 system_instruction=prefix or None,
