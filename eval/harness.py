@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -437,12 +438,24 @@ def _task_results(task: Task, plan: _Plan, scores, generations, log_samples):
 # --------------------------------------------------------------------------------------------- entry point
 
 
-def _distributed_state():
-    """(rank, world size) of the current launch; initialises torch.distributed under torchrun/accelerate."""
-    from accelerate import PartialState
+def _distributed_state() -> tuple[int, int]:
+    """(rank, world size) of the current launch (``accelerate launch`` or ``torchrun``).
 
-    state = PartialState()
-    return state.process_index, state.num_processes
+    Under a multi-process launch whose process group is not up yet, accelerate's ``PartialState`` brings it up
+    (NCCL on GPUs, gloo on CPU); the rank and size are then read from ``torch.distributed`` itself, because
+    accelerate reports CPU runs under torchrun as non-distributed.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState()
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 def _gather(local: dict) -> dict:
@@ -451,10 +464,10 @@ def _gather(local: dict) -> dict:
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return local
-    from accelerate.utils import gather_object
-
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(local.items()))
     merged = {}
-    for part in gather_object([list(local.items())]):
+    for part in parts:
         merged.update(part)
     return merged
 
