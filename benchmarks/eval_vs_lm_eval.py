@@ -23,7 +23,41 @@ from hf_select.eval import evaluate, load_task
 from hf_select.eval.lm_eval_adapter import run_lm_eval
 from hf_select.testing import tiny_tokenizer
 
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "pack", "my", "box", "with", "five", "dozen", "liquor", "jugs", "integral", "of", "x", "squared", "is", "cubed", "over", "three", "answer", "value", "key", "pairs", "hold", "class", "point", "return", "add"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "pack",
+    "my",
+    "box",
+    "with",
+    "five",
+    "dozen",
+    "liquor",
+    "jugs",
+    "integral",
+    "of",
+    "x",
+    "squared",
+    "is",
+    "cubed",
+    "over",
+    "three",
+    "answer",
+    "value",
+    "key",
+    "pairs",
+    "hold",
+    "class",
+    "point",
+    "return",
+    "add",
+]
 
 
 def write_task(folder: Path, items: int, seed: int = 0) -> Path:

@@ -123,12 +123,17 @@ def encode_pairs(
 
 
 def build_rows(
-    context: list[int], continuations: list[list[int]], keys: list[tuple], max_length: int, share: bool
+    context: list[int],
+    continuations: list[list[int]],
+    keys: list[tuple],
+    max_length: int,
+    share_limit: int | None,
 ) -> list[ScoringRow]:
-    """Rows for one context: one shared row when it fits ``max_length`` positions, else one per continuation
+    """Rows for one context: one shared row when its positions fit ``share_limit`` (None: never share), else
+    one per continuation
     with the context left-truncated as lm-eval truncates ``(context + continuation)[-(max_length + 1):]``."""
     longest = max(len(c) for c in continuations)
-    if share and len(continuations) > 1 and len(context) + longest - 1 <= max_length:
+    if share_limit and len(continuations) > 1 and len(context) + longest - 1 <= share_limit:
         return [ScoringRow(context, continuations, keys)]
     rows = []
     for cont, key in zip(continuations, keys):
@@ -226,10 +231,9 @@ def score_rows(
                 inner, input_ids=input_ids, attention_mask=mask, position_ids=position_ids
             )
             nll = logits_to_losses(hidden[rb, cb], tgt, head, softcap).double().cpu()
-        owner = torch.tensor(
-            [sum(len(r.continuations) for r in batch[:b]) for b in rb.tolist()]
-        ) + torch.tensor(slots)
-        total = sum(len(r.continuations) for r in batch)
+        counts = torch.tensor([len(r.continuations) for r in batch])
+        owner = (counts.cumsum(0) - counts)[rb.cpu()] + torch.tensor(slots)
+        total = int(counts.sum())
         sums = torch.zeros(total, dtype=torch.float64).index_add_(0, owner, -nll).tolist()
         offset = 0
         for r in batch:
@@ -284,6 +288,22 @@ def generate_greedy(
 # --------------------------------------------------------------------------------------------- planning
 
 
+def shared_row_limit(model, max_length: int) -> int | None:
+    """Most positions a shared row may span: the context window, or the sliding window when the model has one
+    (a custom 4D mask replaces the model's own sliding-window mask, so rows stay inside it); None when the
+    attention kernel takes no arbitrary mask (flash-attention), which turns sharing off."""
+    config = unwrap_model(model).config
+    kernel = str(getattr(config, "_attn_implementation", "") or "")
+    if "flash" in kernel:
+        logger.warning(
+            f"attention kernel {kernel!r} takes no custom masks: continuations are scored one per row"
+        )
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(text_config, "sliding_window", None)
+    return min(max_length, int(window)) if window else max_length
+
+
 def resolve_max_length(model, tokenizer, max_length: int | None = None) -> int:
     """``max_length`` if given, else the model's context length (config), else the tokenizer's, else 2048."""
     if max_length:
@@ -324,7 +344,9 @@ class _Plan:
     num_tokens: dict[tuple, int]  # perplexity (task, doc) -> predicted tokens
 
 
-def _plan(tasks: list[Task], tokenizer, num_fewshot, prefix, limit, max_length, share, add_special_tokens):
+def _plan(
+    tasks: list[Task], tokenizer, num_fewshot, prefix, limit, max_length, share_limit, add_special_tokens
+):
     rows, prompts, docs_by_task, contexts_by_task, num_tokens = [], {}, {}, {}, {}
     for task in tasks:
         docs = task.docs()[:limit] if limit else task.docs()
@@ -350,7 +372,7 @@ def _plan(tasks: list[Task], tokenizer, num_fewshot, prefix, limit, max_length, 
         pairs = [(ctx, task.continuations(doc)) for ctx, doc in zip(contexts, docs)]
         for i, (ctx_ids, cont_ids) in enumerate(encode_pairs(tokenizer, pairs, add_special_tokens)):
             keys = [(task.name, i, j) for j in range(len(cont_ids))]
-            rows.extend(build_rows(ctx_ids, cont_ids, keys, max_length, share))
+            rows.extend(build_rows(ctx_ids, cont_ids, keys, max_length, share_limit))
     return _Plan(rows, prompts, docs_by_task, contexts_by_task, num_tokens)
 
 
@@ -518,7 +540,8 @@ def evaluate(
     show_progress = show_progress and rank == 0
     started = time.perf_counter()
     max_length = resolve_max_length(model, tokenizer, max_length)
-    plan = _plan(tasks, tokenizer, num_fewshot, prefix, limit, max_length, share_context, add_special_tokens)
+    share_limit = shared_row_limit(model, max_length) if share_context else None
+    plan = _plan(tasks, tokenizer, num_fewshot, prefix, limit, max_length, share_limit, add_special_tokens)
     was_training = model.training
     model.eval()
 
@@ -558,7 +581,7 @@ def evaluate(
             "prefix": prefix,
             "limit": limit,
             "max_length": max_length,
-            "share_context": share_context,
+            "share_context": share_limit is not None,
             "num_processes": world,
             "tasks": {t.name: {"type": t.type, "metadata": t.metadata} for t in tasks},
         },

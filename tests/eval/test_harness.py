@@ -211,3 +211,29 @@ def test_two_ranks_merged_equal_one_process(monkeypatch, mc_task_file, tok):
     )
     merged = evaluate(model, tok, tasks, num_fewshot=2, batch_size=3, show_progress=False)
     assert rank1 and merged["results"] == single["results"]
+
+
+def test_shared_rows_stay_inside_a_sliding_window(tok, mc_records):
+    from hf_select.eval.harness import build_rows, shared_row_limit
+
+    model = tiny_model("mistral", sliding_window=16)
+    assert shared_row_limit(model, 512) == 16
+    rows = build_rows(list(range(15)), [[1, 2], [3, 4, 5]], [("t", 0, 0), ("t", 0, 1)], 512, 16)
+    assert len(rows) == 2  # 15 + 3 - 1 positions > 16: one row per continuation, the model masks the window
+    assert len(build_rows(list(range(10)), [[1, 2], [3]], [("t", 0, 0), ("t", 0, 1)], 512, 16)) == 1
+    records = [
+        {
+            "query": "Question: " + "the quick brown fox " * 5 + "?\nAnswer:",
+            "choices": ["dog", "lazy box"],
+            "gold": 0,
+        }
+    ]
+    out = evaluate(
+        model,
+        tok,
+        [{"name": "w", "type": "multiple_choice", "data": {"test": records}}],
+        log_samples=True,
+        show_progress=False,
+    )
+    hand = [hand_loglik(model, tok, records[0]["query"], " " + c) for c in records[0]["choices"]]
+    np.testing.assert_allclose(out["samples"]["w"][0]["loglikelihoods"], hand, atol=2e-4)
