@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "generate_with_prefix": "hf_select.conditional",
     "prefixed_text_losses": "hf_select.conditional",
     "url_prefix": "hf_select.conditional",
+    "push_scored_dataset": "hf_select.hub",
+    "push_model": "hf_select.hub",
 }
 
 __all__ = sorted(_EXPORTS)

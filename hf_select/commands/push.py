@@ -1,0 +1,118 @@
+"""``hf-select push``: publish a scored dataset (FineWeb-Edu layout) or a trained model to the Hub or a folder.
+
+The Hub token comes from ``HF_TOKEN`` or the huggingface_hub login (never from the command line, where it
+would show in the process list); it is never printed. ``--local_dir`` writes the same layout locally.
+
+Examples::
+
+    hf-select push --kind dataset --source out/scored --score_column ai_score --thresholds 5 8 \\
+        --int_score_bins 10 --method attention_influence --model_id org/base --repo_id me/ai-scores
+    hf-select push --kind model --source out/students/ai --selection '{"method": "attention_influence"}' \\
+        --local_dir out/publish/model
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class PushArguments:
+    """What to publish and where."""
+
+    kind: str = field(default="dataset", metadata={"help": "dataset (a scored dataset) or model."})
+    source: str = field(
+        default=None,
+        metadata={"help": "Dataset: save_to_disk folder or .jsonl/.parquet file. Model: an HF model folder."},
+    )
+    repo_id: str | None = field(default=None, metadata={"help": "Hub repository to push to."})
+    local_dir: str | None = field(
+        default=None, metadata={"help": "Write the Hub layout to this folder instead."}
+    )
+    private: bool = field(default=False, metadata={"help": "Create the Hub repository as private."})
+    split: str = field(
+        default="train", metadata={"help": "Dataset: split of the source and of the published data."}
+    )
+    score_column: str = field(default="score", metadata={"help": "Dataset: column holding the float score."})
+    thresholds: list[float] = field(
+        default_factory=list, metadata={"help": "Dataset: int_score thresholds, one config each."}
+    )
+    int_score_bins: int | None = field(
+        default=None, metadata={"help": "Dataset: int_score = k-quantile bin (default: rounded score)."}
+    )
+    method: str = field(default="unknown", metadata={"help": "Dataset: the scoring method (card)."})
+    model_id: str | None = field(default=None, metadata={"help": "Dataset: the scoring model id (card)."})
+    model_revision: str | None = field(default=None, metadata={"help": "Dataset: its revision (card)."})
+    reference_model: str | None = field(
+        default=None, metadata={"help": "Dataset: reference model, if any (card)."}
+    )
+    heads: str | None = field(
+        default=None, metadata={"help": "Dataset: JSON list of (layer, head) used (card)."}
+    )
+    params: str | None = field(
+        default=None, metadata={"help": "Dataset: JSON dict of scoring parameters (card)."}
+    )
+    selection: str | None = field(
+        default=None, metadata={"help": "Model: JSON dict describing the data selection (card)."}
+    )
+    base_model: str | None = field(default=None, metadata={"help": "Model: the base model id (card)."})
+
+
+CONFIG_CLASSES = (PushArguments,)
+
+
+def _json(value: str | None, what: str):
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--{what} must be JSON ({exc}): {value!r}") from None
+
+
+def run(args: PushArguments) -> int:
+    from hf_select.hub import push_model, push_scored_dataset
+
+    if not args.source:
+        raise ValueError("--source is required")
+    if args.kind == "dataset":
+        from hf_select.loading import load_any_dataset
+
+        dataset = load_any_dataset(args.source, split=args.split)
+        where = push_scored_dataset(
+            dataset,
+            args.repo_id,
+            local_dir=args.local_dir,
+            private=args.private,
+            score_column=args.score_column,
+            thresholds=args.thresholds,
+            int_score_bins=args.int_score_bins,
+            method=args.method,
+            model_id=args.model_id,
+            model_revision=args.model_revision,
+            reference_model=args.reference_model,
+            heads=_json(args.heads, "heads"),
+            params=_json(args.params, "params"),
+            split=args.split,
+        )
+    elif args.kind == "model":
+        from hf_select.loading import load_causal_lm, load_tokenizer
+
+        where = push_model(
+            load_causal_lm(args.source),
+            load_tokenizer(args.source, pad=False),
+            args.repo_id,
+            local_dir=args.local_dir,
+            selection=_json(args.selection, "selection"),
+            base_model=args.base_model,
+            private=args.private,
+        )
+    else:
+        raise ValueError(f"--kind must be dataset or model, got {args.kind!r}")
+    print(f"published: {where}")
+    return 0

@@ -1,0 +1,131 @@
+import logging
+
+import numpy as np
+import pytest
+from datasets import Dataset, load_dataset
+from huggingface_hub import DatasetCard, ModelCard
+
+from hf_select.hub import int_scores, push_model, push_scored_dataset
+
+
+@pytest.fixture
+def scored():
+    rng = np.random.default_rng(0)
+    return Dataset.from_dict(
+        {
+            "text": [f"doc {i}" for i in range(60)],
+            "domain": ["web", "code", "math"] * 20,
+            "ai_score": rng.normal(size=60).tolist(),
+        }
+    )
+
+
+def test_int_scores_round_or_quantile_bins():
+    assert int_scores(np.array([0.4, 2.6, 4.5, 3.5])).tolist() == [0, 3, 4, 4]  # FineWeb-Edu rounding
+    bins = int_scores(np.arange(100.0), bins=10)
+    assert bins.min() == 0 and bins.max() == 9 and np.bincount(bins).tolist() == [10] * 10
+
+
+def test_local_layout_loads_back_with_configs_and_card(tmp_path, scored):
+    folder = push_scored_dataset(
+        scored,
+        local_dir=tmp_path / "hub",
+        score_column="ai_score",
+        thresholds=[5, 8],
+        int_score_bins=10,
+        method="attention_influence",
+        model_id="org/base",
+        model_revision="abc123",
+        heads=[[1, 2], [0, 3]],
+        params={"top_k": 3},
+        max_shard_size=600,
+    )
+    every = load_dataset(folder, "default", split="train")
+    assert len(every) == 60 and set(every.column_names) == {"text", "domain", "score", "int_score"}
+    np.testing.assert_allclose(every["score"], scored["ai_score"])
+    for threshold, name in ((5, "int_score_ge_5"), (8, "int_score_ge_8")):
+        part = load_dataset(folder, name, split="train")
+        expected = sorted(t for t, i in zip(every["text"], every["int_score"]) if i >= threshold)
+        assert sorted(part["text"]) == expected and min(part["int_score"]) >= threshold
+    assert len(list((tmp_path / "hub/data").glob("train-*-of-*.parquet"))) > 1  # sharded
+    card = DatasetCard.load(tmp_path / "hub/README.md")
+    meta = card.data.to_dict()
+    assert [c["config_name"] for c in meta["configs"]] == ["default", "int_score_ge_5", "int_score_ge_8"]
+    assert meta["hf_select"]["scoring_model_revision"] == "abc123" and meta["hf_select"]["heads"] == [
+        [1, 2],
+        [0, 3],
+    ]
+    assert meta["hf_select"]["rows"]["int_score_ge_8"] == len(
+        load_dataset(folder, "int_score_ge_8", split="train")
+    )
+    assert "score_histogram.png" in card.text and (tmp_path / "hub/score_histogram.png").stat().st_size > 1000
+
+
+class FakeApi:
+    def __init__(self, failures=1):
+        self.failures, self.commits = failures, []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.repo = (repo_id, kwargs)
+
+    def create_commit(self, repo_id, operations, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("flaky network")
+        self.commits.append((repo_id, [op.path_in_repo for op in operations], kwargs))
+        return type("Info", (), {"commit_url": f"https://hf.co/datasets/{repo_id}/commit/1"})()
+
+
+def test_push_is_one_commit_with_retry_and_never_logs_the_token(monkeypatch, scored, caplog):
+    api = FakeApi(failures=1)
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
+    monkeypatch.setattr("hf_select.hub.time.sleep", lambda s: None)
+    secret = "hf_SECRETtoken123"
+    with caplog.at_level(logging.DEBUG):
+        url = push_scored_dataset(
+            scored,
+            "me/scores",
+            token=secret,
+            score_column="ai_score",
+            thresholds=[1],
+            method="attention_influence",
+            model_id="org/base",
+        )
+    assert url.endswith("/commit/1") and len(api.commits) == 1
+    repo, paths, kwargs = api.commits[0]
+    assert repo == "me/scores" and kwargs["repo_type"] == "dataset"
+    assert "README.md" in paths and "score_histogram.png" in paths
+    assert any(p.startswith("data/train-") for p in paths) and any(
+        p.startswith("int_score_ge_1/") for p in paths
+    )
+    assert secret not in caplog.text
+
+
+def test_push_needs_a_token_and_exactly_one_destination(monkeypatch, scored, tmp_path):
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(PermissionError, match="needs a token"):
+        push_scored_dataset(scored, "me/scores", score_column="ai_score")
+    with pytest.raises(ValueError, match="exactly one of repo_id"):
+        push_scored_dataset(scored, "me/scores", local_dir=tmp_path, score_column="ai_score")
+    with pytest.raises(ValueError, match="no score column 'score'"):
+        push_scored_dataset(scored, local_dir=tmp_path)
+
+
+def test_push_model_card_records_the_selection(tmp_path):
+    from hf_select.testing import tiny_model, tiny_tokenizer
+
+    folder = push_model(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        local_dir=tmp_path / "m",
+        selection={"method": "attention_influence", "dataset": "me/scores", "config": "int_score_ge_8"},
+        base_model="org/base",
+        eval_table="| task | acc |\n|---|---|\n| arc | 0.5 |\n",
+    )
+    card = ModelCard.load(tmp_path / "m/README.md")
+    assert card.data.to_dict()["hf_select"]["data_selection"]["config"] == "int_score_ge_8"
+    assert card.data.base_model == "org/base" and "| arc | 0.5 |" in card.text
+    assert (tmp_path / "m/model.safetensors").exists() and (tmp_path / "m/tokenizer.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(folder).config.model_type == "llama"
