@@ -23,6 +23,15 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "RetrievalHeads": "hf_select.retrieval_heads",
+    "detect_retrieval_heads": "hf_select.retrieval_heads",
+    "mask_heads": "hf_select.head_masking",
+    "AttentionInfluence": "hf_select.attention_influence",
+    "select_top_fraction": "hf_select.selection",
+    "upweighted_mix": "hf_select.selection",
+    "combine_by_rank": "hf_select.selection",
+    "sharded_map": "hf_select.sharded_map",
+    "load_sharded_output": "hf_select.sharded_map",
 }
 
 __all__ = sorted(_EXPORTS)

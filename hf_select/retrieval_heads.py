@@ -263,14 +263,26 @@ def _score_generated(
 
 
 def build_default_proxy(
-    tokenizer, values: Sequence[str], num_samples: int = 800, context_tokens: int = 4096, seed: int = 0
+    tokenizer,
+    values: Sequence[str],
+    num_samples: int = 800,
+    context_tokens: int = 4096,
+    seed: int = 0,
+    key_length: int = 32,
+    max_value_tokens: int = 30,
 ) -> list[dict[str, Any]]:
-    """Proxy samples from the demo-world proxy-task builder (``dataset_scripts.proxy_task``)."""
+    """Proxy samples from the demo-world proxy-task builder (``dataset_scripts.proxy_task``; paper: 32-char
+    keys, values of at most ~30 tokens)."""
     from .dataset_scripts.proxy_task import build_proxy_samples, clean_values
 
-    cleaned = clean_values(values, tokenizer)
+    cleaned = clean_values(values, tokenizer, max_value_tokens=max_value_tokens)
     return build_proxy_samples(
-        cleaned, tokenizer, num_samples=num_samples, context_tokens=context_tokens, seed=seed
+        cleaned,
+        tokenizer,
+        num_samples=num_samples,
+        context_tokens=context_tokens,
+        key_length=key_length,
+        seed=seed,
     )
 
 
@@ -287,6 +299,7 @@ def detect_retrieval_heads(
     context_tokens: int = 4096,
     max_new_tokens: int | None = None,
     seed: int = 0,
+    key_length: int = 32,
     show_progress: bool = True,
 ) -> RetrievalHeads:
     """Score every (layer, query head) for retrieval and select the top ``top_fraction`` (arXiv 2505.07293).
@@ -304,7 +317,8 @@ def detect_retrieval_heads(
         drop_failed: drop samples the model fails (Wu et al.) instead of scoring them; failure is teacher-forced
             token accuracy < ``min_accuracy`` (teacher forced) or ROUGE-1 recall < ``min_accuracy``
             (generation). If every sample fails, all are kept with a warning.
-        values, num_samples, context_tokens, seed: for building the default proxy.
+        values, num_samples, context_tokens, seed, key_length: for building the default proxy (shorter keys
+            suit models with short contexts).
         max_new_tokens: generation budget (default: answer length + 4).
 
     Returns a :class:`RetrievalHeads`.
@@ -314,7 +328,7 @@ def detect_retrieval_heads(
     if proxy is None:
         if values is None:
             raise ValueError("give proxy samples, or values (sentences) to build them from")
-        proxy = build_default_proxy(tokenizer, values, num_samples, context_tokens, seed)
+        proxy = build_default_proxy(tokenizer, values, num_samples, context_tokens, seed, key_length)
     samples = list(proxy)
     if not samples:
         raise ValueError("the proxy task has no samples")
