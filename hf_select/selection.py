@@ -45,15 +45,21 @@ def _scores(dataset, column: str) -> np.ndarray:
     return np.asarray([math.nan if v is None else v for v in dataset[column]], dtype=np.float64)
 
 
+def top_fraction_rows(
+    dataset, column: str = "ai_score", fraction: float = 0.2, by: str | None = "domain"
+) -> np.ndarray:
+    """Row indices (ascending) of the top ``fraction`` of each ``by`` group (None: globally) by ``column``."""
+    scores = _scores(dataset, column)
+    chosen = [rows[top_fraction_indices(scores[rows], fraction)] for rows in _groups(dataset, by).values()]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
 def select_top_fraction(dataset, column: str = "ai_score", fraction: float = 0.2, by: str | None = "domain"):
     """Rows with the highest ``column`` values: the top ``fraction`` of each ``by`` group (None: globally).
 
     Returns ``dataset.select(...)`` in the original row order. NaN scores are never selected.
     """
-    scores = _scores(dataset, column)
-    chosen = [rows[top_fraction_indices(scores[rows], fraction)] for rows in _groups(dataset, by).values()]
-    indices = np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-    return dataset.select(indices.tolist())
+    return dataset.select(top_fraction_rows(dataset, column, fraction, by).tolist())
 
 
 def upweighted_mix(full, selected, repeats: int = 1, seed: int | None = 0, flag_column: str = "upweighted"):
