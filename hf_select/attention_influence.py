@@ -39,13 +39,18 @@ def _reuse_lower_layers(layers: list[nn.Module], cached: Any):
     def stub(*_args, **_kwargs):
         return cached
 
+    # accelerate (device_map) wraps ``forward`` as an instance attribute: keep it to restore it
+    saved = [layer.__dict__.get("forward") for layer in layers]
     for layer in layers:
         layer.forward = stub
     try:
         yield
     finally:
-        for layer in layers:
-            del layer.forward
+        for layer, forward in zip(layers, saved):
+            if forward is None:
+                del layer.forward
+            else:
+                layer.forward = forward
 
 
 @torch.no_grad()

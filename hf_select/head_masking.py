@@ -180,6 +180,9 @@ def mask_heads(model: nn.Module, heads: Iterable[Sequence[int]]) -> Iterator[Hea
     AttentionInfluence (arXiv 2505.07293, appendix C) builds its weak reference model this way. Each masked
     head's output at position ``i`` becomes the mean of the value vectors (of its KV head) over the real
     positions ``<= i`` of the same packed document. The model is exactly as before on exit (hooks only).
+    Sliding-window layers (Gemma, Mistral) also average over every visible position of the document: the
+    window is not applied (identical for sequences shorter than the window). Needs full-sequence passes: an
+    incremental KV-cache step raises an error.
 
     Example::
 

@@ -103,3 +103,19 @@ def test_bad_input_errors():
         AttentionInfluence(model, tok, [(0, 9)])
     with pytest.raises(ValueError, match="at least one head"):
         AttentionInfluence(model, tok, [])
+
+
+def test_instance_forward_wrappers_survive_the_lower_layer_stub():
+    model = tiny_model("llama", num_hidden_layers=3)
+    layer0 = get_model_adapter(model).layers[0]
+    original = layer0.forward
+    calls = []
+
+    def wrapped(*args, **kwargs):  # what accelerate's device-map hooks install
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    layer0.forward = wrapped
+    ids = torch.randint(4, 300, (1, 8))
+    base_and_reference_losses(model, [(2, 0)], ids)
+    assert vars(layer0)["forward"] is wrapped and calls == [1]
