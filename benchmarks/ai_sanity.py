@@ -8,8 +8,11 @@ accuracy is measured on the other half. Expectation: top heads cut accuracy by >
 by <= 20%.
 
 Model: the demo base model (``--model_dir``, default ``.hf_select_cache/world/base_model`` with the world's
-tokenizer and key-value samples built from its prose). If it is absent, the script trains a tiny Llama with
-grouped-query attention on a synthetic key-value copy task first (about a minute on 2 CPU cores) and says so.
+tokenizer and key-value samples built from its prose). If it is absent, the script says so and uses a
+hand-built 4-layer GPT-2 whose random weights carry a planted induction circuit (two redundant
+previous-token heads and one induction head) on a synthetic key-value task: a check of the machinery that
+runs anywhere in seconds, not evidence about a trained model. (Training such a model here was tried: the
+induction plateau outlasted a 3-minute CPU budget.)
 
     python benchmarks/ai_sanity.py [--model_dir DIR --tokenizer_dir DIR] [--draws 5]
 """
@@ -29,7 +32,8 @@ from hf_select.proxy_accuracy import proxy_task_accuracy
 from hf_select.retrieval_heads import detect_retrieval_heads
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-WORDS = [f"k{i}" for i in range(64)] + [f"v{i}" for i in range(128)] + ["{", "}", ","]
+NUM_KEYS, NUM_VALUES = 16, 104
+WORDS = [f"k{i}" for i in range(NUM_KEYS)] + [f"v{i}" for i in range(NUM_VALUES)] + ["{", "}", ","]
 
 
 def synthetic_tokenizer():
@@ -47,8 +51,8 @@ def synthetic_tokenizer():
 def synthetic_sample(rng: random.Random) -> dict:
     """``{ k3 v1 v9 v4 , k17 v5 v2 , ... } k3`` -> `` v1 v9 v4``: the key's value occurs once in the context,
     so answering needs in-context retrieval (an induction/copy mechanism), not memorisation."""
-    keys = rng.sample(range(64), rng.randint(4, 8))
-    values = [" ".join(f"v{rng.randrange(128)}" for _ in range(rng.randint(2, 4))) for _ in keys]
+    keys = rng.sample(range(NUM_KEYS), rng.randint(4, 7))
+    values = [" ".join(f"v{rng.randrange(NUM_VALUES)}" for _ in range(rng.randint(2, 4))) for _ in keys]
     query = rng.randrange(len(keys))
     text, span = "{", None
     for i, (key, value) in enumerate(zip(keys, values)):
@@ -59,56 +63,64 @@ def synthetic_sample(rng: random.Random) -> dict:
     return {"prompt": text + f" }} k{keys[query]}", "answer": " " + values[query], "value_span": span}
 
 
-def train_synthetic_model(tokenizer, steps: int = 1500, seed: int = 0):
-    """A 2-layer Llama (8 query heads, 4 KV heads) trained on the answer tokens of synthetic samples."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def planted_induction_model(tokenizer, seed: int = 0):
+    """A 4-layer GPT-2 (4 heads per layer; every other weight random) with a hand-built induction circuit.
 
-    from hf_select.proxy_accuracy import encode_prompt_answer
+    Residual layout: token code (random unit vector, dims 0-63) | position one-hot (64-127) | previous-token
+    code (128-191) | free. Heads (0, 0) and (0, 1) are redundant previous-token heads; head (2, 1) attends to
+    the position after the previous occurrence of the current token and writes that token's code to the
+    output. Nothing is trained: a CPU-cheap stand-in for a pretrained model, not a result about one.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=4,
-        max_position_embeddings=128,
+    vocab, positions, d = len(tokenizer), 64, 64
+    config = GPT2Config(
+        vocab_size=vocab,
+        n_embd=4 * d,
+        n_layer=4,
+        n_head=4,
+        n_positions=positions,
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
     )
-    model = LlamaForCausalLM(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    rng = random.Random(seed)
-    check = [synthetic_sample(random.Random(10_000 + i)) for i in range(64)]
-    for step in range(steps):
-        batch = [
-            encode_prompt_answer(tokenizer, **{k: s[k] for k in ("prompt", "answer")})
-            for s in (synthetic_sample(rng) for _ in range(32))
-        ]
-        length = max(len(ids) for ids, _ in batch)
-        ids = torch.zeros(len(batch), length, dtype=torch.long)
-        labels = torch.full_like(ids, -100)
-        mask = torch.zeros_like(ids)
-        for row, (tokens, start) in enumerate(batch):
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            labels[row, start : len(tokens)] = torch.tensor(tokens[start:])
-            mask[row, : len(tokens)] = 1
-        model.train()
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss  # HF shifts labels itself
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        if (step + 1) % 100 == 0:
-            model.eval()
-            acc = proxy_task_accuracy(model, tokenizer, check)["sample_accuracy"]
-            print(
-                f"  step {step + 1}: loss {loss.item():.3f}, held-out sample accuracy {acc:.3f}", flush=True
-            )
-            if acc >= 0.97:
-                break
-    return model.eval()
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(config).eval()
+    e = config.n_embd
+    codes = torch.nn.functional.normalize(torch.randn(vocab, d), dim=-1)
+
+    def clear(attn, head):
+        for part in range(3):
+            attn.c_attn.weight[:, part * e + head * d : part * e + (head + 1) * d] = 0
+            attn.c_attn.bias[part * e + head * d : part * e + (head + 1) * d] = 0
+        attn.c_proj.weight[head * d : (head + 1) * d] = 0
+
+    with torch.no_grad():
+        model.transformer.wte.weight.zero_()
+        model.transformer.wte.weight[:, :d] = codes
+        model.transformer.wpe.weight.zero_()
+        model.transformer.wpe.weight[:, d : 2 * d] = torch.eye(positions)
+        attn = model.transformer.h[0].attn
+        for head in (0, 1):  # previous-token heads
+            clear(attn, head)
+            for i in range(positions):
+                attn.c_attn.weight[d + i, head * d + i] = 40.0  # query: own position
+                if i + 1 < positions:
+                    attn.c_attn.weight[d + i, e + head * d + i + 1] = 1.0  # key: position + 1
+            attn.c_attn.weight[:d, 2 * e + head * d : 2 * e + (head + 1) * d] = torch.eye(d)  # value: token
+            attn.c_proj.weight[head * d : (head + 1) * d, 2 * d : 3 * d] = torch.eye(
+                d
+            )  # -> previous-token slot
+        attn = model.transformer.h[2].attn
+        head = 1  # induction head
+        clear(attn, head)
+        attn.c_attn.weight[:d, head * d : (head + 1) * d] = 10 * torch.eye(d)  # query: current token
+        attn.c_attn.weight[2 * d : 3 * d, e + head * d : e + (head + 1) * d] = torch.eye(
+            d
+        )  # key: previous token
+        attn.c_attn.weight[:d, 2 * e + head * d : 2 * e + (head + 1) * d] = torch.eye(d)  # value: token
+        attn.c_proj.weight[head * d : (head + 1) * d, :d] = 10 * torch.eye(d)  # -> read out by the LM head
+    return model
 
 
 def demo_model(model_dir: Path, tokenizer_dir: Path, num_samples: int):
@@ -138,7 +150,7 @@ def main() -> None:
     parser.add_argument("--tokenizer_dir", type=Path, default=None)
     parser.add_argument("--num_samples", type=int, default=120)
     parser.add_argument("--top_fraction", type=float, default=0.05)
-    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--draws", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -149,11 +161,11 @@ def main() -> None:
         model, tokenizer, samples = demo_model(args.model_dir, tokenizer_dir, args.num_samples)
     else:
         print(
-            f"model: no demo base model at {args.model_dir}; training a tiny Llama (2 layers x 8 heads, "
-            "4 KV heads) on a synthetic key-value copy task"
+            f"model: no demo base model at {args.model_dir}; using a hand-built 4-layer GPT-2 with a planted "
+            "induction circuit (random other weights, not trained) on a synthetic key-value task"
         )
         tokenizer = synthetic_tokenizer()
-        model = train_synthetic_model(tokenizer, seed=args.seed)
+        model = planted_induction_model(tokenizer, seed=args.seed)
         rng = random.Random(12345)
         samples = [synthetic_sample(rng) for _ in range(args.num_samples)]
     detect, evaluate = samples[: len(samples) // 2], samples[len(samples) // 2 :]
@@ -182,7 +194,8 @@ def main() -> None:
         if (layer, h) not in heads.selected
     ]
     rng = random.Random(args.seed)
-    randoms = [accuracy(rng.sample(others, len(heads.selected))) for _ in range(args.draws)]
+    draws = [sorted(rng.sample(others, len(heads.selected))) for _ in range(args.draws)]
+    randoms = [accuracy(draw) for draw in draws]
     print(f"\nproxy accuracy on {len(evaluate)} held-out samples (token / sample):")
     print(f"  no heads masked                 {base['token_accuracy']:.3f} / {base['sample_accuracy']:.3f}")
     print(
@@ -191,10 +204,10 @@ def main() -> None:
         f"(relative drop {relative_drop(base['token_accuracy'], masked_top['token_accuracy']):.1%} / "
         f"{relative_drop(base['sample_accuracy'], masked_top['sample_accuracy']):.1%})"
     )
-    for i, acc in enumerate(randoms):
+    for i, (draw, acc) in enumerate(zip(draws, randoms)):
         print(
             f"  random {len(heads.selected)} other heads, draw {i}   "
-            f"{acc['token_accuracy']:.3f} / {acc['sample_accuracy']:.3f}"
+            f"{acc['token_accuracy']:.3f} / {acc['sample_accuracy']:.3f}  heads {draw}"
         )
     mean_token = sum(a["token_accuracy"] for a in randoms) / len(randoms)
     mean_sample = sum(a["sample_accuracy"] for a in randoms) / len(randoms)
