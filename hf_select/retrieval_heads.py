@@ -160,9 +160,13 @@ class _ArgmaxRecorder:
     def _argmax(self, query, key, attention_mask) -> torch.Tensor:
         q_len, k_len = query.shape[2], key.shape[2]
         rows = self.rows if self.rows is not None else torch.tensor([q_len - 1], device=query.device)
-        kv_index = torch.arange(query.shape[1], device=query.device) // (query.shape[1] // key.shape[1])
-        keys = key[:, kv_index].float()  # [B, H, K, D]: each query head with its KV head (GQA)
-        logits = torch.einsum("bhrd,bhkd->bhrk", query[:, :, rows].float(), keys)
+        batch, heads, _, dim = query.shape
+        kv_heads = key.shape[1]
+        # GQA: query head h reads KV head h // group; group the query heads instead of repeating the keys
+        grouped = query[:, :, rows].float().reshape(batch, kv_heads, heads // kv_heads, len(rows), dim)
+        logits = torch.einsum("bvgrd,bvkd->bvgrk", grouped, key.float()).reshape(
+            batch, heads, len(rows), k_len
+        )
         absolute = rows + (k_len - q_len)  # query position in key coordinates (KV cache)
         allowed = torch.arange(k_len, device=query.device)[None, :] <= absolute[:, None]
         if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 4:
