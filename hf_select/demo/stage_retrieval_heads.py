@@ -46,7 +46,7 @@ def proxy_samples(ctx: DemoContext, tokenizer, max_positions: int) -> tuple[list
     pool = prose if len(prose) else train
     texts = pool.shuffle(seed=ctx.seed).select(range(min(2000, len(pool))))["text"]
     values = sentences(texts, limit=5000)
-    num_samples = 24 if ctx.quick else 120
+    num_samples = 16 if ctx.quick else 120
     while True:
         try:
             samples = build_default_proxy(tokenizer, values, num_samples, context, ctx.seed, key_length)
