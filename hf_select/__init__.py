@@ -32,6 +32,15 @@ _EXPORTS: dict[str, str] = {
     "url_prefix": "hf_select.conditional",
     "push_scored_dataset": "hf_select.hub",
     "push_model": "hf_select.hub",
+    "RetrievalHeads": "hf_select.retrieval_heads",
+    "detect_retrieval_heads": "hf_select.retrieval_heads",
+    "mask_heads": "hf_select.head_masking",
+    "AttentionInfluence": "hf_select.attention_influence",
+    "select_top_fraction": "hf_select.selection",
+    "upweighted_mix": "hf_select.selection",
+    "combine_by_rank": "hf_select.selection",
+    "sharded_map": "hf_select.sharded_map",
+    "load_sharded_output": "hf_select.sharded_map",
 }
 
 __all__ = sorted(_EXPORTS)

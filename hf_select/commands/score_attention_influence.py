@@ -1,0 +1,97 @@
+"""``hf-select score attention-influence``: score any dataset with AttentionInfluence (arXiv 2505.07293).
+
+Runs unchanged on one process or under ``torchrun`` / ``accelerate launch``: every rank scores its shard and
+writes parquet parts with completion markers (:mod:`hf_select.sharded_map`), so a killed job resumes. Rank 0
+then merges the parts into ``<output_dir>/scored`` (``save_to_disk``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers.utils import logging
+
+from ..loading import ModelArguments, load_any_dataset, load_model_and_tokenizer
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class ScoreAttentionInfluenceArguments:
+    """Options of ``hf-select score attention-influence``."""
+
+    dataset_name: str = field(default=None, metadata={"help": "Dataset to score: Hub id or local path."})
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    split: str = field(default="train", metadata={"help": "Split to score."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
+    heads_file: str = field(
+        default=None, metadata={"help": "RetrievalHeads JSON from hf-select detect-heads."}
+    )
+    output_dir: str = field(
+        default="ai_scores", metadata={"help": "Folder of the parquet parts and the result."}
+    )
+    max_length: int = field(
+        default=2048, metadata={"help": "Tokens per chunk (longer documents are chunked)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Chunks per forward pass."})
+    map_batch_size: int = field(
+        default=256, metadata={"help": "Documents per Dataset.map batch (sorted by length)."}
+    )
+    part_size: int = field(
+        default=10_000, metadata={"help": "Documents per parquet part (unit of resumption)."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Score only the first N documents."})
+    device: str | None = field(
+        default=None, metadata={"help": "Device (default: cuda:<local rank> if any, else cpu)."}
+    )
+
+
+CONFIG_CLASSES = (ModelArguments, ScoreAttentionInfluenceArguments)
+
+
+def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> int:
+    import torch
+
+    from ..attention_influence import AttentionInfluence
+    from ..retrieval_heads import RetrievalHeads
+    from ..sharded_map import (
+        distributed_rank_and_world_size,
+        load_sharded_output,
+        sharded_map,
+        wait_for_ranks,
+    )
+
+    if not args.dataset_name or not args.heads_file:
+        raise ValueError("--dataset_name and --heads_file are required")
+    rank, world_size = distributed_rank_and_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model_and_tokenizer(model_args, device=device)
+    heads = RetrievalHeads.load(args.heads_file)
+    dataset = load_any_dataset(args.dataset_name, args.split, args.dataset_config)
+    if args.text_column not in dataset.column_names:
+        raise ValueError(
+            f"text column {args.text_column!r} not in {args.dataset_name}: {dataset.column_names}"
+        )
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    scorer = AttentionInfluence(
+        model, tokenizer, heads.selected, args.max_length, args.batch_size, text_column=args.text_column
+    )
+    parts = Path(args.output_dir) / "parts"
+    sharded_map(
+        dataset,
+        scorer,
+        parts,
+        scorer.fingerprint(dataset),
+        part_size=args.part_size,
+        batch_size=args.map_batch_size,
+    )
+    if rank == 0:
+        wait_for_ranks(parts, world_size)
+        scored = load_sharded_output(parts, world_size)
+        scored.save_to_disk(str(Path(args.output_dir) / "scored"))
+        logger.warning(f"scored {len(scored)} documents -> {Path(args.output_dir) / 'scored'}")
+    return 0

@@ -1,0 +1,61 @@
+"""``hf-select select``: keep the top fraction of a scored dataset per domain (AttentionInfluence: top 20%),
+optionally combined by rank with another score and written as the up-weighted training mix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class SelectArguments:
+    """Options of ``hf-select select``."""
+
+    scored_dataset: str = field(
+        default=None, metadata={"help": "Scored dataset: save_to_disk folder, file or Hub id."}
+    )
+    split: str = field(default="train", metadata={"help": "Split, when the dataset has several."})
+    column: str = field(default="ai_score", metadata={"help": "Score column (higher is better)."})
+    fraction: float = field(default=0.2, metadata={"help": "Share to keep per group (paper: 0.2)."})
+    by: str | None = field(default="domain", metadata={"help": "Group column (empty: select globally)."})
+    combine_with: str | None = field(
+        default=None,
+        metadata={"help": "Another score column to combine with by rank (e.g. a quality score)."},
+    )
+    combine_weight: float = field(
+        default=0.5, metadata={"help": "Weight of --combine_with in the combination."}
+    )
+    output_dir: str = field(default="selected", metadata={"help": "Folder for the selection (save_to_disk)."})
+    mix: bool = field(
+        default=False, metadata={"help": "Also write the full corpus plus the selection (up-weighting)."}
+    )
+    repeats: int = field(default=1, metadata={"help": "Extra copies of the selection in the mix."})
+
+
+CONFIG_CLASSES = (SelectArguments,)
+
+
+def run(args: SelectArguments) -> int:
+    from ..loading import load_any_dataset
+    from ..selection import combine_by_rank, select_top_fraction, upweighted_mix
+
+    if not args.scored_dataset:
+        raise ValueError("--scored_dataset is required")
+    dataset = load_any_dataset(args.scored_dataset, args.split)
+    by = args.by or None
+    column = args.column
+    if args.combine_with:
+        weights = [1 - args.combine_weight, args.combine_weight]
+        dataset = combine_by_rank(dataset, [args.column, args.combine_with], weights, by=by)
+        column = "combined_score"
+    selected = select_top_fraction(dataset, column, args.fraction, by=by)
+    out = Path(args.output_dir)
+    selected.save_to_disk(str(out / "selected"))
+    if args.mix:
+        upweighted_mix(dataset, selected, args.repeats).save_to_disk(str(out / "mix"))
+    logger.warning(f"selected {len(selected)} of {len(dataset)} rows -> {out}")
+    return 0

@@ -1,0 +1,124 @@
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from datasets import Dataset
+
+from hf_select.sharded_map import load_sharded_output, sharded_map
+
+
+def _data(n=23):
+    return Dataset.from_dict({"text": [f"doc {i}" for i in range(n)], "i": list(range(n))})
+
+
+class _Scorer:
+    def __init__(self, fail_after=None):
+        self.seen, self.fail_after, self.calls = [], fail_after, 0
+
+    def __call__(self, batch):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise RuntimeError("killed")
+        self.seen.extend(batch["i"])
+        return {"score": [i * 0.5 for i in batch["i"]]}
+
+
+@pytest.mark.parametrize("iterable", [False, True])
+def test_resume_skips_finished_parts_and_equals_clean_run(tmp_path, iterable):
+    data = _data()
+    source = data.to_iterable_dataset() if iterable else data
+    clean = sharded_map(source, _Scorer(), tmp_path / "clean", "fp", part_size=5, batch_size=5)
+    crashing = _Scorer(fail_after=2)
+    with pytest.raises(RuntimeError, match="killed"):
+        sharded_map(source, crashing, tmp_path / "run", "fp", part_size=5, batch_size=5)
+    assert crashing.seen == list(range(10))
+    resumed = _Scorer()
+    sharded_map(source, resumed, tmp_path / "run", "fp", part_size=5, batch_size=5)
+    assert resumed.seen == list(range(10, 23))  # finished parts are never scored twice
+    a, b = load_sharded_output(clean), load_sharded_output(tmp_path / "run")
+    assert a.to_dict() == b.to_dict() and a["score"] == [i * 0.5 for i in range(23)]
+
+
+def test_two_ranks_in_one_process_and_fingerprint_guard(tmp_path):
+    data = _data(11)
+    for rank in range(2):
+        sharded_map(data, _Scorer(), tmp_path, "fp", part_size=4, rank=rank, world_size=2)
+    assert load_sharded_output(tmp_path)["i"] == list(range(11))
+    with pytest.raises(ValueError, match="another run"):
+        sharded_map(data, _Scorer(), tmp_path, "other", part_size=4, rank=0, world_size=2)
+
+
+def test_unfinished_rank_is_an_error(tmp_path):
+    sharded_map(_data(6), _Scorer(), tmp_path, "fp", part_size=4, rank=0, world_size=2)
+    with pytest.raises(RuntimeError, match=r"ranks \[1\] of 2"):
+        load_sharded_output(tmp_path)
+
+
+WORKER = textwrap.dedent(
+    """
+    import os, sys, json
+    from datasets import Dataset
+    from hf_select.sharded_map import sharded_map
+
+    out, log = sys.argv[1], sys.argv[2]
+    rank = int(os.environ["RANK"])
+    crash_after = int(os.environ.get("CRASH_AFTER", "0"))
+    data = Dataset.from_dict({"i": list(range(40))})
+    calls = []
+
+    def score(batch):
+        calls.append(1)
+        if crash_after and rank == 1 and len(calls) > crash_after:
+            os._exit(3)  # a hard kill in the middle of the run
+        with open(f"{log}.{rank}", "a") as f:
+            f.write(json.dumps(batch["i"]) + "\\n")
+        return {"double": [2 * i for i in batch["i"]]}
+
+    sharded_map(data, score, out, "fp", part_size=4, batch_size=4)
+    """
+)
+
+
+def _torchrun(tmp_path, out, log, crash_after=0):
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    env = {**os.environ, "CRASH_AFTER": str(crash_after), "OMP_NUM_THREADS": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(out),
+        str(log),
+    ]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _logged(log: Path) -> list[int]:
+    rows = []
+    for rank in range(2):
+        path = Path(f"{log}.{rank}")
+        if path.exists():
+            rows += [i for line in path.read_text().splitlines() for i in json.loads(line)]
+    return rows
+
+
+@pytest.mark.slow
+def test_torchrun_killed_midway_resumes_to_the_clean_result(tmp_path):
+    assert _torchrun(tmp_path, tmp_path / "clean", tmp_path / "clean_log").returncode == 0
+    crashed = _torchrun(tmp_path, tmp_path / "run", tmp_path / "log1", crash_after=2)
+    assert crashed.returncode != 0
+    first = _logged(tmp_path / "log1")
+    assert 0 < len(first) < 40
+    finished = {p.stem for p in (tmp_path / "run").glob("part-*.done")}
+    assert _torchrun(tmp_path, tmp_path / "run", tmp_path / "log2").returncode == 0
+    second = _logged(tmp_path / "log2")
+    assert len(finished) * 4 + len(second) == 40  # only the unfinished parts were scored again
+    clean, resumed = load_sharded_output(tmp_path / "clean"), load_sharded_output(tmp_path / "run")
+    assert resumed.to_dict() == clean.to_dict() and resumed["double"] == [2 * i for i in range(40)]
