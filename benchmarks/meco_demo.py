@@ -215,7 +215,7 @@ def train_standard(config, tokenizer, train, out: Path, args):
         model,
         TrainingArguments(**common_args(out, "standard", args)),
         train_dataset=rows,
-        data_collator=PackedCollator(tokenizer.pad_token_id, use_cache=False),
+        data_collator=PackedCollator(tokenizer.pad_token_id),
     )
     seen = args.steps * args.batch
     tokens = sum(len(r) for r in rows.select(range(min(seen, len(rows))))["input_ids"])

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
         fn_kwargs={"max_length": args.seq},
     )
     plain_prep = time.perf_counter() - t
-    collator = PackedCollator(tokenizer.pad_token_id, use_cache=False)
+    collator = PackedCollator(tokenizer.pad_token_id)
 
     meco_args = arguments(out / "meco", args, MeCoConfig, max_length=args.seq, metadata_column="url")
     t = time.perf_counter()

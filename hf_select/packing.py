@@ -105,17 +105,17 @@ class PackedCollator:
     and label -100. Extra per-token columns listed in ``pad_columns`` (e.g. ``ref_loss``) are padded with
     ``pad_values``.
 
-    With ``use_cache=False`` the batch also carries ``use_cache=False``. Set it when the batch goes straight into
-    ``model(**batch)`` (e.g. in a ``Trainer``): a model whose config has ``use_cache=True`` otherwise creates a
-    KV cache even in training mode, transformers then skips the packed-sequence detection and the documents of
-    a row attend to each other.
+    The batch also carries ``use_cache=False`` (default) so that it can go straight into ``model(**batch)``
+    (e.g. in a ``Trainer``): a model whose config has ``use_cache=True`` otherwise creates a KV cache even in
+    training mode, transformers then skips the packed-sequence detection and the documents of a row attend to
+    each other. ``use_cache=None`` leaves the key out (for code that calls the model with explicit arguments).
     """
 
     pad_token_id: int = 0
     pad_to_multiple_of: int | None = None
     pad_columns: tuple[str, ...] = ()
     pad_value: float = 0.0
-    use_cache: bool | None = None
+    use_cache: bool | None = False
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)

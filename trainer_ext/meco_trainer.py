@@ -170,7 +170,7 @@ class MeCoTrainer(Trainer):
         )
         if data_collator is None:
             pad = getattr(processing_class, "pad_token_id", None)
-            data_collator = PackedCollator(pad_token_id=pad if pad is not None else 0, use_cache=False)
+            data_collator = PackedCollator(pad_token_id=pad if pad is not None else 0)
         logger.info(
             f"MeCo: {self.conditioned_steps} conditioned steps, then {cooldown_steps} cooldown steps "
             f"({global_batch} rows per step)"

@@ -68,7 +68,7 @@ def test_collator_pads_with_singleton_segments():
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_training_forward_on_packed_rows_never_attends_across_documents(attn):
-    """The Trainer's path, model(**batch) in training mode, on sdpa and eager: with the collator's
+    """The Trainer's path, model(**batch) in training mode, on sdpa and eager: with the collator's default
     use_cache=False the logits of packed documents equal those of each document alone; without it (config
     use_cache=True) transformers builds a KV cache, skips the packed detection and documents leak."""
     model = tiny_model("llama", attn_implementation=attn).train()
@@ -77,9 +77,9 @@ def test_training_forward_on_packed_rows_never_attends_across_documents(attn):
     rows = [{k: v[0] for k, v in pack_documents(docs, 32).items()}]
     with torch.no_grad():
         alone = torch.cat([model(input_ids=torch.tensor([d]), use_cache=False).logits[0] for d in docs])
-        batch = PackedCollator(use_cache=False)(rows)
+        batch = PackedCollator()(rows)
         assert "attention_mask" not in batch and batch["use_cache"] is False
         packed = model(**batch).logits[0]
-        leaky = model(**PackedCollator()(rows)).logits[0]
+        leaky = model(**PackedCollator(use_cache=None)(rows)).logits[0]
     torch.testing.assert_close(packed, alone, atol=1e-5, rtol=1e-5)
     assert (leaky[7:] - alone[7:]).abs().max() > 1e-3  # documents 2 and 3 saw document 1
