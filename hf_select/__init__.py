@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "DataWhisperer": "hf_select.data_whisperer",
+    "select_top_fraction": "hf_select.data_whisperer",
 }
 
 __all__ = sorted(_EXPORTS)
