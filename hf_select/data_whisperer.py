@@ -116,6 +116,10 @@ def build_prompt(
     return Prompt(rendered + "Answer 1:", shifted[0], shifted[1], add_special_tokens=False)
 
 
+def _clip(text: str, limit: int | None) -> str:
+    return text if limit is None or len(text) <= limit else text[:limit]
+
+
 def char_spans_to_token_spans(
     offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
 ) -> list[np.ndarray]:
@@ -336,8 +340,9 @@ class DataWhisperer:
         instruction: first line of the prompt.
         use_chat_template: force (True) or forbid (False) the chat template; None = when the tokenizer has one.
         short_answer_words: ``"auto"`` grades gold answers of at most this many words by exact match.
-        max_prompt_tokens: prompts longer than this are truncated per demonstration answer/question
-            (characters cut proportionally) so that prompts fit in the model's context.
+        max_chars_per_field: clip every question and answer to this many characters.
+        max_prompt_tokens: longest prompt; longer ones get every field clipped further until they fit (default:
+            the model's context minus the answer budget ``n_queries x max_answer_tokens``).
     """
 
     def __init__(
@@ -358,6 +363,7 @@ class DataWhisperer:
         use_chat_template: bool | None = None,
         short_answer_words: int = 3,
         max_chars_per_field: int | None = 600,
+        max_prompt_tokens: int | None = None,
     ):
         if n_demos < 1 or n_queries < 1 or rounds < 1:
             raise ValueError("n_demos, n_queries and rounds must be >= 1")
@@ -379,14 +385,48 @@ class DataWhisperer:
         self.max_answer_tokens, self.max_retries = max_answer_tokens, max_retries
         self.instruction, self.use_chat_template = instruction, use_chat_template
         self.short_answer_words, self.max_chars_per_field = short_answer_words, max_chars_per_field
+        self.max_prompt_tokens = max_prompt_tokens
         self.stats: dict[str, int] = {}
         self.groups: list[GroupResult] = []
 
     # -- one prompt --------------------------------------------------------------------------------------
 
-    def _clip(self, text: str) -> str:
-        n = self.max_chars_per_field
-        return text if n is None or len(text) <= n else text[:n]
+    @property
+    def prompt_budget(self) -> int | None:
+        """Most prompt tokens that leave room for the answers in the model's context (None: unknown)."""
+        if self.max_prompt_tokens is not None:
+            return self.max_prompt_tokens
+        config = unwrap_model(self.model).config
+        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        return None if context is None else context - self.n_queries * self.max_answer_tokens
+
+    def _fit_prompt(self, questions, answers, demos, queries):
+        """Tokenised prompt, with every field clipped (characters) until it fits :attr:`prompt_budget`."""
+        budget = self.prompt_budget
+        if budget is not None and budget < 16:
+            raise ValueError(
+                f"no room for a prompt: the model's context minus n_queries x max_answer_tokens is {budget} tokens"
+            )
+        limit = self.max_chars_per_field
+        while True:
+            prompt = build_prompt(
+                self.tokenizer,
+                [(_clip(questions[i], limit), _clip(answers[i], limit)) for i in demos],
+                [_clip(questions[j], limit) for j in queries],
+                self.instruction,
+                self.use_chat_template,
+            )
+            encoded = tokenize_prompt(self.tokenizer, prompt)
+            if budget is None or encoded[0].shape[1] <= budget:
+                return encoded
+            longest = max(
+                len(t) for t in [*(questions[i] for i in (*demos, *queries)), *(answers[i] for i in demos)]
+            )
+            limit = int(0.75 * min(limit or longest, longest))
+            if limit < 8:
+                raise ValueError(
+                    f"cannot fit {len(demos)} demonstrations and {len(queries)} queries in {budget} tokens"
+                )
 
     def generate(self, input_ids: torch.Tensor) -> str:
         """Greedy continuation of the prompt (one generation answers every query)."""
@@ -408,14 +448,7 @@ class DataWhisperer:
         self, questions: Sequence[str], answers: Sequence[str], demos: Sequence[int], queries: Sequence[int]
     ) -> GroupResult | None:
         """Score one prompt; None when the generation cannot be parsed (an invalid group)."""
-        prompt = build_prompt(
-            self.tokenizer,
-            [(self._clip(questions[i]), self._clip(answers[i])) for i in demos],
-            [self._clip(questions[j]) for j in queries],
-            self.instruction,
-            self.use_chat_template,
-        )
-        input_ids, demo_tokens, query_tokens = tokenize_prompt(self.tokenizer, prompt)
+        input_ids, demo_tokens, query_tokens = self._fit_prompt(questions, answers, demos, queries)
         query_rows = np.concatenate(query_tokens)
         device = next(self.model.parameters()).device
         rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_rows)

@@ -215,3 +215,18 @@ def test_real_generation_runs_end_to_end():
 
 def test_select_top_fraction():
     assert select_top_fraction([0.1, np.nan, 0.5, 0.3], 0.5).tolist() == [2, 3]
+
+
+def test_long_fields_are_clipped_to_fit_the_context(monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    long = Dataset.from_dict(
+        {"question": ["What is the fox? " * 30] * 8, "answer": ["quick brown " * 40] * 8}
+    )
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=3, n_queries=2, max_prompt_tokens=400)
+    ids, demo_tokens, _ = dw._fit_prompt(long["question"], long["answer"], [0, 1, 2], [3, 4])
+    assert ids.shape[1] <= 400 and len(demo_tokens) == 3
+    assert dw.prompt_budget == 400
+    assert (
+        DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_queries=2, max_answer_tokens=10).prompt_budget
+        == 492
+    )
