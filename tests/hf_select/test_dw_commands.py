@@ -20,6 +20,7 @@ def world(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_score_then_finetune_commands(world, monkeypatch, capsys):
     monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
     model = str(world / "model")
@@ -90,3 +91,28 @@ def test_finetune_command_errors(world):
                 str(world / "ft"),
             ]
         )
+
+
+def test_score_command_quick(world, monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    rc = main(
+        [
+            "score",
+            "data-whisperer",
+            "--model_name_or_path",
+            str(world / "model"),
+            "--dataset_name_or_path",
+            str(world / "data"),
+            "--output_dir",
+            str(world / "scored"),
+            "--n_demos",
+            "3",
+            "--n_queries",
+            "2",
+        ]
+    )
+    assert rc == 0
+    from datasets import load_from_disk
+
+    scored = load_from_disk(str(world / "scored" / "dataset"))
+    assert len(scored) == 12 and all(s >= 0 for s in scored["dw_score"])  # no NaN: every prompt parsed
