@@ -25,6 +25,9 @@ _EXPORTS: dict[str, str] = {
     "load_any_dataset": "hf_select.loading",
     "DataWhisperer": "hf_select.data_whisperer",
     "select_top_fraction": "hf_select.data_whisperer",
+    "FinetuneArguments": "hf_select.finetune",
+    "compare_subsets": "hf_select.finetune",
+    "metrics_path": "hf_select.eval.metric_modules",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -125,11 +125,11 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
             else None,
             "share_of_top": float((tiers[selected] == t).mean()),
         }
-        for t in sorted(set(tiers), key=lambda t: -tier_ranks([t])[0])
+        for t in sorted(set(tiers.tolist()), key=lambda t: -tier_ranks([t])[0])
     }
     per_source = {
         s: float(np.nanmean(scores[sources == s])) if np.isfinite(scores[sources == s]).any() else None
-        for s in sorted(set(sources))
+        for s in sorted(set(sources.tolist()))
     }
     args = FinetuneArguments(
         output_dir=str(work_dir / "trainer"),
