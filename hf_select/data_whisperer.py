@@ -33,7 +33,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -155,6 +155,10 @@ _CAPTURE = threading.local()
 _REGISTERED: set[str] = set()
 
 
+class _StopForward(Exception):
+    """Raised after the captured layer when nothing later in the forward pass is needed."""
+
+
 def _query_rows(module, query, key, attention_mask, scaling, softcap=None, sliding_window=None):
     """Softmax attention ``[batch, heads, rows, keys]`` of the captured query rows (float32, GQA-aware)."""
     rows = _CAPTURE.rows
@@ -187,6 +191,8 @@ def _make_capture(delegate_name: str):
             _CAPTURE.result = _query_rows(
                 module, query, key, attention_mask, scale, kwargs.get("softcap"), kwargs.get("sliding_window")
             )
+            if getattr(_CAPTURE, "stop", False):
+                raise _StopForward
         if delegate_name in AttentionInterface._global_mapping:
             delegate = AttentionInterface._global_mapping[delegate_name]
         else:  # "eager": every modelling file defines its own eager_attention_forward
@@ -214,14 +220,15 @@ def _capture_name(model) -> str:
 
 
 @contextmanager
-def capture_attention_rows(model, layer: int, rows: torch.Tensor):
+def capture_attention_rows(model, layer: int, rows: torch.Tensor, stop: bool = False):
     """While active, forward passes of ``model`` record ``_CAPTURE.result``: the attention of the prompt rows
     ``rows`` at decoder layer ``layer`` (``[batch, heads, len(rows), keys]``); every layer still runs through the
-    model's own attention kernel, so outputs are unchanged."""
+    model's own attention kernel, so outputs are unchanged. With ``stop`` the forward pass is abandoned (a
+    private exception) right after the captured layer, skipping the later layers and the LM head."""
     inner = unwrap_model(model)
     original = inner.config._attn_implementation
     name = _capture_name(inner)
-    _CAPTURE.layer, _CAPTURE.rows, _CAPTURE.result = layer, rows, None
+    _CAPTURE.layer, _CAPTURE.rows, _CAPTURE.result, _CAPTURE.stop = layer, rows, None, stop
     inner.set_attn_implementation(name)
     try:
         yield _CAPTURE
@@ -231,10 +238,21 @@ def capture_attention_rows(model, layer: int, rows: torch.Tensor):
 
 
 def layer_attention_rows(model, input_ids: torch.Tensor, layer: int, rows: Sequence[int]) -> torch.Tensor:
-    """Attention ``[heads, len(rows), seq]`` of prompt positions ``rows`` at ``layer`` (one forward, no cache)."""
+    """Attention ``[heads, len(rows), seq]`` of prompt positions ``rows`` at ``layer``.
+
+    One forward pass without cache that stops right after ``layer``: only that layer's query rows are scored.
+    """
     rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=input_ids.device)
-    with torch.no_grad(), capture_attention_rows(model, layer, rows_t) as cap:
+    with (
+        torch.no_grad(),
+        capture_attention_rows(model, layer, rows_t, stop=True) as cap,
+        suppress(_StopForward),
+    ):
         model(input_ids=input_ids, use_cache=False)
+    if cap.result is None:
+        raise RuntimeError(
+            f"layer {layer} of {type(unwrap_model(model)).__name__} never called its attention function"
+        )
     return cap.result[0]
 
 
