@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--per_tier", type=int, default=30)
     parser.add_argument("--heldout", type=int, default=30)
     parser.add_argument("--max_generate", type=int, default=20)
-    parser.add_argument("--max_answer_tokens", type=int, default=20)
+    parser.add_argument("--max_answer_tokens", type=int, default=40)
     parser.add_argument("--pretrain_steps", type=int, default=300)
     parser.add_argument("--epochs", type=float, default=3.0)
     parser.add_argument("--use_lora", action="store_true")
