@@ -406,6 +406,7 @@ class DataWhisperer:
         self.max_prompt_tokens = max_prompt_tokens
         self.stats: dict[str, int] = {}
         self.groups: list[GroupResult] = []
+        self.unparsed: list[str] = []
 
     # -- one prompt --------------------------------------------------------------------------------------
 
@@ -470,8 +471,11 @@ class DataWhisperer:
         query_rows = np.concatenate(query_tokens)
         device = next(self.model.parameters()).device
         rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_rows)
-        parsed = parse_answers(self.generate(input_ids), len(queries))
+        generation = self.generate(input_ids)
+        parsed = parse_answers(generation, len(queries))
         if parsed is None:
+            if len(self.unparsed) < 5:  # a few examples, to diagnose prompts the model cannot answer
+                self.unparsed.append(generation)
             return None
         weights = demonstration_weights(rows, query_rows, demo_tokens)
         metrics = [
@@ -512,7 +516,7 @@ class DataWhisperer:
             )
         sums, counts = np.zeros(n), np.zeros(n)
         self.stats = {"groups": 0, "invalid_groups": 0, "retries": 0}
-        self.groups = []
+        self.groups, self.unparsed = [], []
         from tqdm.auto import tqdm
 
         for r in range(self.rounds):

@@ -165,6 +165,7 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         "selected_size": len(selected),
         "attn_layer": whisperer.attn_layer,
         "dw_stats": whisperer.stats,
+        "unparsed_generations": whisperer.unparsed[:3],
         "scored_examples": int(finite.sum()),
         "auroc_score_vs_tier": tier_auroc(scores, ranks),
         "auroc_high_vs_low": tier_auroc(scores[ranks != 1], ranks[ranks != 1]),
