@@ -53,38 +53,32 @@ def stdlib_pairs(limit: int = 1500, seed: int = 0) -> list[tuple[str, str]]:
     return unique[:limit]
 
 
-def local_world(per_tier: int, heldout_size: int, pretrain_steps: int, seed: int = 0):
-    """(train, heldout, tokenizer, model_factory) built from local text (see the module docstring)."""
-    from datasets import Dataset
+def local_world(
+    per_tier: int, heldout_size: int, pretrain_steps: int, seed: int = 0, pool_dir: str | None = None
+):
+    """(train, heldout, tokenizer, model_factory) built from local text (see the module docstring).
+
+    With ``pool_dir`` (a ``finetune`` DatasetDict of the demo world) the pool and held-out split are the real ones
+    and only the model is the local stand-in, pretrained on other pairs of that pool.
+    """
+    from datasets import load_from_disk
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     from hf_select.data_whisperer import build_prompt
+    from hf_select.demo.stage_data_whisperer import stratified_sample
 
-    pairs = stdlib_pairs(seed=seed)
-    n_pool = 3 * per_tier
-    pool_pairs, held_pairs, pre_pairs = (
-        pairs[:n_pool],
-        pairs[n_pool : n_pool + heldout_size],
-        pairs[n_pool + heldout_size :],
-    )
-    rows = {"question": [], "answer": [], "tier": [], "source": []}
-    rng = random.Random(seed)
-    for i, (q, a) in enumerate(pool_pairs):
-        tier = ("high", "medium", "low")[i % 3]
-        if tier == "medium":
-            a = " ".join(a.split()[:4])
-        elif tier == "low":
-            a = pool_pairs[(i + rng.randrange(1, n_pool)) % n_pool][1]
-        rows["question"].append(q)
-        rows["answer"].append(a)
-        rows["tier"].append(tier)
-        rows["source"].append({"high": "docstring", "medium": "truncated", "low": "mismatched"}[tier])
-    train = Dataset.from_dict(rows)
-    heldout = Dataset.from_dict(
-        {"question": [q for q, _ in held_pairs], "answer": [a for _, a in held_pairs]}
-    )
-
+    if pool_dir is not None:
+        data = load_from_disk(pool_dir)
+        train = stratified_sample(data["train"], per_tier, seed)
+        used = set(train["question"])
+        rest = data["train"].shuffle(seed=seed).select(range(min(4000, len(data["train"]))))
+        pre_pairs = [(q[:200], a[:200]) for q, a in zip(rest["question"], rest["answer"]) if q not in used][
+            :1500
+        ]
+        heldout = data["heldout"]
+    else:
+        train, heldout, pre_pairs = _docstring_pool(per_tier, heldout_size, seed)
     # pretraining text: other pairs, in the prompt layout of Data Whisperer and of the fine-tuning format
     docs = []
     for start in range(0, len(pre_pairs) - 8, 8):
@@ -155,6 +149,34 @@ def local_world(per_tier: int, heldout_size: int, pretrain_steps: int, seed: int
     return train, heldout, tokenizer, model_factory
 
 
+def _docstring_pool(per_tier: int, heldout_size: int, seed: int):
+    from datasets import Dataset
+
+    pairs = stdlib_pairs(seed=seed)
+    n_pool = 3 * per_tier
+    pool_pairs, held_pairs, pre_pairs = (
+        pairs[:n_pool],
+        pairs[n_pool : n_pool + heldout_size],
+        pairs[n_pool + heldout_size :],
+    )
+    rows = {"question": [], "answer": [], "tier": [], "source": []}
+    rng = random.Random(seed)
+    for i, (q, a) in enumerate(pool_pairs):
+        tier = ("high", "medium", "low")[i % 3]
+        if tier == "medium":
+            a = " ".join(a.split()[:4])
+        elif tier == "low":
+            a = pool_pairs[(i + rng.randrange(1, n_pool)) % n_pool][1]
+        rows["question"].append(q)
+        rows["answer"].append(a)
+        rows["tier"].append(tier)
+        rows["source"].append({"high": "docstring", "medium": "truncated", "low": "mismatched"}[tier])
+    heldout = Dataset.from_dict(
+        {"question": [q for q, _ in held_pairs], "answer": [a for _, a in held_pairs]}
+    )
+    return Dataset.from_dict(rows), heldout, pre_pairs
+
+
 def world_from_dir(world_dir: Path):
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -199,7 +221,13 @@ def main() -> None:
         print(
             "demo world not available: local stand-in from CPython stdlib docstrings (see module docstring)"
         )
-        train, heldout, tokenizer, factory = local_world(args.per_tier, args.heldout, args.pretrain_steps)
+        if args.pool_dir:
+            print(
+                f"fine-tuning pool: {args.pool_dir}; base model: local stand-in pretrained on other pairs of it"
+            )
+        train, heldout, tokenizer, factory = local_world(
+            args.per_tier, args.heldout, args.pretrain_steps, pool_dir=args.pool_dir
+        )
     settings = ExperimentSettings(
         per_tier=args.per_tier,
         heldout_size=args.heldout,
