@@ -202,6 +202,9 @@ def main() -> None:
     parser.add_argument(
         "--local", action="store_true", help="Build the local stand-in even if a world exists."
     )
+    parser.add_argument(
+        "--pool_dir", default=None, help="Real fine-tuning pool (world/finetune) for the stand-in."
+    )
     parser.add_argument("--per_tier", type=int, default=30)
     parser.add_argument("--heldout", type=int, default=30)
     parser.add_argument("--max_generate", type=int, default=20)
