@@ -242,7 +242,10 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     result = run_experiment(factory, tokenizer, train, heldout, settings, out.parent / "dw_work")
-    print(f"pool {result['pool_size']} (scored {result['scored_examples']}), stats {result['dw_stats']}")
+    print(
+        f"pool {result['pool_size']} (scored {result['scored_examples']}), stats {result['dw_stats']}, "
+        f"selection valid: {result['selection_valid']}"
+    )
     for text in result["unparsed_generations"]:
         print(f"unparseable generation (after 'Answer 1:'): {text!r}")
     print("mean score per tier:", {t: v["mean_score"] for t, v in result["per_tier"].items()})

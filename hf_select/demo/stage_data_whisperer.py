@@ -159,6 +159,11 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
     )
     table = format_comparison(comparison)
     finite = np.isfinite(scores)
+    if finite.sum() < len(selected):
+        logger.warning(
+            f"only {int(finite.sum())} of {len(pool)} examples got a Data Whisperer score (the model could not "
+            f"answer the prompts in the expected format); the 'selected' subset is not a real selection"
+        )
     return {
         "pool_size": len(pool),
         "heldout_size": len(held),
@@ -167,6 +172,8 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         "dw_stats": whisperer.stats,
         "unparsed_generations": whisperer.unparsed[:3],
         "scored_examples": int(finite.sum()),
+        # the top fraction is only a Data Whisperer selection when enough examples got a score
+        "selection_valid": bool(finite.sum() >= len(selected)),
         "auroc_score_vs_tier": tier_auroc(scores, ranks),
         "auroc_high_vs_low": tier_auroc(scores[ranks != 1], ranks[ranks != 1]),
         "per_tier": per_tier,
@@ -239,7 +246,7 @@ def report_html(ctx: DemoContext, result: dict) -> str:
     )
     return (
         f"<p>Pool of {result['pool_size']} examples (stratified by tier); {result['scored_examples']} got a score "
-        f"({result['dw_stats']}). AUROC of score vs tier: <b>{result['auroc_score_vs_tier']:.3f}</b> "
+        f"({result['dw_stats']}; selection valid: {result.get('selection_valid')}). AUROC of score vs tier: <b>{result['auroc_score_vs_tier']:.3f}</b> "
         f"(high vs low: {result['auroc_high_vs_low']:.3f}; 0.5 = chance).</p>"
         f"<table><tr><th>tier</th><th>n</th><th>mean score</th><th>share of top 10%</th></tr>{rows}</table>"
         f"<p>Fine-tuning the base model (selected vs random subset of the same size vs full sample), held-out "
