@@ -41,6 +41,11 @@ _EXPORTS: dict[str, str] = {
     "combine_by_rank": "hf_select.selection",
     "sharded_map": "hf_select.sharded_map",
     "load_sharded_output": "hf_select.sharded_map",
+    "DataWhisperer": "hf_select.data_whisperer",
+    "top_fraction_indices": "hf_select.selection",
+    "FinetuneArguments": "hf_select.finetune",
+    "compare_subsets": "hf_select.finetune",
+    "metrics_path": "hf_select.eval.metric_modules",
 }
 
 __all__ = sorted(_EXPORTS)
