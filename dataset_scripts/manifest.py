@@ -22,7 +22,9 @@ def file_hashes(root: str | Path, skip: tuple[str, ...] = ("manifest.json",)) ->
     return {
         path.relative_to(root).as_posix(): sha256_file(path)
         for path in sorted(root.rglob("*"))
-        if path.is_file() and path.name not in skip and not any(p.startswith(".") for p in path.relative_to(root).parts)
+        if path.is_file()
+        and path.name not in skip
+        and not any(p.startswith(".") for p in path.relative_to(root).parts)
     }
 
 

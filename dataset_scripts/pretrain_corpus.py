@@ -150,7 +150,9 @@ def corpus_counts(records: Dataset) -> dict[str, dict[str, Any]]:
     """Per source: documents kept (train / heldout), duplicates and contaminated dropped, characters kept."""
     counts: dict[str, dict[str, Any]] = {}
     for row in records.select_columns(["source", "domain", "split", "status", "text"]).iter(batch_size=2000):
-        for source, domain, split, status, text in zip(row["source"], row["domain"], row["split"], row["status"], row["text"]):
+        for source, domain, split, status, text in zip(
+            row["source"], row["domain"], row["split"], row["status"], row["text"]
+        ):
             entry = counts.setdefault(
                 source,
                 {"domain": domain, "train": 0, "heldout": 0, "duplicate": 0, "contaminated": 0, "chars": 0},

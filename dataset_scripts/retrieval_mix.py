@@ -39,7 +39,12 @@ def kv_lookup_documents(
         if n <= 0:
             break
         samples = build_proxy_samples(
-            values, tokenizer, num_samples=n, context_tokens=context_tokens, key_length=key_length, seed=seed * 1000 + i
+            values,
+            tokenizer,
+            num_samples=n,
+            context_tokens=context_tokens,
+            key_length=key_length,
+            seed=seed * 1000 + i,
         )
         docs += [s["prompt"] + s["answer"] for s in samples]
     random.Random(seed).shuffle(docs)

@@ -114,7 +114,11 @@ def _jargon_slug(word: str) -> str:
 def jargon_docs(root: Path) -> Iterator[Doc]:
     for word, entry in dictd_entries(*_dictd_files(root, "jargon")):
         letter = word[:1].upper() if word[:1].isalpha() else "0"
-        yield {"text": entry, "title": word, "url": f"http://www.catb.org/jargon/html/{letter}/{_jargon_slug(word)}.html"}
+        yield {
+            "text": entry,
+            "title": word,
+            "url": f"http://www.catb.org/jargon/html/{letter}/{_jargon_slug(word)}.html",
+        }
 
 
 def wordnet_docs(root: Path) -> Iterator[Doc]:
@@ -167,7 +171,9 @@ def linux_doc_docs(root: Path, sections: tuple[str, ...] = LINUX_DOC_SECTIONS) -
             rel = path.relative_to(base).as_posix()
             page = re.sub(r"\.rst(\.gz)?$", "", rel)
             text = _read(path)
-            yield from _docs(text, _rst_title(text, page), f"https://www.kernel.org/doc/html/v6.1/{page}.html")
+            yield from _docs(
+                text, _rst_title(text, page), f"https://www.kernel.org/doc/html/v6.1/{page}.html"
+            )
 
 
 def pod_sections(text: str) -> list[tuple[str, str]]:
@@ -184,7 +190,9 @@ def perl_doc_docs(root: Path) -> Iterator[Doc]:
         if name.startswith("perlfaq") or re.match(r"perl\d+delta", name):
             continue
         text = _read(path)
-        text = re.sub(r"^=(?:pod|cut|over.*|back|item|begin.*|end.*|for.*|encoding.*)\s*$", "", text, flags=re.M)
+        text = re.sub(
+            r"^=(?:pod|cut|over.*|back|item|begin.*|end.*|for.*|encoding.*)\s*$", "", text, flags=re.M
+        )
         yield from _docs(text, name, f"https://perldoc.perl.org/{name}")
 
 
@@ -232,7 +240,9 @@ def maxima_doc_docs(root: Path) -> Iterator[Doc]:
         markup = _read(path)
         match = re.search(r"(?is)<title>(.*?)</title>", markup)
         title = html.unescape(match.group(1)).strip() if match else path.stem
-        yield from _docs(html_to_text(markup), title, f"https://maxima.sourceforge.io/docs/manual/{path.name}")
+        yield from _docs(
+            html_to_text(markup), title, f"https://maxima.sourceforge.io/docs/manual/{path.name}"
+        )
 
 
 def fortune_docs(root: Path) -> Iterator[Doc]:
@@ -267,12 +277,17 @@ def stdlib_code_docs(root: Path | None = None, tests: bool = False) -> Iterator[
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root).as_posix()
-        if rel.startswith(("site-packages/", "dist-packages/", "lib2to3/tests/data")) or "/site-packages/" in rel:
+        if (
+            rel.startswith(("site-packages/", "dist-packages/", "lib2to3/tests/data"))
+            or "/site-packages/" in rel
+        ):
             continue
         if _is_test_path(rel) != tests:
             continue
         text = _read(path)
-        yield from _docs(text, rel, f"https://github.com/python/cpython/blob/{version}/Lib/{rel}", min_chars=300)
+        yield from _docs(
+            text, rel, f"https://github.com/python/cpython/blob/{version}/Lib/{rel}", min_chars=300
+        )
 
 
 def stdlib_code_docs_tests(root: Path | None = None) -> Iterator[Doc]:
@@ -348,4 +363,6 @@ def shakespeare_docs(root: Path) -> Iterator[Doc]:
         if path.name.lower().startswith("readme"):
             continue
         slug = path.stem.lower().replace("_", "").replace(" ", "")
-        yield from _docs(_read(path), path.stem.replace("_", " "), f"https://shakespeare.mit.edu/{slug}/full.html")
+        yield from _docs(
+            _read(path), path.stem.replace("_", " "), f"https://shakespeare.mit.edu/{slug}/full.html"
+        )

