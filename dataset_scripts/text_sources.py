@@ -229,7 +229,8 @@ _TAG = re.compile(r"<[^>]+>")
 def html_to_text(markup: str) -> str:
     """Visible text of an HTML page (scripts/styles dropped, block tags become line breaks)."""
     markup = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", "", markup)
-    markup = re.sub(r"(?i)<(br|/p|/div|/h\d|/li|/pre|/tr|/dt|/dd)\b[^>]*>", "\n", markup)
+    markup = re.sub(r"(?i)</(p|div|h\d|pre|table|dl|ul|ol)\s*>", "\n\n", markup)
+    markup = re.sub(r"(?i)<(br|/li|/tr|/dt|/dd)\b[^>]*>", "\n", markup)
     text = html.unescape(_TAG.sub("", markup))
     return re.sub(r"\n\s*\n+", "\n\n", text).strip()
 
