@@ -124,9 +124,8 @@ def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSett
 
     values = clean_values(_sentences(load_pretrain_split(ctx, "heldout"), 5000), tokenizer)
     if len(values) < 40:
-        values += clean_values(
-            _sentences(load_pretrain_split(ctx, "train").select(range(200)), 2000), tokenizer
-        )
+        train = load_pretrain_split(ctx, "train")
+        values += clean_values(_sentences(train.select(range(min(200, len(train)))), 2000), tokenizer)
     samples = build_proxy_samples(
         values, tokenizer, num_samples=settings.proxy_samples, context_tokens=settings.proxy_context_tokens,
         key_length=settings.proxy_key_length, seed=ctx.seed + 7919,
