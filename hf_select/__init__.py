@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "build_world": "hf_select.dataset_scripts.demo_world",
+    "WorldConfig": "hf_select.dataset_scripts.demo_world",
+    "NgramIndex": "hf_select.dataset_scripts.decontamination",
+    "train_bpe_tokenizer": "hf_select.dataset_scripts.tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)
