@@ -118,3 +118,11 @@ def test_world_stage_summary_and_report(tmp_path, monkeypatch):
     assert result["domains"] == {"code": {"documents": 3, "MB": 2.0}} and result["total_MB"] == 2.0
     page = stage_world.report_html(ctx, result)
     assert "PSF-2.0" in page and "low-quality pool" in page and "arc_easy" in page
+
+
+def test_report_overview_lists_every_stage_with_its_status(tmp_path):
+    from hf_select.demo.runner import run_demo
+
+    run_demo(DemoContext(tmp_path / "o", tmp_path / "c"), ("not_built_yet",))
+    page = (tmp_path / "o/report.html").read_text()
+    assert "<th>stage</th><th>status</th>" in page and "<td>not built yet</td><td>pending</td>" in page
