@@ -19,7 +19,10 @@ def _section(ctx: DemoContext, outcome) -> str:
         return head + f"<pre>{html.escape(outcome.error or '')}</pre>"
     module = stage_module(outcome.name)
     if hasattr(module, "report_html"):
-        return head + module.report_html(ctx, outcome.result)
+        try:
+            return head + module.report_html(ctx, outcome.result)
+        except Exception as exc:  # a broken fragment must not lose the rest of the report
+            return head + f"<p>report fragment failed: {html.escape(repr(exc))}</p>"
     return head + f"<pre>{html.escape(json.dumps(outcome.result, indent=2, default=str))}</pre>"
 
 

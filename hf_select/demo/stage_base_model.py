@@ -230,7 +230,7 @@ def _plot_losses(losses, path) -> None:
 
 def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
     proxy = result["proxy"]
-    plot = ctx.output_dir / "stages" / "base_model" / "loss_curve.png"
+    plot = ctx.stage_dir("base_model") / "loss_curve.png"
     if not plot.exists():
         _plot_losses(result.get("loss_curve", []), plot)
     image = base64.b64encode(plot.read_bytes()).decode()
