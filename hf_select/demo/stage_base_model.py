@@ -43,6 +43,8 @@ class BaseModelSettings:
     proxy_samples: int = 100
     proxy_context_tokens: int = 512
     proxy_key_length: int = 32
+    # values of at most 24 tokens (paper: ~30) so that 4 pairs + 3 demos with 32-character keys fit in 512 tokens
+    max_value_tokens: int = 24
 
 
 def settings_for(ctx: DemoContext) -> BaseModelSettings:
@@ -75,7 +77,7 @@ def training_rows(ctx: DemoContext, tokenizer, settings: BaseModelSettings):
     n_rows = settings.max_steps * settings.batch_size
     n_retrieval = round(settings.retrieval_fraction * n_rows)
     n_repeated = round(settings.repeated_share * n_retrieval)
-    values = clean_values(_sentences(train, 20000), tokenizer)
+    values = clean_values(_sentences(train, 20000), tokenizer, max_value_tokens=settings.max_value_tokens)
     kv_docs = kv_lookup_documents(
         values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12, seed=ctx.seed
     )
@@ -122,10 +124,15 @@ def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSett
     from ..proxy_accuracy import proxy_task_accuracy
     from .students import load_pretrain_split
 
-    values = clean_values(_sentences(load_pretrain_split(ctx, "heldout"), 5000), tokenizer)
+    values = clean_values(
+        _sentences(load_pretrain_split(ctx, "heldout"), 5000),
+        tokenizer,
+        max_value_tokens=settings.max_value_tokens,
+    )
     if len(values) < 40:
         train = load_pretrain_split(ctx, "train")
-        values += clean_values(_sentences(train.select(range(min(200, len(train)))), 2000), tokenizer)
+        more = _sentences(train.select(range(min(200, len(train)))), 2000)
+        values += clean_values(more, tokenizer, max_value_tokens=settings.max_value_tokens)
     samples = build_proxy_samples(
         values, tokenizer, num_samples=settings.proxy_samples, context_tokens=settings.proxy_context_tokens,
         key_length=settings.proxy_key_length, seed=ctx.seed + 7919,
