@@ -46,6 +46,10 @@ _EXPORTS: dict[str, str] = {
     "FinetuneArguments": "hf_select.finetune",
     "compare_subsets": "hf_select.finetune",
     "metrics_path": "hf_select.eval.metric_modules",
+    "build_world": "hf_select.dataset_scripts.demo_world",
+    "WorldConfig": "hf_select.dataset_scripts.demo_world",
+    "NgramIndex": "hf_select.dataset_scripts.decontamination",
+    "train_bpe_tokenizer": "hf_select.dataset_scripts.tokenizer",
 }
 
 __all__ = sorted(_EXPORTS)

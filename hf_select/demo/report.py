@@ -19,12 +19,25 @@ def _section(ctx: DemoContext, outcome) -> str:
         return head + f"<pre>{html.escape(outcome.error or '')}</pre>"
     module = stage_module(outcome.name)
     if hasattr(module, "report_html"):
-        return head + module.report_html(ctx, outcome.result)
+        try:
+            return head + module.report_html(ctx, outcome.result)
+        except Exception as exc:  # a broken fragment must not lose the rest of the report
+            return head + f"<p>report fragment failed: {html.escape(repr(exc))}</p>"
     return head + f"<pre>{html.escape(json.dumps(outcome.result, indent=2, default=str))}</pre>"
 
 
+def _overview(outcomes) -> str:
+    """One row per stage: status and seconds (a reused stage shows the time of the run that made it)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(o.title)}</td><td>{o.status}</td>"
+        f"<td>{(o.result or {}).get('seconds', o.seconds) if o.status in ('done', 'reused') else ''}</td></tr>"
+        for o in outcomes
+    )
+    return f"<table><tr><th>stage</th><th>status</th><th>seconds</th></tr>{rows}</table>"
+
+
 def write_report(ctx: DemoContext, outcomes) -> Path:
-    body = "\n".join(_section(ctx, outcome) for outcome in outcomes)
+    body = _overview(outcomes) + "\n".join(_section(ctx, outcome) for outcome in outcomes)
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>hf-select demo report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"

@@ -1,0 +1,58 @@
+"""``hf-select build-demo``: build the demo world (corpus, low-quality pool, eval tasks, fine-tuning pool,
+tokenizer, manifest) and optionally the tiny base model, without running the rest of the main job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class BuildDemoArguments:
+    cache_dir: str = field(
+        default=".hf_select_cache", metadata={"help": "Cache folder: downloads/ and world[-quick]/ go here."}
+    )
+    quick: bool = field(default=False, metadata={"help": "Build the small PyPI/stdlib-only world (no apt)."})
+    use_apt: bool = field(
+        default=True, metadata={"help": "Fetch Debian documentation packages (needs root on Debian/Ubuntu)."}
+    )
+    heldout_fraction: float = field(
+        default=0.015, metadata={"help": "Share of each source's documents held out (at least one)."}
+    )
+    vocab_size: int = field(default=8192, metadata={"help": "Vocabulary of the byte-level BPE tokenizer."})
+    max_eval_items: int = field(
+        default=500, metadata={"help": "Evaluated items per task at most (seeded sample; full world)."}
+    )
+    base_model: bool = field(default=False, metadata={"help": "Also train the tiny base model."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+
+
+CONFIG_CLASSES = (BuildDemoArguments,)
+
+
+def run(args: BuildDemoArguments) -> int:
+    from ..demo.context import DemoContext
+    from .demo_world import WorldConfig, build_world
+
+    ctx = DemoContext("demo_output", args.cache_dir, quick=args.quick, seed=args.seed)
+    config = WorldConfig(
+        quick=args.quick, use_apt=args.use_apt, heldout_fraction=args.heldout_fraction,
+        vocab_size=args.vocab_size, max_eval_items=args.max_eval_items, seed=args.seed,
+    )  # fmt: skip
+    manifest = build_world(ctx.world_dir, ctx.cache_dir / "downloads", config)
+    print(
+        json.dumps(
+            {
+                "world_dir": str(ctx.world_dir),
+                "origin": manifest["origin"],
+                **manifest["pretrain"]["domains"],
+            },
+            indent=2,
+        )
+    )
+    if args.base_model:
+        from ..demo import stage_base_model
+
+        info = stage_base_model.run(ctx)
+        print(json.dumps({k: v for k, v in info.items() if k != "loss_curve"}, indent=2))
+    return 0

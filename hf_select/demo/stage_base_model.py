@@ -1,0 +1,255 @@
+"""Demo stage 2: train the tiny Llama-style base model whose retrieval heads the later stages use.
+
+The training mix is the pretraining corpus plus a slice of retrieval documents (key -> value lookups in the
+proxy-task format and repeated passages, :mod:`hf_select.dataset_scripts.retrieval_mix`) so that retrieval /
+induction heads emerge within a few million tokens. That they did is measured: teacher-forced accuracy on
+fresh proxy-task samples (values from held-out sentences, unseen keys, the paper's 32-character keys) against
+the chance level of copying a random value of the context.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from transformers.utils import logging
+
+from .context import DemoContext
+
+TITLE = "Tiny base model (Llama-style, trained here)"
+logger = logging.get_logger("hf_select.demo")
+INFO_FILE = "hf_select_base_model.json"
+
+
+@dataclass
+class BaseModelSettings:
+    """Size and budget of the base model (full: ~2M parameters, ~3M tokens, a few minutes on 2 cores)."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    num_key_value_heads: int = 8
+    seq_length: int = 512
+    batch_size: int = 16
+    max_steps: int = 360
+    learning_rate: float = 3e-3
+    retrieval_fraction: float = 0.3  # share of training rows that are lookup / repeated-span documents
+    repeated_share: float = 0.3  # of the retrieval rows, the share of repeated-span documents
+    proxy_samples: int = 100
+    proxy_context_tokens: int = 512
+    proxy_key_length: int = 32
+    # values of at most 24 tokens (paper: ~30) so that 4 pairs + 3 demos with 32-character keys fit in 512 tokens
+    max_value_tokens: int = 24
+
+
+def settings_for(ctx: DemoContext) -> BaseModelSettings:
+    if ctx.quick:
+        return BaseModelSettings(
+            hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+            batch_size=8, max_steps=100, learning_rate=4e-3, proxy_samples=30,
+        )  # fmt: skip
+    return BaseModelSettings()
+
+
+def _sentences(dataset, limit: int) -> list[str]:
+    from ..dataset_scripts.demo_world import sample_sentences
+
+    out = sample_sentences(dataset, limit=limit, domain="prose")
+    if len(out) < 50:  # a world without enough prose: take sentences of any domain
+        out += [s for d in ("literature", "math", "code") for s in sample_sentences(dataset, limit, d)]
+    return out
+
+
+def training_rows(ctx: DemoContext, tokenizer, settings: BaseModelSettings):
+    """Packed rows of the training mix (corpus + retrieval documents), shuffled, ``max_steps * batch`` rows."""
+    from datasets import Dataset, concatenate_datasets
+
+    from ..dataset_scripts.proxy_task import clean_values
+    from ..dataset_scripts.retrieval_mix import kv_lookup_documents, repeated_span_documents
+    from .students import load_pretrain_split, packed_rows, tokenize_documents
+
+    train = load_pretrain_split(ctx, "train")
+    n_rows = settings.max_steps * settings.batch_size
+    n_retrieval = round(settings.retrieval_fraction * n_rows)
+    n_repeated = round(settings.repeated_share * n_retrieval)
+    values = clean_values(_sentences(train, 20000), tokenizer, max_value_tokens=settings.max_value_tokens)
+    kv_docs = kv_lookup_documents(
+        values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12, seed=ctx.seed
+    )
+    sample = train.shuffle(seed=ctx.seed).select(range(min(len(train), 4 * n_repeated + 10)))
+    rep_docs = repeated_span_documents(sample["text"], n_repeated, seed=ctx.seed)
+    retrieval = Dataset.from_dict({"text": kv_docs + rep_docs})
+    retrieval_rows = packed_rows(
+        ctx, tokenize_documents(retrieval, tokenizer), max_length=settings.seq_length
+    )
+    corpus_rows = packed_rows(ctx, tokenize_documents(train, tokenizer), max_length=settings.seq_length)
+    corpus_rows = corpus_rows.shuffle(seed=ctx.seed).select(
+        range(min(len(corpus_rows), n_rows - len(retrieval_rows)))
+    )
+    mix = concatenate_datasets([corpus_rows, retrieval_rows]).shuffle(seed=ctx.seed)
+    return mix.remove_columns(
+        [c for c in mix.column_names if c not in ("input_ids", "labels", "position_ids")]
+    )
+
+
+def new_model(tokenizer, settings: BaseModelSettings):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=settings.hidden_size,
+        intermediate_size=settings.intermediate_size,
+        num_hidden_layers=settings.num_hidden_layers,
+        num_attention_heads=settings.num_attention_heads,
+        num_key_value_heads=settings.num_key_value_heads,
+        max_position_embeddings=max(1024, settings.seq_length),
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSettings) -> dict[str, float]:
+    """Proxy-task accuracy on held-out values and chance (copying a uniformly random value of the context)."""
+    from ..dataset_scripts.proxy_task import build_proxy_samples, clean_values
+    from ..proxy_accuracy import proxy_task_accuracy
+    from .students import load_pretrain_split
+
+    values = clean_values(
+        _sentences(load_pretrain_split(ctx, "heldout"), 5000),
+        tokenizer,
+        max_value_tokens=settings.max_value_tokens,
+    )
+    if len(values) < 40:
+        train = load_pretrain_split(ctx, "train")
+        more = _sentences(train.select(range(min(200, len(train)))), 2000)
+        values += clean_values(more, tokenizer, max_value_tokens=settings.max_value_tokens)
+    samples = build_proxy_samples(
+        values, tokenizer, num_samples=settings.proxy_samples, context_tokens=settings.proxy_context_tokens,
+        key_length=settings.proxy_key_length, seed=ctx.seed + 7919,
+    )  # fmt: skip
+    model.eval()
+    accuracy = proxy_task_accuracy(model, tokenizer, samples)
+    chance = sum(1 / s["num_pairs"] for s in samples) / len(samples)
+    return {
+        **accuracy,
+        "chance_sample_accuracy": chance,
+        "mean_pairs": sum(s["num_pairs"] for s in samples) / len(samples),
+        "samples": len(samples),
+        "context_tokens": settings.proxy_context_tokens,
+        "key_length": settings.proxy_key_length,
+    }
+
+
+def run(ctx: DemoContext) -> dict[str, Any]:
+    from transformers import Trainer, TrainingArguments
+
+    from ..packing import PackedCollator
+    from .students import load_tokenizer
+
+    info_path = ctx.base_model_dir / INFO_FILE
+    if info_path.exists():
+        logger.warning(f"[demo] reusing base model {ctx.base_model_dir}")
+        return json.loads(info_path.read_text())
+    settings = settings_for(ctx)
+    tokenizer = load_tokenizer(ctx)
+    rows = training_rows(ctx, tokenizer, settings)
+    model = new_model(tokenizer, settings)
+    out = ctx.stage_dir("base_model")
+    args = TrainingArguments(
+        output_dir=str(out / "trainer"),
+        per_device_train_batch_size=settings.batch_size,
+        max_steps=settings.max_steps,
+        learning_rate=settings.learning_rate,
+        warmup_steps=max(1, settings.max_steps // 20),
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        logging_steps=max(1, settings.max_steps // 40),
+        save_strategy="no",
+        report_to="none",
+        seed=ctx.seed,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=rows,
+        data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+    proxy = proxy_evaluation(ctx, model, tokenizer, settings)
+    trained_tokens = sum(sum(1 for x in r if x != -100) for r in rows["labels"])
+    info = {
+        "path": str(ctx.base_model_dir),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "settings": asdict(settings),
+        "training_rows": len(rows),
+        "training_tokens": settings.max_steps * settings.batch_size * settings.seq_length,
+        "trained_label_tokens": trained_tokens,
+        "train_seconds": round(seconds, 1),
+        "tokens_per_second": round(len(rows) * settings.seq_length / max(seconds, 1e-9)),
+        "final_loss": losses[-1][1] if losses else None,
+        "loss_curve": losses,
+        "proxy": proxy,
+    }
+    model.save_pretrained(ctx.base_model_dir)
+    tokenizer.save_pretrained(ctx.base_model_dir)
+    _plot_losses(losses, out / "loss_curve.png")
+    info_path.write_text(json.dumps(info, indent=2))
+    logger.warning(
+        f"[demo] base model: {info['parameters'] / 1e6:.2f}M params, {info['training_tokens'] / 1e6:.2f}M tokens, "
+        f"{seconds:.0f}s, loss {info['final_loss']}, proxy sample accuracy {proxy['sample_accuracy']:.2f} "
+        f"(token {proxy['token_accuracy']:.2f}; chance {proxy['chance_sample_accuracy']:.3f})"
+    )
+    return info
+
+
+def _plot_losses(losses, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    if losses:
+        ax.plot(*zip(*losses))
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title("base model")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
+    proxy = result["proxy"]
+    plot = ctx.stage_dir("base_model") / "loss_curve.png"
+    if not plot.exists():
+        _plot_losses(result.get("loss_curve", []), plot)
+    image = base64.b64encode(plot.read_bytes()).decode()
+    s = result["settings"]
+    return (
+        f"<p>{result['parameters'] / 1e6:.2f}M parameters ({s['num_hidden_layers']} layers x "
+        f"{s['num_attention_heads']} heads, hidden {s['hidden_size']}), {result['training_tokens'] / 1e6:.2f}M "
+        f"training tokens in {result['train_seconds']}s ({result['tokens_per_second']} tokens/s), final loss "
+        f"{result['final_loss']:.3f}. Saved at <code>{html.escape(result['path'])}</code>.</p>"
+        f"<p><b>Proxy retrieval task</b> ({proxy['samples']} samples, {proxy['context_tokens']} tokens, "
+        f"{proxy['key_length']}-character keys, ~{proxy['mean_pairs']:.1f} pairs): sample accuracy "
+        f"<b>{proxy['sample_accuracy']:.3f}</b>, token accuracy {proxy['token_accuracy']:.3f}; chance (copying a "
+        f"random value of the context) {proxy['chance_sample_accuracy']:.3f}.</p>"
+        f"<img src='data:image/png;base64,{image}' alt='base model loss curve'>"
+    )
