@@ -23,6 +23,11 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "compute_reference_losses": "hf_select.reference_losses",
+    "project_token_losses": "hf_select.cross_tokenizer",
+    "cross_tokenizer_reference_losses": "hf_select.cross_tokenizer",
+    "token_loss_dynamics": "hf_select.token_dynamics",
+    "classify_token_dynamics": "hf_select.token_dynamics",
 }
 
 __all__ = sorted(_EXPORTS)
