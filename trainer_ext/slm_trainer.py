@@ -317,21 +317,25 @@ class SLMTrainer(Trainer):
         self, inputs: dict[str, Any], token_ce: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
         student = token_ce.detach()
-        scores = self._scores(inputs, student)
-        if _SELECTED in inputs:
-            selected, total = inputs[_SELECTED], inputs[_TOTAL]
-        elif self.args.select_scope == "global":
-            threshold = self._global_threshold(scores[valid])
-            selected = valid & (scores >= threshold)
-            total = self._sum_over_processes(selected.sum())
-        else:
-            selected = select_top_tokens(scores, valid, self.args.token_select_ratio, self.args.select_scope)
-            total = inputs[_TOTAL]
+        selected, total = self._select(inputs, self._scores(inputs, student), valid)
         excess = student - inputs["ref_loss"]
         weights = (excess >= 0) if self.args.negative_excess == "exclude" else None
         loss_sum = selective_loss_sum(token_ce, selected, weights)
         self._record_stats(student, inputs["ref_loss"], excess, valid, selected)
         return loss_sum * self.accelerator.num_processes / total.clamp(min=1)
+
+    def _select(
+        self, inputs: dict[str, Any], scores: torch.Tensor, valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The micro-batch's selection mask and the number of tokens selected in the whole step."""
+        if _SELECTED in inputs:
+            return inputs[_SELECTED], inputs[_TOTAL]
+        if self.args.select_scope == "global":
+            threshold = self._global_threshold(scores[valid])
+            selected = valid & (scores >= threshold)
+            return selected, self._sum_over_processes(selected.sum())
+        selected = select_top_tokens(scores, valid, self.args.token_select_ratio, self.args.select_scope)
+        return selected, inputs[_TOTAL]
 
     # ---- logging ------------------------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from datasets import Dataset, DatasetDict
 
 from hf_select.demo.context import DemoContext
@@ -17,6 +18,18 @@ def fake_world(ctx: DemoContext) -> None:
     DatasetDict({"train": split, "heldout": split.select(range(4))}).save_to_disk(ctx.world_dir / "pretrain")
 
 
+def test_report_of_a_finished_stage():
+    from hf_select.demo.stage_student_slm import report_html
+
+    history = [
+        {"step": s, "slm_loss_selected": 6 - s, "slm_loss_unselected": 5 - s, "slm_ref_loss": 3}
+        for s in (1, 2)
+    ]
+    page = report_html(None, {"steps": 2, "final_selected_share": 0.6, "history": history})
+    assert "<table>" in page and "data:image/png;base64," in page
+
+
+@pytest.mark.slow  # ~10-30 s: tokenises, packs and trains 12 steps
 def test_stage_trains_and_saves_the_slm_student(tmp_path):
     ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
     fake_world(ctx)
