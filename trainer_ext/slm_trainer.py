@@ -219,7 +219,7 @@ class SLMTrainer(Trainer):
         if n == 0:
             return torch.tensor(float("inf"), device=valid_scores.device)
         k = int(selected_count(torch.tensor(n), self.args.token_select_ratio))
-        return torch.kthvalue(everything.cpu(), n - k + 1).values.to(valid_scores.device)
+        return torch.kthvalue(everything, n - k + 1).values
 
     def _scores(self, batch: dict[str, Any], student_loss: torch.Tensor | None) -> torch.Tensor:
         if self.args.score == "excess_loss":
@@ -340,15 +340,16 @@ class SLMTrainer(Trainer):
     # ---- logging ------------------------------------------------------------------------------------------
 
     def _record_stats(self, student, ref, excess, valid, selected) -> None:
-        unselected = valid & ~selected
+        # products instead of boolean indexing: no host-device synchronisation per step
+        valid_f, selected_f = valid.double(), selected.double()
         stats = torch.stack(
             [
-                valid.sum().double(),
-                selected.sum().double(),
-                excess[valid].double().sum(),
-                student[selected].double().sum(),
-                student[unselected].double().sum(),
-                ref[valid].double().sum(),
+                valid_f.sum(),
+                selected_f.sum(),
+                (excess.double() * valid_f).sum(),
+                (student.double() * selected_f).sum(),
+                (student.double() * (valid_f - selected_f)).sum(),
+                (ref.double() * valid_f).sum(),
             ]
         )
         self._slm_stats += stats.to(self._slm_stats.device)
