@@ -17,7 +17,8 @@ summed over micro-batches and processes:
   training forward itself and only the scores are exchanged between processes.
 
 Each micro-batch then returns ``world_size * sum(selected CE) / total_selected`` (DDP averages gradients), with
-``loss_is_scaled_for_ga = True``. Gradient accumulation and data parallelism therefore leave the update
+``loss_is_scaled_for_ga = True``; ``num_items_in_batch`` and ``average_tokens_across_devices`` are not used (the
+selected count is always summed over all processes). Gradient accumulation and data parallelism therefore leave the update
 unchanged for the "sequence" and "global" scopes; "microbatch" selection depends on how the batch is split by
 definition.
 

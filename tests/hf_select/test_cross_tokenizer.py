@@ -69,3 +69,14 @@ def test_cross_tokenizer_reference_losses_align_with_student_tokens_and_pack():
     )
     assert [len(r) for r in rows["ref_loss"]] == [len(r) for r in rows["input_ids"]]
     assert rows["ref_loss"][0] == out[0]["ref_loss"][:32]
+
+
+def test_packing_cuts_extra_columns_like_the_ids():
+    docs, values = [[1, 2, 3], [4, 5, 6, 7, 8]], [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 0.7, 0.8]]
+    out = pack_documents(docs, 4, columns={"ref_loss": values})
+    assert out["ref_loss"] == [[0.1, 0.2, 0.3], [0.4, 0.5, 0.6, 0.7]]
+    out = pack_documents(docs, 4, overflow="carry", columns={"ref_loss": values})
+    assert sum(out["ref_loss"], []) == sum(values, [])
+    assert [len(r) for r in out["ref_loss"]] == [len(r) for r in out["input_ids"]]
+    with pytest.raises(ValueError, match="ref_loss"):
+        pack_documents(docs, 4, columns={"ref_loss": [[0.1], values[1]]})
