@@ -172,14 +172,14 @@ def heldout_loss(model, docs: list[list[int]], seq: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--world", default=None, help="demo world folder (default: Python stdlib text)")
-    parser.add_argument("--chars", type=int, default=1_500_000)
+    parser.add_argument("--chars", type=int, default=600_000)
     parser.add_argument("--vocab", type=int, default=2048)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--ref-steps", type=int, default=150)
+    parser.add_argument("--ref-steps", type=int, default=80)
     parser.add_argument(
-        "--clean-share", type=float, default=0.15, help="share of training docs the reference sees"
+        "--clean-share", type=float, default=0.3, help="share of training docs the reference sees"
     )
     parser.add_argument("--noise", type=float, default=0.25)
     parser.add_argument("--hidden", type=int, default=64)
