@@ -1,6 +1,6 @@
 """A small RHO-1 replication: does SLM skip noise tokens and reach a lower loss on clean text?
 
-    python benchmarks/slm_noise.py [--world CACHE/world] [--steps 150] [--noise 0.25]
+    python benchmarks/slm_noise.py [--world CACHE/world] [--steps 150] [--ref-steps 200] [--noise 0.25]
 
 Text: the demo world's pretraining corpus when ``--world`` points at it, else real text that ships with
 Python (the CPython standard library's sources and docstrings, split into ~1.5k-character documents).
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--ref-steps", type=int, default=80)
+    parser.add_argument("--ref-steps", type=int, default=200)
     parser.add_argument(
         "--clean-share", type=float, default=0.3, help="share of training docs the reference sees"
     )
