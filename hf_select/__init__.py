@@ -50,6 +50,11 @@ _EXPORTS: dict[str, str] = {
     "WorldConfig": "hf_select.dataset_scripts.demo_world",
     "NgramIndex": "hf_select.dataset_scripts.decontamination",
     "train_bpe_tokenizer": "hf_select.dataset_scripts.tokenizer",
+    "compute_reference_losses": "hf_select.reference_losses",
+    "project_token_losses": "hf_select.cross_tokenizer",
+    "cross_tokenizer_reference_losses": "hf_select.cross_tokenizer",
+    "token_loss_dynamics": "hf_select.token_dynamics",
+    "classify_token_dynamics": "hf_select.token_dynamics",
 }
 
 __all__ = sorted(_EXPORTS)

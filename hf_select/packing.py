@@ -28,6 +28,7 @@ def pack_documents(
     labels: Sequence[Sequence[int]] | None = None,
     overflow: str = "discard",
     drop_untrainable: bool = True,
+    columns: dict[str, Sequence[Sequence]] | None = None,
 ) -> dict[str, list[list[int]]]:
     """Pack tokenised documents into rows of at most ``max_length`` tokens.
 
@@ -39,6 +40,8 @@ def pack_documents(
             ``"carry"`` puts it at the start of the next row(s) as a new segment (positions restart, so its
             first token is not trained).
         drop_untrainable: drop rows in which no label is trained (they would give a 0/0 loss).
+        columns: extra per-token columns (name -> per-document values, e.g. ``ref_loss``), cut and packed
+            exactly like the ids.
 
     Returns:
         A dict of lists (one entry per row): ``input_ids``, ``labels``, ``position_ids``, ``num_documents``.
@@ -48,20 +51,26 @@ def pack_documents(
         raise ValueError(f"overflow must be 'discard' or 'carry', got {overflow!r}")
     if max_length < 2:
         raise ValueError(f"max_length must be >= 2, got {max_length}")
+    columns = columns or {}
     rows: dict[str, list] = {"input_ids": [], "labels": [], "position_ids": [], "num_documents": []}
+    rows.update({name: [] for name in columns})
+    row_cols: dict[str, list] = {name: [] for name in columns}
     row_ids: list[int] = []
     row_labels: list[int] = []
     row_pos: list[int] = []
     row_docs = 0
 
     def flush():
-        nonlocal row_ids, row_labels, row_pos, row_docs
+        nonlocal row_ids, row_labels, row_pos, row_docs, row_cols
         if row_ids and (not drop_untrainable or any(x != IGNORE_INDEX for x in row_labels)):
             rows["input_ids"].append(row_ids)
             rows["labels"].append(row_labels)
             rows["position_ids"].append(row_pos)
             rows["num_documents"].append(row_docs)
+            for name, values in row_cols.items():
+                rows[name].append(values)
         row_ids, row_labels, row_pos, row_docs = [], [], [], 0
+        row_cols = {name: [] for name in columns}
 
     for i, ids in enumerate(input_ids):
         ids = list(ids)
@@ -70,6 +79,10 @@ def pack_documents(
         doc_labels = list(labels[i]) if labels is not None else list(ids)
         if len(doc_labels) != len(ids):
             raise ValueError(f"document {i}: {len(ids)} ids but {len(doc_labels)} labels")
+        doc_cols = {name: list(values[i]) for name, values in columns.items()}
+        for name, values in doc_cols.items():
+            if len(values) != len(ids):
+                raise ValueError(f"document {i}: {len(ids)} ids but {len(values)} values of {name!r}")
         while ids:
             if row_ids and max_length - len(row_ids) < 2:  # a 1-token piece has nothing to train
                 flush()
@@ -77,23 +90,32 @@ def pack_documents(
             row_ids += ids[:room]
             row_labels += [IGNORE_INDEX, *doc_labels[1:room]]
             row_pos += list(range(len(ids[:room])))
+            for name, values in doc_cols.items():
+                row_cols[name] += values[:room]
             row_docs += 1
             if len(row_ids) >= max_length:
                 flush()
             ids, doc_labels = (ids[room:], doc_labels[room:]) if overflow == "carry" else ([], [])
+            doc_cols = {name: values[room:] for name, values in doc_cols.items()}
     flush()
     return rows
 
 
 def pack_dataset_batch(
-    batch: dict[str, list[Any]], max_length: int, overflow: str = "discard"
+    batch: dict[str, list[Any]], max_length: int, overflow: str = "discard", columns: tuple[str, ...] = ()
 ) -> dict[str, list]:
     """``Dataset.map(batched=True, remove_columns=...)`` wrapper of :func:`pack_documents`.
 
-    Reads ``input_ids`` and, if present, ``labels``; packing restarts at every map batch, so a large
-    ``batch_size`` wastes less of the last row.
+    Reads ``input_ids``, if present ``labels``, and the per-token ``columns``; packing restarts at every map
+    batch, so a large ``batch_size`` wastes less of the last row.
     """
-    return pack_documents(batch["input_ids"], max_length, batch.get("labels"), overflow=overflow)
+    return pack_documents(
+        batch["input_ids"],
+        max_length,
+        batch.get("labels"),
+        overflow=overflow,
+        columns={name: batch[name] for name in columns},
+    )
 
 
 @dataclass

@@ -2,3 +2,23 @@
 
 from .meco_config import MeCoConfig as MeCoConfig
 from .meco_trainer import MeCoTrainer as MeCoTrainer
+"""Trainer subclasses of hf-select (imported as ``hf_select.trainer_ext``), loaded lazily."""
+
+from __future__ import annotations
+
+import importlib
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "SLMConfig": "hf_select.trainer_ext.slm_config",
+    "SLMTrainer": "hf_select.trainer_ext.slm_trainer",
+    "SLMCollator": "hf_select.trainer_ext.slm_trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hf_select.trainer_ext' has no attribute {name!r}")

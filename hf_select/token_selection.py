@@ -1,0 +1,91 @@
+"""Token selection of RHO-1 Selective Language Modeling (Lin et al., arXiv 2404.07965), on plain tensors.
+
+Conventions: ``scores``, ``valid`` and per-token losses are ``[batch, seq]`` tensors aligned like
+:mod:`hf_select.token_loss` (position ``t`` = predicting token ``t``); higher scores are kept. A scope with ``n``
+trainable tokens keeps ``ceil(ratio * n)`` of them (at least one when ``n > 0``): exactly that many for the
+"sequence" and "microbatch" scopes (ties broken by position), all tokens at or above the k-th largest score for
+a threshold (the "global" scope, where ties may keep a few more).
+"""
+
+from __future__ import annotations
+
+import torch
+
+_EPS = 1e-6  # 0.6 * 5 is 3.0000000000000004 in floating point; ceil must still give 3
+
+
+def check_ratio(ratio: float) -> None:
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"token_select_ratio must be in (0, 1], got {ratio}")
+
+
+def selected_count(num_valid: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``ceil(ratio * n)`` (at least 1 when ``n > 0``) for every entry of ``num_valid`` (int64)."""
+    check_ratio(ratio)
+    n = num_valid.long()
+    k = torch.ceil(n.double() * ratio - _EPS).long().clamp(min=1)
+    return torch.where(n > 0, torch.minimum(k, n), torch.zeros_like(n))
+
+
+def select_top_per_row(scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Keep the ``ceil(ratio * n_row)`` highest-scoring valid tokens of every row (``[batch, seq]`` bool)."""
+    k = selected_count(valid.sum(-1), ratio)
+    ranked = scores.detach().float().masked_fill(~valid, float("-inf"))
+    order = ranked.argsort(dim=-1, descending=True, stable=True)
+    ranks = torch.empty_like(order)
+    ranks.scatter_(-1, order, torch.arange(order.shape[-1], device=order.device).expand_as(order))
+    return (ranks < k[:, None]) & valid
+
+
+def select_top_tokens(scores: torch.Tensor, valid: torch.Tensor, ratio: float, scope: str) -> torch.Tensor:
+    """Selection mask for the "sequence" (per row) or "microbatch" (whole tensor) scope."""
+    if scope == "sequence":
+        return select_top_per_row(scores, valid, ratio)
+    if scope == "microbatch":
+        flat = select_top_per_row(scores.reshape(1, -1), valid.reshape(1, -1), ratio)
+        return flat.reshape(valid.shape)
+    raise ValueError(f"scope must be 'sequence' or 'microbatch' here, got {scope!r}")
+
+
+def global_threshold(valid_scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The k-th largest of a flat tensor of scores with ``k = ceil(ratio * n)`` (``+inf`` when empty)."""
+    n = valid_scores.numel()
+    if n == 0:
+        return torch.tensor(float("inf"), device=valid_scores.device)
+    k = int(selected_count(torch.tensor(n), ratio))
+    return torch.kthvalue(valid_scores.float(), n - k + 1).values
+
+
+def selection_count(valid: torch.Tensor, ratio: float, scope: str) -> torch.Tensor:
+    """Number of tokens the "sequence" / "microbatch" scope will select, known before any forward pass."""
+    if scope == "sequence":
+        return selected_count(valid.sum(-1), ratio).sum()
+    if scope == "microbatch":
+        return selected_count(valid.sum(), ratio)
+    raise ValueError(f"the count of scope {scope!r} depends on the scores")
+
+
+def selective_loss_sum(
+    token_losses: torch.Tensor, selected: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum of the losses of the selected tokens (optionally weighted); divide by the selected count."""
+    keep = selected.to(token_losses.dtype)
+    if weights is not None:
+        keep = keep * weights.to(token_losses.dtype)
+    return (token_losses * keep).sum()
+
+
+def selective_loss(
+    token_losses: torch.Tensor,
+    valid: torch.Tensor,
+    scores: torch.Tensor,
+    ratio: float,
+    scope: str = "sequence",
+) -> torch.Tensor:
+    """Mean loss over the selected tokens of one batch (the reference formula of SLM, for one micro-batch)."""
+    if scope == "global":
+        threshold = global_threshold(scores[valid].detach(), ratio)
+        selected = valid & (scores.detach() >= threshold)
+    else:
+        selected = select_top_tokens(scores, valid, ratio, scope)
+    return selective_loss_sum(token_losses, selected) / selected.sum().clamp(min=1)

@@ -1,0 +1,150 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_select.reference_losses import compute_reference_losses
+from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from slm_helpers import (
+    hand_update,
+    max_param_diff,
+    packed_rows,
+    student_and_reference,
+    train_one_step,
+)
+
+TOL = 2e-5
+
+
+@pytest.mark.parametrize("scope", ["sequence", "microbatch", "global"])
+def test_one_step_equals_hand_computed_selective_update(scope, tmp_path):
+    student, ref = student_and_reference()
+    rows = packed_rows()
+    trained, trainer = train_one_step(student, rows, tmp_path, ref_model=ref, select_scope=scope)
+    # one micro-batch holds the whole batch: "microbatch" ranks like "global"
+    expected = hand_update(student, ref, rows, scope="sequence" if scope == "sequence" else "global")
+    assert max_param_diff(trained, expected) < TOL
+    assert max_param_diff(trained, student) > 1e-3  # it did train
+    logged = trainer.state.log_history[0]
+    assert 0.6 <= logged["slm_selected_share"] < 0.7
+    assert logged["slm_loss_selected"] > logged["slm_loss_unselected"] - 1.0
+
+
+@pytest.mark.parametrize("scope", ["sequence", "global"])
+def test_gradient_accumulation_does_not_change_the_update(scope, tmp_path):
+    student, ref = student_and_reference()
+    rows = packed_rows()
+    one, _ = train_one_step(student, rows, tmp_path / "a", ref_model=ref, select_scope=scope)
+    two, _ = train_one_step(
+        student, rows, tmp_path / "b", ref_model=ref, select_scope=scope, batch_size=1, ga=4
+    )
+    assert max_param_diff(one, two) < TOL
+
+
+def test_microbatch_scope_with_accumulation_normalises_by_the_whole_step(tmp_path):
+    """Each micro-batch selects ceil(0.6 * n) on its own; the denominator is the step's total."""
+    student, ref = student_and_reference()
+    rows = packed_rows(num_rows=2)
+    trained, _ = train_one_step(
+        student, rows, tmp_path, ref_model=ref, select_scope="microbatch", batch_size=1, ga=2
+    )
+    # one row per micro-batch: identical to ranking per sequence
+    assert max_param_diff(trained, hand_update(student, ref, rows, scope="sequence")) < TOL
+
+
+def test_precomputed_reference_losses_equal_online(tmp_path):
+    student, ref = student_and_reference()
+    rows = packed_rows()
+    dataset = compute_reference_losses(Dataset.from_dict(rows), ref, batch_size=3)
+    online, _ = train_one_step(student, rows, tmp_path / "a", ref_model=ref)
+    offline, _ = train_one_step(student, dataset.to_dict(), tmp_path / "b", ref_model=None)
+    assert max_param_diff(online, offline) < TOL
+
+
+def test_peft_base_model_is_the_default_reference(tmp_path):
+    peft = pytest.importorskip("peft")
+    student, _ = student_and_reference()
+    model = peft.get_peft_model(student, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    rows = packed_rows(num_rows=2)
+    args = SLMConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        max_steps=1,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        learning_rate=1e-2,
+        logging_steps=1,
+    )
+    trainer = SLMTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows))
+    trainer.train()
+    # adapter starts as identity: the reference equals the student, excess losses are ~0
+    assert abs(trainer.state.log_history[0]["slm_excess_loss"]) < 1e-4
+
+
+def test_self_reference_scores_keep_low_reference_values(tmp_path):
+    student, ref = student_and_reference()
+    rows = packed_rows(num_rows=2)
+    for score in ("reference_loss", "reference_entropy"):
+        _, trainer = train_one_step(student, rows, tmp_path / score, ref_model=ref, score=score)
+        assert 0.6 <= trainer.state.log_history[0]["slm_selected_share"] < 0.7
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    for ratio in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="token_select_ratio"):
+            SLMConfig(output_dir=str(tmp_path), token_select_ratio=ratio)
+    with pytest.raises(ValueError, match="select_scope"):
+        SLMConfig(output_dir=str(tmp_path), select_scope="document")
+    row = {"input_ids": [5, 6, 7], "labels": [-100, 6, 7], "position_ids": [0, 1, 2]}
+    collate = SLMCollator(pad_columns=("ref_loss",))
+    with pytest.raises(ValueError, match="ref_loss length mismatch"):
+        collate([{**row, "ref_loss": [0.0, 1.0]}])
+    with pytest.raises(ValueError, match="NaN"):
+        collate([{**row, "ref_loss": [0.0, float("nan"), 1.0]}])
+    student, _ = student_and_reference()
+    with pytest.raises(ValueError, match="needs a reference"):
+        train_one_step(student, packed_rows(num_rows=1), tmp_path / "noref", batch_size=1)
+
+
+def test_negative_excess_exclude_drops_tokens_the_student_already_knows(tmp_path):
+    student, _ = student_and_reference()
+    rows = packed_rows(num_rows=2)
+    # a reference far worse than the student: every excess loss is negative, nothing is trained
+    dataset = dict(rows, ref_loss=[[100.0] * len(r) for r in rows["input_ids"]])
+    trained, _ = train_one_step(student, dataset, tmp_path, negative_excess="exclude")
+    assert max_param_diff(trained, student) == 0.0
+
+
+@pytest.mark.slow  # ~20-45 s: two processes import torch and transformers
+def test_two_processes_equal_one(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, 2 rows per rank) gives the 1-process update of the 4-row batch."""
+    student, ref = student_and_reference()
+    rows = packed_rows()
+    script = Path(__file__).with_name("slm_ddp_script.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        str(script),
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for scope in ("sequence", "global"):
+        expected = hand_update(student, ref, rows, scope=scope)
+        state = torch.load(tmp_path / f"{scope}.pt")
+        diff = max(float((state[n] - p.detach()).abs().max()) for n, p in expected.named_parameters())
+        assert diff < TOL, scope
