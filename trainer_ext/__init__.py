@@ -1,7 +1,3 @@
-"""Trainer subclasses of hf-select (imported as ``hf_select.trainer_ext``)."""
-
-from .meco_config import MeCoConfig as MeCoConfig
-from .meco_trainer import MeCoTrainer as MeCoTrainer
 """Trainer subclasses of hf-select (imported as ``hf_select.trainer_ext``), loaded lazily."""
 
 from __future__ import annotations
@@ -13,6 +9,8 @@ _EXPORTS: dict[str, str] = {
     "SLMConfig": "hf_select.trainer_ext.slm_config",
     "SLMTrainer": "hf_select.trainer_ext.slm_trainer",
     "SLMCollator": "hf_select.trainer_ext.slm_trainer",
+    "MeCoConfig": "hf_select.trainer_ext.meco_config",
+    "MeCoTrainer": "hf_select.trainer_ext.meco_trainer",
 }
 
 __all__ = sorted(_EXPORTS)
