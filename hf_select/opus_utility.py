@@ -208,13 +208,10 @@ class LayerPreconditioner:
 
 
 def _inner_optimizer(optimizer):
-    while hasattr(optimizer, "optimizer") and not isinstance(optimizer, torch.optim.Optimizer):
+    """The torch optimizer inside accelerate / deepspeed wrappers."""
+    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
         optimizer = optimizer.optimizer
-    return (
-        getattr(optimizer, "optimizer", optimizer)
-        if not isinstance(optimizer, torch.optim.Optimizer)
-        else optimizer
-    )
+    return optimizer
 
 
 def resolve_preconditioner(optimizer, choice: str = "auto") -> str:
