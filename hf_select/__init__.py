@@ -23,6 +23,10 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "build_proxy_pool": "hf_select.proxy_pool",
+    "benchmark_proxy_texts": "hf_select.proxy_pool",
+    "FactoredCountSketch": "hf_select.opus_sketch",
+    "select_candidates": "hf_select.opus_utility",
 }
 
 __all__ = sorted(_EXPORTS)
