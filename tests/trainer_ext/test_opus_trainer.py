@@ -107,3 +107,22 @@ def test_optimizer_without_adam_state_is_refused(tmp_path):
     )
     with pytest.raises(OptimizerStateError, match="exp_avg_sq"):
         trainer.train()
+
+
+def test_opus_select_restores_train_mode_and_leaves_grads_untouched(tmp_path):
+    model = tiny_model("llama").train()
+    model.gradient_checkpointing_enable()
+    proxy = Dataset.from_dict({k: v for k, v in _rows(2, seed=5).items() if k != "domain"})
+    trainer = OPUSTrainer(
+        model=model,
+        args=_args(tmp_path, greedy=True, sketch_dim=None),
+        train_dataset=_train_data(),
+        proxy_dataset=proxy,
+    )
+    trainer.create_optimizer()
+    batch = trainer.data_collator([_train_data()[i] for i in range(4)])
+    kept = trainer.opus_select(dict(batch))
+    assert model.training and all(p.grad is None for p in model.parameters())
+    assert kept["input_ids"].shape == (2, 16) and "opus_domain" not in kept
+    again = trainer.opus_select(dict(batch))
+    assert torch.equal(kept["input_ids"], again["input_ids"])  # greedy + same step: deterministic
