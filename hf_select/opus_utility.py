@@ -173,16 +173,28 @@ def layer_gradients(
 
 @dataclass
 class LayerPreconditioner:
-    """``u = scale * L @ G @ R`` (factored; ``L``/``R`` optional matrices) or ``u = dense * G`` (elementwise)."""
+    """``u = scale * L @ G @ R`` (factored; ``L``/``R`` optional matrices, or vectors for diagonal ones) or
+    ``u = dense * G`` (elementwise)."""
 
     scale: float = 1.0
-    left: torch.Tensor | None = None  # [d_out, d_out]
-    right: torch.Tensor | None = None  # [d_in, d_in]
+    left: torch.Tensor | None = None  # [d_out, d_out] or diagonal [d_out]
+    right: torch.Tensor | None = None  # [d_in, d_in] or diagonal [d_in]
     dense: torch.Tensor | None = None  # [d_out, d_in]
 
     @property
     def factored(self) -> bool:
         return self.dense is None
+
+    def rank_one(self) -> LayerPreconditioner:
+        """Factored approximation of an elementwise preconditioner: Adafactor's ``P ~ r c^T / sum(P)``.
+
+        Exact when ``P`` is rank one; lets the sketch of ``P * sum_t g_t x_t^T`` be taken from the factors
+        ``(r * g_t, c * x_t)`` without the dense per-sample matrix.
+        """
+        if self.dense is None:
+            return self
+        rows, cols = self.dense.sum(1), self.dense.sum(0)
+        return LayerPreconditioner(scale=1.0 / float(self.dense.sum()), left=rows, right=cols)
 
     def transform_factors(
         self, grads: torch.Tensor, inputs: torch.Tensor
@@ -190,9 +202,11 @@ class LayerPreconditioner:
         """Factors of ``u = sum_t g'_t x'_t^T`` (factored preconditioners only)."""
         grads = grads * self.scale
         if self.left is not None:
-            grads = grads @ self.left.t()
+            grads = grads * self.left if self.left.ndim == 1 else grads @ self.left.t()
         if self.right is not None:
-            inputs = inputs @ self.right  # (G R)^T rows: x R
+            inputs = (
+                inputs * self.right if self.right.ndim == 1 else inputs @ self.right
+            )  # rows of (G R)^T: x R
         return grads, inputs
 
     def apply(self, matrices: torch.Tensor) -> torch.Tensor:
@@ -201,9 +215,9 @@ class LayerPreconditioner:
             return matrices * self.dense
         out = matrices * self.scale
         if self.left is not None:
-            out = self.left @ out
+            out = out * self.left[:, None] if self.left.ndim == 1 else self.left @ out
         if self.right is not None:
-            out = out @ self.right
+            out = out * self.right if self.right.ndim == 1 else out @ self.right
         return out
 
 
@@ -362,13 +376,15 @@ def candidate_statistics(
     num_candidates: int,
     sketches: dict[str, FactoredCountSketch] | None = None,
     chunk_size: int = 8,
+    rank_one_sketch: bool = False,
 ) -> CandidateStatistics:
     """Alignment with the proxy gradient and Gram matrix of the candidates' preconditioned updates.
 
     With ``sketches`` (one per layer name; a missing entry means exact) the inner products are computed
     between CountSketches; factored preconditioners (SGD, Muon, AdamW's first step) are sketched straight from
     the (gradient, input) factors, AdamW's elementwise preconditioner needs the dense per-sample matrix (built
-    ``chunk_size`` candidates at a time, one layer at a time).
+    ``chunk_size`` candidates at a time, one layer at a time) unless ``rank_one_sketch`` replaces it by its
+    rank-one (Adafactor) factorisation on sketched layers (faster, approximate).
     """
     n = num_candidates
     alignment = None
@@ -381,6 +397,8 @@ def candidate_statistics(
         gy = grads.output_grads[layer.name].float()
         proxy = torch.einsum("bto,bti->oi", gy[n:], x[n:])
         sketch = (sketches or {}).get(layer.name)
+        if sketch is not None and rank_one_sketch:
+            pre = pre.rank_one()
         if sketch is not None and pre.factored:
             g2, x2 = pre.transform_factors(gy[:n], x[:n])
             feats = sketch.sketch_outer(g2, x2)

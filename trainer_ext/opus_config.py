@@ -58,6 +58,14 @@ class OPUSConfig(TrainingArguments):
             "fewer parameters than this are always exact."
         },
     )
+    sketch_rank_one_adamw: bool = field(
+        default=False,
+        metadata={
+            "help": "On sketched layers, replace AdamW's elementwise preconditioner by its rank-one (Adafactor) "
+            "factorisation so the sketch comes straight from (gradient, input) factors: no dense per-sample "
+            "matrix, approximate utilities. Off = exact elementwise preconditioning."
+        },
+    )
     score_window: int = field(
         default=512,
         metadata={

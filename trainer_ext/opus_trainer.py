@@ -201,7 +201,14 @@ class OPUSTrainer(Trainer):
             ids, labels, pos = self._joint_batch(batch, step, gen)
             grads = layer_gradients(model, self._opus_layers, ids, labels, pos, n)
             t1 = time.perf_counter()
-            stats = candidate_statistics(grads, self._opus_layers, pre, n, self._opus_sketches)
+            stats = candidate_statistics(
+                grads,
+                self._opus_layers,
+                pre,
+                n,
+                self._opus_sketches,
+                rank_one_sketch=self.args.sketch_rank_one_adamw,
+            )
             t2 = time.perf_counter()
             sel = select_candidates(
                 stats.alignment,

@@ -251,3 +251,17 @@ def test_stateless_optimizer_after_steps_is_refused_for_adamw():
     plain_sgd = torch.optim.SGD(model.parameters(), lr=0.1)  # keeps no state at all
     with pytest.raises(OptimizerStateError, match="8-bit"):
         build_preconditioners(plain_sgd, layers, "adamw", steps_taken=3)
+
+
+def test_rank_one_preconditioner_is_exact_for_rank_one_and_sketchable():
+    from hf_select.opus_utility import LayerPreconditioner
+
+    r, c = torch.rand(6) + 0.5, torch.rand(5) + 0.5
+    pre = LayerPreconditioner(dense=torch.outer(r, c))
+    g, x = torch.randn(3, 4, 6), torch.randn(3, 4, 5)
+    dense = pre.apply(per_sample_updates(g, x))
+    approx = pre.rank_one()
+    assert approx.factored
+    assert torch.allclose(approx.apply(per_sample_updates(g, x)), dense, atol=1e-5)
+    g2, x2 = approx.transform_factors(g, x)
+    assert torch.allclose(per_sample_updates(g2, x2), dense, atol=1e-5)
