@@ -236,6 +236,11 @@ class OPUSTrainer(Trainer):
             "utility_spread": sel.utility_spread,
             "effective_sample_size": sel.effective_sample_size,
             "selected": sel.indices,
+            "seconds": {
+                "scoring_forward_backward": t1 - t0,
+                "sketch_and_inner_products": t2 - t1,
+                "selection": t3 - t2,
+            },
         }
         if domains is not None:
             record["selected_domains"] = [domains[i] for i in sel.indices]
