@@ -55,6 +55,10 @@ _EXPORTS: dict[str, str] = {
     "cross_tokenizer_reference_losses": "hf_select.cross_tokenizer",
     "token_loss_dynamics": "hf_select.token_dynamics",
     "classify_token_dynamics": "hf_select.token_dynamics",
+    "build_proxy_pool": "hf_select.proxy_pool",
+    "benchmark_proxy_texts": "hf_select.proxy_pool",
+    "FactoredCountSketch": "hf_select.opus_sketch",
+    "select_candidates": "hf_select.opus_utility",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -20,3 +20,5 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'hf_select.trainer_ext' has no attribute {name!r}")
+from .opus_config import OPUSConfig as OPUSConfig
+from .opus_trainer import OPUSTrainer as OPUSTrainer

@@ -1,0 +1,104 @@
+"""``hf-select train opus``: train a causal LM with OPUS dynamic batch selection (arXiv 2602.05400)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers.utils import logging
+
+from ..loading import ModelArguments
+from ..trainer_ext.opus_config import OPUSConfig
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class OPUSDataArguments:
+    """Training corpus and proxy set of ``hf-select train opus``."""
+
+    dataset: str = field(
+        default=None, metadata={"help": "Training corpus: Hub id, save_to_disk folder or file."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Config name of the training corpus."})
+    split: str = field(default="train", metadata={"help": "Split of the training corpus."})
+    text_column: str = field(
+        default="text", metadata={"help": "Text column of the corpus and proxy documents."}
+    )
+    domain_column: str | None = field(
+        default="domain", metadata={"help": "Column used to log the selected share per domain (if present)."}
+    )
+    max_length: int = field(default=1024, metadata={"help": "Tokens per packed training row."})
+    proxy_dataset: str | None = field(
+        default=None, metadata={"help": "Proxy documents (Hub id / folder / file with text_column)."}
+    )
+    proxy_tasks: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Harness task YAML files: build the proxy pool from the corpus documents most similar to "
+            "their train/dev items (used when proxy_dataset is not given)."
+        },
+    )
+    proxy_pool_size: float = field(
+        default=0.02, metadata={"help": "Proxy pool size: a count, or a fraction of the corpus when < 1."}
+    )
+
+
+CONFIG_CLASSES = (ModelArguments, OPUSDataArguments, OPUSConfig)
+
+
+def tokenize_and_pack(
+    dataset, tokenizer, text_column: str, max_length: int, domain_column: str | None = None
+):
+    """Packed rows (``input_ids, labels, position_ids`` and ``domain`` when known), one domain per row."""
+    from ..packing import pack_documents
+
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    has_domain = domain_column is not None and domain_column in dataset.column_names
+
+    def pack(batch):
+        ids = [bos + x + eos for x in tokenizer(batch[text_column], add_special_tokens=False).input_ids]
+        if not has_domain:
+            return pack_documents(ids, max_length)
+        out: dict[str, list] = {}
+        for domain in sorted(set(batch[domain_column])):
+            rows = pack_documents([i for i, d in zip(ids, batch[domain_column]) if d == domain], max_length)
+            rows["domain"] = [str(domain)] * len(rows["input_ids"])
+            for key, value in rows.items():
+                out.setdefault(key, []).extend(value)
+        return out
+
+    return dataset.map(pack, batched=True, batch_size=1000, remove_columns=dataset.column_names, desc="pack")
+
+
+def run(model_args: ModelArguments, data: OPUSDataArguments, config: OPUSConfig) -> int:
+    from ..loading import load_any_dataset, load_model_and_tokenizer
+    from ..proxy_pool import benchmark_proxy_texts, build_proxy_pool
+    from ..trainer_ext.opus_trainer import OPUSTrainer
+
+    if not data.dataset:
+        raise ValueError("--dataset is required")
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    corpus = load_any_dataset(data.dataset, data.split, data.dataset_config)
+    if data.proxy_dataset:
+        proxy_docs = load_any_dataset(data.proxy_dataset, "train")
+    elif data.proxy_tasks:
+        targets = benchmark_proxy_texts(data.proxy_tasks)
+        proxy_docs = build_proxy_pool(corpus, targets, data.proxy_pool_size, data.text_column)
+    else:
+        raise ValueError("OPUS needs a proxy set: pass --proxy_dataset or --proxy_tasks")
+    train_rows = tokenize_and_pack(corpus, tokenizer, data.text_column, data.max_length, data.domain_column)
+    proxy_rows = tokenize_and_pack(proxy_docs, tokenizer, data.text_column, data.max_length, None)
+    config.remove_unused_columns = False
+    trainer = OPUSTrainer(
+        model=model.train(),
+        args=config,
+        train_dataset=train_rows,
+        proxy_dataset=proxy_rows,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(config.output_dir)
+    tokenizer.save_pretrained(config.output_dir)
+    logger.warning(f"OPUS model saved to {config.output_dir}")
+    return 0

@@ -1,0 +1,122 @@
+"""Configuration of :class:`~hf_select.trainer_ext.OPUSTrainer` (OPUS, arXiv 2602.05400)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
+
+
+@dataclass
+class OPUSConfig(TrainingArguments):
+    """``TrainingArguments`` plus the OPUS dynamic batch-selection options.
+
+    Every step the trainer draws ``per_device_train_batch_size * buffer_factor`` candidate rows, scores them
+    against a fresh proxy batch and trains on ``per_device_train_batch_size`` of them, so the update tokens
+    per step equal those of a plain run with the same batch size. ``standardize=False`` with
+    ``redundancy_weight=1`` is the paper's raw mode.
+    """
+
+    buffer_factor: float = field(
+        default=2.0,
+        metadata={
+            "help": "Candidates scored per selected row (paper: 2, i.e. N = 2x the batch). Must be >= 1."
+        },
+    )
+    select_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Fraction of the candidate buffer that is trained on, in (0, 1]; overrides buffer_factor "
+            "(buffer = ceil(batch / select_ratio)). Default: 1 / buffer_factor (paper: 0.5)."
+        },
+    )
+    temperature: float = field(
+        default=0.9,
+        metadata={
+            "help": "Boltzmann temperature tau of p(z) ~ exp(U_z / tau) (paper: 0.9). In standard deviations of "
+            "the utility when standardize is on."
+        },
+    )
+    standardize: bool = field(
+        default=True,
+        metadata={
+            "help": "Z-score the utilities over the buffer each step before the softmax and scale the redundancy "
+            "term by the mean squared update norm. Off = the paper's raw utilities (~1e-3, near-uniform)."
+        },
+    )
+    redundancy_weight: float = field(
+        default=1.0,
+        metadata={"help": "Weight lambda of the redundancy term <u_z, sum of picked u_j> (0 disables it)."},
+    )
+    sketch_dim: int | None = field(
+        default=8192,
+        metadata={
+            "help": "CountSketch size per scored layer (paper: 8192). None = exact inner products. Layers with "
+            "fewer parameters than this are always exact."
+        },
+    )
+    sketch_rank_one_adamw: bool = field(
+        default=False,
+        metadata={
+            "help": "On sketched layers, replace AdamW's elementwise preconditioner by its rank-one (Adafactor) "
+            "factorisation so the sketch comes straight from (gradient, input) factors: no dense per-sample "
+            "matrix, approximate utilities. Off = exact elementwise preconditioning."
+        },
+    )
+    score_window: int = field(
+        default=512,
+        metadata={
+            "help": "Tokens per candidate (a random window of each row) used for scoring (paper: 512)."
+        },
+    )
+    proxy_batch_size: int = field(
+        default=8, metadata={"help": "Proxy rows drawn afresh each step for the target gradient (paper: 8)."}
+    )
+    preconditioner: str = field(
+        default="auto",
+        metadata={
+            "help": "How the optimizer shapes the update: auto (from the optimizer class), sgd (identity), adamw "
+            "(1/(sqrt(v_hat)+eps) with bias factors), muon (momentum-frozen orthogonalisation)."
+        },
+    )
+    greedy: bool = field(
+        default=False,
+        metadata={"help": "Deterministic greedy argmax selection instead of Boltzmann sampling."},
+    )
+    opus_log_domains: bool = field(
+        default=True,
+        metadata={
+            "help": "Log the selected share of each domain (needs a 'domain' column and "
+            "remove_unused_columns=False)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.select_ratio is not None and not 0 < self.select_ratio <= 1:
+            raise ValueError(f"select_ratio must be in (0, 1], got {self.select_ratio}")
+        if self.buffer_factor < 1:
+            raise ValueError(f"buffer_factor must be >= 1, got {self.buffer_factor}")
+        if not self.greedy and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (or set greedy=True), got {self.temperature}")
+        if self.sketch_dim is not None and self.sketch_dim < 1:
+            raise ValueError(f"sketch_dim must be >= 1 or None (exact), got {self.sketch_dim}")
+        if self.score_window < 2:
+            raise ValueError(f"score_window must be >= 2 tokens, got {self.score_window}")
+        if self.proxy_batch_size < 1:
+            raise ValueError(f"proxy_batch_size must be >= 1, got {self.proxy_batch_size}")
+        if self.preconditioner not in PRECONDITIONER_CHOICES:
+            raise ValueError(
+                f"preconditioner must be one of {PRECONDITIONER_CHOICES}, got {self.preconditioner!r}"
+            )
+
+    @property
+    def candidates_per_device(self) -> int:
+        """Size of the candidate buffer per device and micro-batch."""
+        batch = self.per_device_train_batch_size
+        if self.select_ratio is not None:
+            return max(batch, math.ceil(batch / self.select_ratio - 1e-9))
+        return max(batch, round(batch * self.buffer_factor))

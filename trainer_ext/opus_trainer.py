@@ -1,0 +1,273 @@
+"""OPUS: dynamic in-training batch selection by optimizer-shaped utility against a proxy set (arXiv 2602.05400).
+
+Each optimizer step the trainer loads a buffer of candidate rows (``OPUSConfig.candidates_per_device``),
+scores a random ``score_window``-token window of each together with a fresh proxy batch in one joint
+forward/backward (eval mode, the plain model outside DDP / torch.compile, no gradient checkpointing, gradients
+w.r.t. block Linear outputs only), turns the per-sample layer gradients into the updates the optimizer would
+apply (state frozen at the start of the step), and keeps ``per_device_train_batch_size`` rows by Boltzmann
+sampling without replacement with a redundancy penalty (or greedily). The normal training step then runs on
+the kept rows, so update tokens equal a plain run with the same batch size.
+
+Multi-process: every rank draws the same proxy rows (a generator seeded by ``(seed, step)``), so the target
+gradient is identical on all ranks with no communication; each rank then selects from its own candidate
+shard with a generator seeded by ``(seed, step, rank)``: each rank's choice is a deterministic function of
+its buffer, the model and the step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+
+import torch
+from transformers import Trainer
+from transformers.utils import logging
+
+from hf_select.opus_sketch import FactoredCountSketch
+from hf_select.opus_utility import (
+    IGNORE_INDEX,
+    block_linear_layers,
+    build_preconditioners,
+    candidate_statistics,
+    layer_gradients,
+    opus_row_window,
+    resolve_preconditioner,
+    select_candidates,
+)
+from hf_select.packing import PackedCollator
+
+from .opus_config import OPUSConfig
+
+logger = logging.get_logger(__name__)
+
+DOMAIN_KEY = "opus_domain"
+
+
+class _DomainCollator:
+    """Wraps a collator and passes each row's ``domain`` (if any) through as a list under ``opus_domain``."""
+
+    def __init__(self, inner, column: str = "domain"):
+        self.inner, self.column = inner, column
+
+    def __call__(self, features):
+        domains = [f.get(self.column) for f in features] if self.column in features[0] else None
+        stripped = [{k: v for k, v in f.items() if k != self.column} for f in features]
+        batch = self.inner(stripped)
+        if domains is not None:
+            batch[DOMAIN_KEY] = [str(d) for d in domains]
+        return batch
+
+
+def _row_tensors(row: dict) -> tuple[list[int], list[int], list[int]]:
+    ids = list(row["input_ids"])
+    labels = list(row["labels"]) if row.get("labels") is not None else [IGNORE_INDEX, *ids[1:]]
+    pos = list(row["position_ids"]) if row.get("position_ids") is not None else list(range(len(ids)))
+    return ids, labels, pos
+
+
+class OPUSTrainer(Trainer):
+    """``transformers.Trainer`` that selects each step's rows with OPUS (see the module docstring).
+
+    Args:
+        proxy_dataset: rows of the target ("proxy") set: ``input_ids`` and optionally ``labels`` /
+            ``position_ids`` (e.g. packed rows of :func:`hf_select.build_proxy_pool` documents). Required.
+        Other arguments as ``transformers.Trainer``; ``data_collator`` defaults to
+        :class:`~hf_select.PackedCollator`, and rows may carry a ``domain`` column for the logs.
+
+    Attributes:
+        opus_timings: seconds spent in scoring forward/backward, sketch + inner products and selection.
+        opus_history: one dict per step (utility spread, ESS, selected domains).
+    """
+
+    def __init__(self, model=None, args: OPUSConfig | None = None, *, proxy_dataset=None, **kwargs):
+        if args is None or not isinstance(args, OPUSConfig):
+            raise TypeError("OPUSTrainer needs args=OPUSConfig(...)")
+        if proxy_dataset is None or len(proxy_dataset) == 0:
+            raise ValueError(
+                "OPUS needs a non-empty proxy_dataset (rows of the target set); got an empty one"
+            )
+        rows = [_row_tensors(proxy_dataset[i]) for i in range(len(proxy_dataset))]
+        rows = [r for r in rows if sum(label != IGNORE_INDEX for label in r[1][1:]) > 0]
+        if not rows:
+            raise ValueError("every proxy row is shorter than 2 tokens or fully masked: empty proxy set")
+        self.proxy_rows = rows
+        processing_class = kwargs.get("processing_class")
+        if kwargs.get("data_collator") is None:
+            pad = getattr(processing_class, "pad_token_id", None) or 0
+            kwargs["data_collator"] = PackedCollator(pad_token_id=pad)
+        kwargs["data_collator"] = _DomainCollator(kwargs["data_collator"])
+        super().__init__(model=model, args=args, **kwargs)
+        self._opus_layers = None
+        self._opus_sketches = None
+        self._opus_kind = None
+        self.opus_timings: dict[str, float] = defaultdict(float)
+        self.opus_clock = time.perf_counter  # benchmarks on a shared machine may use time.process_time
+        self.opus_history: list[dict] = []
+        self._opus_pending: list[dict] = []
+
+    # ---------------------------------------------------------------------------------------- data
+    def get_train_dataloader(self):
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        return self._get_dataloader(
+            dataset=self.train_dataset,
+            description="Training",
+            batch_size=self.args.candidates_per_device,
+            sampler_fn=self._get_train_sampler,
+            is_training=True,
+        )
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        selected = [self.opus_select(batch) for batch in batches]
+        return selected, self._get_num_items_in_batch(selected, device)
+
+    # ------------------------------------------------------------------------------------ selection
+    def _setup_opus(self, model):
+        self._opus_layers = block_linear_layers(model)
+        self._opus_kind = resolve_preconditioner(self.optimizer, self.args.preconditioner)
+        dim = self.args.sketch_dim
+        device = next(model.parameters()).device
+        self._opus_sketches = {
+            layer.name: FactoredCountSketch(
+                layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+            )
+            for i, layer in enumerate(self._opus_layers)
+            if dim is not None and layer.weight.numel() > dim
+        }
+        logger.info(
+            f"OPUS: {len(self._opus_layers)} block Linear layers, preconditioner={self._opus_kind}, "
+            f"{len(self._opus_sketches)} sketched (dim {dim}), buffer {self.args.candidates_per_device} -> "
+            f"{self.args.per_device_train_batch_size}"
+        )
+
+    def _proxy_rows(self, step: int, window: int) -> list[tuple[list[int], list[int], list[int]]]:
+        gen = torch.Generator().manual_seed(self.args.seed * 7919 + step)  # same on every rank
+        picks = torch.randint(len(self.proxy_rows), (self.args.proxy_batch_size,), generator=gen).tolist()
+        out = []
+        for i in picks:
+            ids, labels, pos = self.proxy_rows[i]
+            room = max(0, len(ids) - window)
+            start = int(torch.randint(room + 1, (1,), generator=gen)) if room else 0
+            out.append(
+                (ids[start : start + window], labels[start : start + window], pos[start : start + window])
+            )
+        return out
+
+    def _joint_batch(self, batch, step: int, gen: torch.Generator):
+        ids, labels = batch["input_ids"], batch["labels"]
+        pos = batch.get("position_ids")
+        if pos is None:
+            pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids)
+        window = min(self.args.score_window, ids.shape[1])
+        starts = opus_row_window(labels.cpu(), window, gen)
+        index = torch.tensor(starts)[:, None] + torch.arange(window)[None]
+        index = index.to(ids.device)
+        cand = [t.gather(1, index) for t in (ids, labels, pos)]
+        proxy = self._proxy_rows(step, window)
+        pad = torch.zeros(len(proxy), window, dtype=torch.long)
+        p_ids, p_labels, p_pos = pad.clone(), pad.clone().fill_(IGNORE_INDEX), pad.clone()
+        for r, (a, b, c) in enumerate(proxy):
+            p_ids[r, : len(a)], p_labels[r, : len(b)], p_pos[r, : len(c)] = (
+                torch.tensor(v) for v in (a, b, c)
+            )
+        cand[1][:, 0] = IGNORE_INDEX  # the window's first token has no context inside the window
+        p_labels[:, 0] = IGNORE_INDEX
+        return [torch.cat([c, p.to(c.device)]) for c, p in zip(cand, (p_ids, p_labels, p_pos))]
+
+    @torch.no_grad()
+    def opus_select(self, batch: dict) -> dict:
+        """Score a candidate batch and return the kept rows (same keys, ``per_device_train_batch_size`` rows)."""
+        domains = batch.pop(DOMAIN_KEY, None)
+        n = batch["input_ids"].shape[0]
+        k = min(self.args.per_device_train_batch_size, n)
+        from hf_select.model_adapter import unwrap_model
+
+        model = unwrap_model(self.model)
+        if self._opus_layers is None:
+            self._setup_opus(model)
+        step = self.state.global_step
+        rank = self.args.process_index
+        gen = torch.Generator().manual_seed((self.args.seed * 1_000_003 + step) * 1009 + rank)
+        was_training = model.training
+        model.eval()
+        try:
+            t0 = self.opus_clock()
+            pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
+            ids, labels, pos = self._joint_batch(batch, step, gen)
+            grads = layer_gradients(model, self._opus_layers, ids, labels, pos, n)
+            t1 = self.opus_clock()
+            stats = candidate_statistics(
+                grads,
+                self._opus_layers,
+                pre,
+                n,
+                self._opus_sketches,
+                rank_one_sketch=self.args.sketch_rank_one_adamw,
+            )
+            t2 = self.opus_clock()
+            sel = select_candidates(
+                stats.alignment,
+                stats.gram,
+                k,
+                temperature=self.args.temperature,
+                redundancy_weight=self.args.redundancy_weight,
+                standardize=self.args.standardize,
+                greedy=self.args.greedy,
+                generator=gen,
+            )
+            t3 = self.opus_clock()
+        finally:
+            model.train(was_training)
+        self.opus_timings["scoring_forward_backward"] += t1 - t0
+        self.opus_timings["sketch_and_inner_products"] += t2 - t1
+        self.opus_timings["selection"] += t3 - t2
+        index = torch.tensor(sel.indices, device=batch["input_ids"].device)
+        kept = {
+            key: value.index_select(0, index) if torch.is_tensor(value) and value.shape[:1] == (n,) else value
+            for key, value in batch.items()
+        }
+        record = {
+            "utility_spread": sel.utility_spread,
+            "effective_sample_size": sel.effective_sample_size,
+            "selected": sel.indices,
+            "seconds": {
+                "scoring_forward_backward": t1 - t0,
+                "sketch_and_inner_products": t2 - t1,
+                "selection": t3 - t2,
+            },
+        }
+        if domains is not None:
+            record["selected_domains"] = [domains[i] for i in sel.indices]
+            record["candidate_domains"] = domains
+        self.opus_history.append(record)
+        self._opus_pending.append(record)
+        return kept
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._opus_pending and "loss" in logs:
+            pending, self._opus_pending = self._opus_pending, []
+            logs["opus_utility_spread"] = sum(r["utility_spread"] for r in pending) / len(pending)
+            logs["opus_ess"] = sum(r["effective_sample_size"] for r in pending) / len(pending)
+            if self.args.opus_log_domains:
+                chosen = Counter(d for r in pending for d in r.get("selected_domains", []))
+                total = sum(chosen.values())
+                for domain, count in sorted(chosen.items()):
+                    logs[f"opus_share_{domain}"] = round(count / total, 4)
+        super().log(logs, *args, **kwargs)
+
+
+def selected_domain_shares(history: list[dict]) -> dict[str, dict[str, float]]:
+    """Share of each domain among the selected rows and among all candidates over a run's history."""
+    chosen = Counter(d for r in history for d in r.get("selected_domains", []))
+    offered = Counter(d for r in history for d in r.get("candidate_domains", []))
+    total_c, total_o = max(1, sum(chosen.values())), max(1, sum(offered.values()))
+    return {
+        domain: {"selected": chosen[domain] / total_c, "candidates": offered[domain] / total_o}
+        for domain in sorted(offered)
+    }
