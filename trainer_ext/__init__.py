@@ -11,6 +11,8 @@ _EXPORTS: dict[str, str] = {
     "SLMCollator": "hf_select.trainer_ext.slm_trainer",
     "MeCoConfig": "hf_select.trainer_ext.meco_config",
     "MeCoTrainer": "hf_select.trainer_ext.meco_trainer",
+    "OPUSConfig": "hf_select.trainer_ext.opus_config",
+    "OPUSTrainer": "hf_select.trainer_ext.opus_trainer",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -20,5 +22,3 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'hf_select.trainer_ext' has no attribute {name!r}")
-from .opus_config import OPUSConfig as OPUSConfig
-from .opus_trainer import OPUSTrainer as OPUSTrainer
