@@ -154,7 +154,7 @@ class NoiseTrackingSLMTrainer(SLMTrainer):
 
 def heldout_loss(model, docs: list[list[int]], seq: int) -> float:
     rows = pack_documents(docs, seq)
-    collate = PackedCollator()
+    collate = PackedCollator(use_cache=None)
     total, count = 0.0, 0
     model.eval()
     for start in range(0, len(rows["input_ids"]), 16):

@@ -77,7 +77,7 @@ def _reference_batch(batch, model, pad_token_id, with_entropy, chunk_size, dtype
         row["labels"] = batch["labels"][i] if "labels" in batch else batch["input_ids"][i]
         row["position_ids"] = batch["position_ids"][i] if "position_ids" in batch else list(range(length))
         features.append(row)
-    padded = PackedCollator(pad_token_id=pad_token_id)(features)
+    padded = PackedCollator(pad_token_id=pad_token_id, use_cache=None)(features)
     device = next(model.parameters()).device
     padded = {k: v.to(device) for k, v in padded.items()}
     stats = reference_token_stats(model, with_entropy=with_entropy, chunk_size=chunk_size, **padded)

@@ -55,7 +55,7 @@ def checkpoint_token_losses(model, dataset, batch_size: int = 8, pad_token_id: i
     """Losses of all trainable tokens of ``dataset`` rows (``input_ids``, optional ``labels``/``position_ids``),
     flattened in row order."""
     device = next(model.parameters()).device
-    collate = PackedCollator(pad_token_id=pad_token_id)
+    collate = PackedCollator(pad_token_id=pad_token_id, use_cache=None)
     out = []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
