@@ -7,7 +7,9 @@ of synthetic documents, built from real corpus text, are mixed into its training
 - key -> value lookups in the proxy-task format (:mod:`proxy_task`): a JSON object of random keys and corpus
   sentences, three demonstrations and a query, answered by copying the value. Keys are shorter and of varied
   length (``key_lengths``) so the lookup is learnable at this scale; the 32-character keys of the paper are
-  included.
+  included. With ``queries > 1`` a document is one JSON object followed by many ``key: ... / answer: ...``
+  lines (every pair queried, in shuffled rounds) until the token budget is spent: after the first few lines,
+  each answer is a retrieval exercise, so far more of the training tokens teach the lookup.
 - repeated spans: a corpus passage followed by an exact repeat of it (the classic induction-head signal).
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .proxy_task import build_proxy_samples
+from .proxy_task import INSTRUCTION, build_proxy_samples, random_key, render_sample
 
 KEY_LENGTHS = (6, 8, 12, 16, 24, 32)
 
@@ -28,10 +30,25 @@ def kv_lookup_documents(
     context_tokens: int = 500,
     key_lengths: Sequence[int] = KEY_LENGTHS,
     seed: int = 0,
+    queries: int = 1,
 ) -> list[str]:
-    """``num_docs`` proxy-format lookup documents (prompt + answer), spread over ``key_lengths``."""
+    """``num_docs`` proxy-format lookup documents (prompt + answer), spread over ``key_lengths``.
+
+    ``queries == 1``: exactly the proxy-task samples (three demonstrations, one query). ``queries > 1``:
+    multi-query documents (:func:`multi_query_document`) of at most ``context_tokens`` tokens with up to
+    ``queries`` key / answer lines.
+    """
     if num_docs < 0:
         raise ValueError(f"num_docs must be >= 0, got {num_docs}")
+    if queries > 1:
+        rng = random.Random(seed)
+        pool = list(values)
+        docs = [
+            multi_query_document(pool, tokenizer, context_tokens, key_lengths[i % len(key_lengths)], rng, queries)
+            for i in range(num_docs)
+        ]
+        rng.shuffle(docs)
+        return docs
     docs: list[str] = []
     per_length = -(-num_docs // max(len(key_lengths), 1)) if num_docs else 0
     for i, key_length in enumerate(key_lengths):
@@ -49,6 +66,52 @@ def kv_lookup_documents(
         docs += [s["prompt"] + s["answer"] for s in samples]
     random.Random(seed).shuffle(docs)
     return docs
+
+
+def multi_query_document(
+    values: Sequence[str],
+    tokenizer,
+    context_tokens: int,
+    key_length: int,
+    rng: random.Random,
+    max_queries: int = 64,
+) -> str:
+    """One JSON object of ``k`` pairs (``k`` uniform between 4 and what fills half the budget), then key /
+    answer lines (rounds of all pairs in shuffled order) while the document fits in ``context_tokens``."""
+
+    def n_tokens(text: str) -> int:
+        return len(tokenizer(text).input_ids)
+
+    pool = rng.sample(list(values), k=min(len(values), 64))
+    if len(pool) < 4:
+        raise ValueError(f"need at least 4 distinct values, got {len(values)}")
+    keys: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+    for value in pool:
+        key = random_key(rng, key_length)
+        while key in keys:
+            key = random_key(rng, key_length)
+        keys.add(key)
+        pairs.append((key, value))
+        if len(pairs) > 4 and n_tokens(render_sample(pairs, [], 0)[0]) > context_tokens // 2:
+            pairs.pop()
+            break
+    pairs = pairs[: rng.randint(4, max(4, len(pairs)))]
+    context = render_sample(pairs, [], 0)[0].rsplit("key: ", 1)[0]
+    assert context.startswith(INSTRUCTION)
+    budget = context_tokens - n_tokens(context)
+    lines: list[str] = []
+    while len(lines) < max_queries:
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        for i in order:
+            line = f"key: {pairs[i][0]}\nanswer: {pairs[i][1]}\n"
+            cost = n_tokens(line)
+            if cost > budget or len(lines) >= max_queries:
+                return context + "".join(lines).rstrip("\n")
+            budget -= cost
+            lines.append(line)
+    return context + "".join(lines).rstrip("\n")
 
 
 def repeated_span_documents(

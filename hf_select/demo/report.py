@@ -47,3 +47,41 @@ def write_report(ctx: DemoContext, outcomes) -> Path:
     path = ctx.output_dir / "report.html"
     path.write_text(page)
     return path
+
+
+def new_figure(figsize: tuple[float, float] = (5, 3)):
+    """A matplotlib ``(figure, axes)`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)
+
+
+def figure_html(fig, alt: str = "") -> str:
+    """The figure as an embedded base64 PNG ``<img>``; the figure is closed."""
+    import base64
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return f"<img src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}' alt='{html.escape(alt)}'>"
+
+
+def loss_curves_html(curves: dict[str, list], title: str, ylabel: str = "training loss") -> str:
+    """Line plot of ``{label: [(step, loss), ...]}`` as an embedded image."""
+    fig, ax = new_figure()
+    for label, points in curves.items():
+        if points:
+            ax.plot(*zip(*points), label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend()
+    return figure_html(fig, alt=title)

@@ -40,6 +40,8 @@ class BaseModelSettings:
     learning_rate: float = 3e-3
     retrieval_fraction: float = 0.3  # share of training rows that are lookup / repeated-span documents
     repeated_share: float = 0.3  # of the retrieval rows, the share of repeated-span documents
+    kv_queries: int = 64
+    train_key_lengths: tuple[int, ...] = (4, 6, 8, 12, 16)
     proxy_samples: int = 100
     proxy_context_tokens: int = 512
     proxy_key_length: int = 32
@@ -79,8 +81,9 @@ def training_rows(ctx: DemoContext, tokenizer, settings: BaseModelSettings):
     n_repeated = round(settings.repeated_share * n_retrieval)
     values = clean_values(_sentences(train, 20000), tokenizer, max_value_tokens=settings.max_value_tokens)
     kv_docs = kv_lookup_documents(
-        values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12, seed=ctx.seed
-    )
+        values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12,
+        key_lengths=settings.train_key_lengths, seed=ctx.seed, queries=settings.kv_queries,
+    )  # fmt: skip
     sample = train.shuffle(seed=ctx.seed).select(range(min(len(train), 4 * n_repeated + 10)))
     rep_docs = repeated_span_documents(sample["text"], n_repeated, seed=ctx.seed)
     retrieval = Dataset.from_dict({"text": kv_docs + rep_docs})

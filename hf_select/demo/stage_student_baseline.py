@@ -6,7 +6,6 @@ the evaluation stage compares data selection and nothing else.
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -52,35 +51,15 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         "loss_curve": losses,
     }
     path = save_student(ctx, "baseline", model, tokenizer, extra={"method": "baseline", **summary})
-    _plot(losses, ctx.stage_dir("student_baseline") / "loss_curve.png")
     return {**summary, "path": str(path)}
 
 
-def _plot(losses, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3))
-    if losses:
-        ax.plot(*zip(*losses))
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.set_title("baseline student")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
-    plot = ctx.stage_dir("student_baseline") / "loss_curve.png"
-    if not plot.exists():
-        _plot(result.get("loss_curve", []), plot)
-    image = base64.b64encode(plot.read_bytes()).decode()
+    from .report import loss_curves_html
+
     loss = result["final_loss"]
     return (
         f"<p>{result['steps']} steps, {result['tokens'] / 1e6:.2f}M tokens in {result['train_seconds']}s; final "
         f"training loss {loss if loss is None else round(loss, 3)}. Saved at <code>{result['path']}</code>.</p>"
-        f"<img src='data:image/png;base64,{image}' alt='baseline loss curve'>"
+        + loss_curves_html({"baseline": result.get("loss_curve", [])}, "baseline student")
     )

@@ -12,9 +12,7 @@ subset, noisy training text) is replicated in ``benchmarks/slm_noise.py`` instea
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 TITLE = "Student: RHO-1 Selective Language Modeling"
 NAME = "slm"
@@ -70,12 +68,9 @@ def run(ctx) -> dict:
 
 
 def _plot(history) -> str:
-    import matplotlib
+    from .report import figure_html, new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = new_figure(figsize=(6, 3))
     steps = [h["step"] for h in history]
     for key, label in (
         ("slm_loss_selected", "student, selected tokens"),
@@ -86,11 +81,7 @@ def _plot(history) -> str:
     ax.set_xlabel("step")
     ax.set_ylabel("token loss")
     ax.legend()
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return figure_html(fig, alt="SLM token losses")
 
 
 def report_html(ctx, result: dict) -> str:
@@ -114,5 +105,5 @@ def report_html(ctx, result: dict) -> str:
         "what is learnable but not yet learned.</p>"
     )
     history = [h for h in result.get("history", []) if "slm_ref_loss" in h]
-    image = f"<img src='data:image/png;base64,{_plot(history)}'>" if len(history) > 1 else ""
+    image = _plot(history) if len(history) > 1 else ""
     return f"{text}<table>{rows}</table>{image}"
