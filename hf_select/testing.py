@@ -104,3 +104,27 @@ def tiny_tokenizer(vocab_size: int = 300, with_bos: bool = True) -> PreTrainedTo
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )
+
+
+def free_port() -> int:
+    """A TCP port that is free on localhost now (for a torchrun rendezvous)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout: float = 300, cwd=None):
+    """Run ``torchrun --nproc_per_node nproc script args`` (gloo on CPU) on a free port, one thread per process.
+
+    Returns the ``CompletedProcess`` (text output captured); callers assert on ``returncode``.
+    """
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+    cmd += ["--master_port", str(free_port()), str(script), *map(str, args)]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)

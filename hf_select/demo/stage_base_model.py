@@ -208,6 +208,9 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         "final_loss": losses[-1][1] if losses else None,
         "loss_curve": losses,
         "proxy": proxy,
+        # read by the retrieval-heads stage: detect the heads at the context / key length the model handles
+        "proxy_context_tokens": settings.proxy_context_tokens,
+        "proxy_key_length": settings.proxy_key_length,
     }
     model.save_pretrained(ctx.base_model_dir)
     tokenizer.save_pretrained(ctx.base_model_dir)

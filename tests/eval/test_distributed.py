@@ -1,13 +1,10 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hf_select.eval import evaluate
-from hf_select.testing import tiny_model, tiny_tokenizer
+from hf_select.testing import run_torchrun, tiny_model, tiny_tokenizer
 
 WORKER = Path(__file__).parent / "dp_worker.py"
 
@@ -16,20 +13,8 @@ WORKER = Path(__file__).parent / "dp_worker.py"
 def test_torchrun_two_processes_equal_one_process(tmp_path, mc_task_file):
     """Real data parallelism: torchrun --nproc_per_node 2 (gloo on CPU). Quick variant: test_harness.py."""
     out_path = tmp_path / "dp.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        str(WORKER),
-        str(mc_task_file),
-        str(out_path),
-    ]
-    subprocess.run(cmd, check=True, env=env, cwd=tmp_path, timeout=300)
+    done = run_torchrun(WORKER, mc_task_file, out_path, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads(out_path.read_text())
     perplexity = {
         "name": "ppl",

@@ -1,7 +1,4 @@
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -9,6 +6,7 @@ import pytest
 from datasets import Dataset
 
 from hf_select.sharded_map import load_sharded_output, sharded_map
+from hf_select.testing import run_torchrun
 
 
 def _data(n=23):
@@ -86,18 +84,7 @@ WORKER = textwrap.dedent(
 def _torchrun(tmp_path, out, log, crash_after=0):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    env = {**os.environ, "CRASH_AFTER": str(crash_after), "OMP_NUM_THREADS": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        str(script),
-        str(out),
-        str(log),
-    ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    return run_torchrun(script, out, log, env={"CRASH_AFTER": str(crash_after)})
 
 
 def _logged(log: Path) -> list[int]:

@@ -1,11 +1,11 @@
 """MeCo under data parallelism: ``torchrun --nproc_per_node 2`` (gloo, CPU)."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+from hf_select.testing import run_torchrun
 
 WORKER = textwrap.dedent(
     """
@@ -47,8 +47,7 @@ WORKER = textwrap.dedent(
 def test_two_ranks_split_each_step_of_the_schedule(tmp_path):
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = run_torchrun(script, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["params"] == pytest.approx(ranks[1]["params"])  # replicas stay in sync

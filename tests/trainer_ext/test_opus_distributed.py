@@ -1,10 +1,9 @@
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from hf_select.testing import run_torchrun
 
 WORKER = Path(__file__).with_name("opus_dist_worker.py")
 
@@ -28,24 +27,8 @@ def test_rank_selection_is_a_deterministic_function_of_rank_inputs():
 
 @pytest.mark.slow
 def test_two_process_torchrun_selection_is_consistent(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29517",
-            str(WORKER),
-            str(tmp_path),
-        ],
-        check=True,
-        env=env,
-        timeout=240,
-        capture_output=True,
-    )
+    done = run_torchrun(WORKER, tmp_path, env={"PYTHONPATH": str(Path(__file__).parents[2])}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
     results = [json.loads((tmp_path / f"rank_{r}.json").read_text()) for r in (0, 1)]
     # identical buffer + shared proxy + shared seed: every rank picks the same rows with the same utilities
     assert results[0]["all_shared"] == [results[0]["shared"], results[1]["shared"]]

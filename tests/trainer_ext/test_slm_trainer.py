@@ -1,5 +1,3 @@
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +6,7 @@ import torch
 from datasets import Dataset
 
 from hf_select.reference_losses import compute_reference_losses
+from hf_select.testing import run_torchrun
 from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -129,19 +128,7 @@ def test_two_processes_equal_one(tmp_path):
     student, ref = student_and_reference()
     rows = packed_rows()
     script = Path(__file__).with_name("slm_ddp_script.py")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        "29517",
-        str(script),
-        str(tmp_path),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    done = run_torchrun(script, tmp_path, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     for scope in ("sequence", "global"):
         expected = hand_update(student, ref, rows, scope=scope)
