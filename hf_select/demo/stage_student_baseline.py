@@ -20,16 +20,14 @@ def run(ctx: DemoContext) -> dict[str, Any]:
     from ..packing import PackedCollator
     from .students import (
         fresh_student,
-        load_pretrain_split,
         load_tokenizer,
-        packed_rows,
+        pretrain_rows,
         save_student,
-        tokenize_documents,
         training_arguments,
     )
 
     tokenizer = load_tokenizer(ctx)
-    rows = packed_rows(ctx, tokenize_documents(load_pretrain_split(ctx, "train"), tokenizer))
+    rows = pretrain_rows(ctx, tokenizer)
     model = fresh_student(ctx)
     args = TrainingArguments(**training_arguments(ctx, "baseline"))
     trainer = Trainer(

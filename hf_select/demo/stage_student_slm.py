@@ -24,16 +24,14 @@ def run(ctx) -> dict:
     from ..trainer_ext.slm_trainer import SLMTrainer
     from .students import (
         fresh_student,
-        load_pretrain_split,
         load_tokenizer,
-        packed_rows,
+        pretrain_rows,
         save_student,
-        tokenize_documents,
         training_arguments,
     )
 
     tokenizer = load_tokenizer(ctx)
-    rows = packed_rows(ctx, tokenize_documents(load_pretrain_split(ctx, "train"), tokenizer))
+    rows = pretrain_rows(ctx, tokenizer)
     reference = load_causal_lm(str(ctx.base_model_dir))
     args = SLMConfig(
         **training_arguments(ctx, NAME, disable_tqdm=True),

@@ -54,6 +54,11 @@ def packed_rows(ctx: DemoContext, dataset, max_length: int | None = None, keep: 
     )
 
 
+def pretrain_rows(ctx: DemoContext, tokenizer):
+    """The packed training rows every plain student sees (the train split, BOS + document + EOS)."""
+    return packed_rows(ctx, tokenize_documents(load_pretrain_split(ctx, "train"), tokenizer))
+
+
 def fresh_student(ctx: DemoContext):
     """A randomly initialised model with the base model's architecture (same seed for every student)."""
     import torch

@@ -33,3 +33,22 @@ def test_kv_documents_answer_by_copying_a_value_of_the_context():
         key_lengths.add(len(key))
     assert key_lengths == {6, 32}
     assert kv_lookup_documents(values, tok, 7, context_tokens=900, key_lengths=(6, 32), seed=2) == docs
+
+
+def test_multi_query_documents_answer_every_line_from_the_object_within_budget():
+    tok = tiny_tokenizer()
+    values = clean_values(SENTENCES, tok, max_value_tokens=80)
+    docs = kv_lookup_documents(values, tok, 4, context_tokens=600, key_lengths=(4, 8), seed=3, queries=64)
+    assert len(docs) == 4
+    for doc in docs:
+        assert len(tok(doc).input_ids) <= 600
+        head, tail = doc.split("}\n\n", 1)
+        obj = json.loads(head.split("\n\n", 1)[1] + "}")
+        lines = tail.split("\n")
+        assert len(lines) >= 4 and len(lines) % 2 == 0
+        for key_line, answer_line in zip(lines[::2], lines[1::2]):
+            key = key_line.removeprefix("key: ")
+            assert obj[key] == answer_line.removeprefix("answer: ")
+        assert len(obj) >= 4 and {len(k) for k in obj} <= {4, 8}
+    again = kv_lookup_documents(values, tok, 4, context_tokens=600, key_lengths=(4, 8), seed=3, queries=64)
+    assert again == docs
