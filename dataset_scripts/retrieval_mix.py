@@ -44,7 +44,9 @@ def kv_lookup_documents(
         rng = random.Random(seed)
         pool = list(values)
         docs = [
-            multi_query_document(pool, tokenizer, context_tokens, key_lengths[i % len(key_lengths)], rng, queries)
+            multi_query_document(
+                pool, tokenizer, context_tokens, key_lengths[i % len(key_lengths)], rng, queries
+            )
             for i in range(num_docs)
         ]
         rng.shuffle(docs)
