@@ -98,6 +98,9 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
     from ..selection import top_fraction_indices
 
     pool = stratified_sample(train, settings.per_tier, settings.seed)
+    needed = 2 * max(settings.n_demos, settings.n_queries) + 4
+    if len(pool) < needed:  # a pool with few tiers (the quick world has one): sample across tiers instead
+        pool = train.shuffle(seed=settings.seed).select(range(min(len(train), max(needed, len(pool)))))
     rng = np.random.default_rng(settings.seed)
     held = heldout.select(
         sorted(rng.choice(len(heldout), min(settings.heldout_size, len(heldout)), replace=False))
@@ -115,7 +118,8 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
     scores = whisperer.score(pool)
     selection_seconds = time.perf_counter() - start
     ranks = tier_ranks(pool["tier"])
-    selected = top_fraction_indices(scores, settings.fraction)
+    # unscored examples rank last; if too few were scored the selection is flagged invalid below
+    selected = top_fraction_indices(np.nan_to_num(scores, nan=-np.inf), settings.fraction)
     tiers = np.array([str(t) for t in pool["tier"]])
     sources = np.array([str(s) for s in pool["source"]]) if "source" in pool.column_names else tiers
     per_tier = {
