@@ -101,22 +101,9 @@ def fallback_corpus(files_per_source: int = 150, max_chars: int = 3000, seed: in
 
 
 def fallback_tokenizer(texts: list[str], vocab_size: int = 2048):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from hf_select.dataset_scripts.tokenizer import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+    return train_bpe_tokenizer(texts, vocab_size, min_frequency=0, with_bos=False)
 
 
 def load_data(cache_dir: Path, heldout_docs: int, seed: int, corpus_cache: str | Path | None = None):

@@ -8,9 +8,12 @@ from pathlib import Path
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")
 
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2):
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int = 8192, min_frequency: int = 2, with_bos: bool = True
+):
     """Train a byte-level BPE (GPT-2 style pre-tokenisation, no prefix space) with ``<pad> <s> </s> <unk>``
-    as ids 0-3; encodings start with ``<s>`` like Llama tokenizers. Returns a ``PreTrainedTokenizerFast``."""
+    as ids 0-3; with ``with_bos`` encodings start with ``<s>`` like Llama tokenizers (else no special token is
+    added, like GPT-2). Returns a ``PreTrainedTokenizerFast``."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -27,9 +30,12 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int = 8192, min_freque
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-    )
+    if with_bos:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+        )
+    else:
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",

@@ -83,27 +83,9 @@ def tiny_tokenizer(vocab_size: int = 300, with_bos: bool = True) -> PreTrainedTo
 
     With ``with_bos`` the post-processor prepends ``<s>`` to every encoding, like Llama tokenizers.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from .dataset_scripts.tokenizer import train_bpe_tokenizer
 
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([TINY_CORPUS] * 4, trainer=trainer)
-    if with_bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]
-        )
-    else:
-        tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+    return train_bpe_tokenizer([TINY_CORPUS] * 4, vocab_size, min_frequency=0, with_bos=with_bos)
 
 
 def free_port() -> int:
