@@ -16,7 +16,9 @@ learning rate: updates matter more than tokens for induction heads to form.
 Measured (1 torch thread, on a loaded 2-core machine, teacher-forced proxy accuracy vs chance ~0.14):
 
 - quick model (3 x 96), 600 steps (0.9M tokens, ~2.9k tokens/s): loss 4.70, sample 0.00, token 0.10;
-  1200 steps (1.8M tokens, 376 s, ~4.9k tokens/s): loss 3.72, sample 0.00, token 0.17.
+  1200 steps (1.8M tokens, 376 s, ~4.9k tokens/s): loss 3.72, sample 0.00, token 0.17; 2000 steps (3.1M
+  tokens, 638 s): loss 3.38, sample 0.00, token 0.19. The quick default (240 steps, 0.37M tokens): 100 s
+  (2 threads, loaded), loss 5.71, sample 0.00, token 0.06.
 - full model (4 x 128, 4 heads), 800 steps (1.2M tokens, 477 s, ~2.6k tokens/s): loss 4.99, sample 0.00,
   token 0.14.
 
