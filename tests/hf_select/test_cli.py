@@ -36,3 +36,16 @@ def test_console_entry_point_runs():
         [sys.executable, "-m", "hf_select.cli", "demo", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--quick" in out.stdout
+
+
+def test_every_command_help_renders(capsys):
+    """Each installed subcommand's --help parses its config dataclasses and formats every help text."""
+    import pytest
+
+    from hf_select.cli import available_commands
+
+    for words in available_commands():
+        with pytest.raises(SystemExit) as exit_info:
+            main([*words, "--help"])
+        assert exit_info.value.code == 0, words
+        assert "usage: hf-select " + " ".join(words) in capsys.readouterr().out
