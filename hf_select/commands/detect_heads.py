@@ -38,7 +38,9 @@ class DetectHeadsArguments:
     context_tokens: int = field(
         default=4096, metadata={"help": "Token budget of prompt + answer (paper: 4096; at most the model's)."}
     )
-    top_fraction: float = field(default=0.05, metadata={"help": "Share of heads to select (paper: 0.05, the top 5 percent)."})
+    top_fraction: float = field(
+        default=0.05, metadata={"help": "Share of heads to select (paper: 0.05, the top 5 percent)."}
+    )
     method: str = field(
         default="teacher_forced", metadata={"help": "teacher_forced (one pass) or generation (Wu et al.)."}
     )
