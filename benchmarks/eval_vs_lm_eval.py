@@ -21,43 +21,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from hf_select.eval import evaluate, load_task
 from hf_select.eval.lm_eval_adapter import run_lm_eval
+from hf_select.testing import TINY_WORDS as WORDS
 from hf_select.testing import tiny_tokenizer
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "pack",
-    "my",
-    "box",
-    "with",
-    "five",
-    "dozen",
-    "liquor",
-    "jugs",
-    "integral",
-    "of",
-    "x",
-    "squared",
-    "is",
-    "cubed",
-    "over",
-    "three",
-    "answer",
-    "value",
-    "key",
-    "pairs",
-    "hold",
-    "class",
-    "point",
-    "return",
-    "add",
-]
 
 
 def write_task(folder: Path, items: int, seed: int = 0) -> Path:

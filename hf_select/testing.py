@@ -6,6 +6,7 @@ Each model builds in well under a second on CPU and needs no Hub access.
 from __future__ import annotations
 
 import functools
+import re
 
 import torch
 import transformers
@@ -74,6 +75,9 @@ TINY_CORPUS = (
     "The integral of x squared is x cubed over three. 2 + 2 = 4, 3 * 7 = 21. "
     "Key: value pairs hold answers; the answer is 42. URL: www.example.com\n\n"
 )
+
+# Distinct words of the tiny corpus: text made of them tokenises compactly with tiny_tokenizer().
+TINY_WORDS = tuple(dict.fromkeys(re.findall(r"[a-z]+", TINY_CORPUS.lower())))
 
 
 @functools.lru_cache(maxsize=4)

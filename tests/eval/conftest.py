@@ -3,26 +3,7 @@ import random
 
 import pytest
 
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "pack",
-    "my",
-    "box",
-    "with",
-    "five",
-    "dozen",
-    "jugs",
-    "answer",
-    "is",
-    "value",
-]
+from hf_select.testing import TINY_WORDS as WORDS
 
 
 def make_mc_records(n, seed=0, min_choices=2, max_choices=4):

@@ -1,12 +1,14 @@
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
-from hf_select.eval import evaluate
-from hf_select.testing import run_torchrun, tiny_model, tiny_tokenizer
+from hf_select.testing import run_torchrun
 
 WORKER = Path(__file__).parent / "dp_worker.py"
+sys.path.insert(0, str(WORKER.parent))
+from dp_worker import tiny_evaluation  # noqa: E402
 
 
 @pytest.mark.slow
@@ -16,24 +18,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, mc_task_file):
     done = run_torchrun(WORKER, mc_task_file, out_path, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     distributed = json.loads(out_path.read_text())
-    perplexity = {
-        "name": "ppl",
-        "type": "perplexity",
-        "data": {
-            "test": [
-                {"text": t, "domain": d}
-                for t, d in [("def add(a, b):", "code"), ("The quick fox.", "web"), ("2 + 2 = 4", "math")]
-            ]
-        },
-    }
-    single = evaluate(
-        tiny_model("llama"),
-        tiny_tokenizer(),
-        [mc_task_file, perplexity],
-        num_fewshot=2,
-        batch_size=3,
-        show_progress=False,
-    )
+    single = tiny_evaluation(mc_task_file)
     assert distributed["config"]["num_processes"] == 2
     assert distributed["results"]["mc"] == single["results"]["mc"]
     dist_ppl, single_ppl = distributed["results"]["ppl"], single["results"]["ppl"]

@@ -6,26 +6,8 @@ from transformers import AutoModelForCausalLM
 
 from hf_select.demo import stage_base_model, stage_student_baseline, stage_world
 from hf_select.demo.context import DemoContext
+from hf_select.testing import TINY_WORDS as WORDS
 from hf_select.testing import tiny_tokenizer
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "pack",
-    "my",
-    "box",
-    "with",
-    "five",
-    "dozen",
-    "liquor",
-    "jugs",
-]
 
 
 def sentence(i: int) -> str:
