@@ -25,11 +25,13 @@ def proxy_task_accuracy(
 ) -> dict[str, float]:
     """Teacher-forced greedy accuracy on proxy samples.
 
-    Returns ``token_accuracy`` (share of answer tokens that are the argmax prediction) and
-    ``sample_accuracy`` (share of samples whose every answer token is the argmax).
+    Returns ``token_accuracy`` (share of answer tokens that are the argmax prediction),
+    ``first_token_accuracy`` (the first answer token alone: the key lookup; the later tokens can be copied from
+    the value once its start is given) and ``sample_accuracy`` (share of samples whose every answer token is the
+    argmax).
     """
     backbone_head = split_causal_lm(model)[1]
-    correct_tokens = total_tokens = correct_samples = 0
+    correct_tokens = total_tokens = correct_samples = correct_first = 0
     encoded = [encode_prompt_answer(tokenizer, s["prompt"], s["answer"]) for s in samples]
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -49,7 +51,9 @@ def proxy_task_accuracy(
             correct_tokens += int(hits.sum())
             total_tokens += hits.numel()
             correct_samples += int(hits.all())
+            correct_first += int(hits[:1].all())
     return {
         "token_accuracy": correct_tokens / max(total_tokens, 1),
+        "first_token_accuracy": correct_first / max(len(samples), 1),
         "sample_accuracy": correct_samples / max(len(samples), 1),
     }

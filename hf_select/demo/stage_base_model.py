@@ -47,33 +47,40 @@ INFO_FILE = "hf_select_base_model.json"
 
 @dataclass
 class BaseModelSettings:
-    """Size and budget of the base model (full: ~1.9M parameters, ~2.3M tokens, ~6-8 min on 2 idle cores)."""
+    """Size, curriculum and budget of the base model (full: ~1.9M parameters, ~10 min on 2 idle cores)."""
 
     hidden_size: int = 128
     intermediate_size: int = 384
     num_hidden_layers: int = 4
     num_attention_heads: int = 4  # 4 heads of 32 dims: faster than 8 x 16 on CPU, no worse at retrieval
     num_key_value_heads: int = 4
-    seq_length: int = 384  # long enough for the 384-token proxy context, ~1.4x cheaper per row than 512
-    batch_size: int = 4  # small batches, many steps: induction heads need updates more than tokens
-    max_steps: int = 1500
-    learning_rate: float = 6e-3
-    retrieval_fraction: float = 0.9  # share of training rows that are lookup / repeated-span documents
-    repeated_share: float = 0.3  # of the retrieval rows, the share of repeated-span documents
-    kv_queries: int = 64  # key / answer lines per lookup document (1: plain proxy samples)
-    train_key_lengths: tuple[int, ...] = (4, 6, 8, 12, 16)  # keys of the training lookups
+    # phase 1 -- copy curriculum: span + filler + span rows, one Trainer run per copy distance
+    copy_steps: int = 720
+    copy_batch_size: int = 32
+    copy_seq_length: int = 96
+    copy_span: tuple[int, int] = (4, 12)
+    copy_distances: tuple[int, ...] = (16, 48, 80)
+    copy_learning_rate: float = 3e-3
+    # phase 2 -- lookups: answer-labelled multi-query documents mixed with copy rows at the longest distance
+    lookup_steps: int = 300
+    lookup_batch_size: int = 16
+    seq_length: int = 256  # rows of the lookup phase = the proxy context
+    lookup_share: float = 0.5
+    lookup_learning_rate: float = 2e-3
+    train_key_lengths: tuple[int, ...] = (4, 5, 6, 8)
+    stream_documents: int = 4000  # corpus documents whose tokens feed the copy rows
+    # the proxy evaluation (and the retrieval-heads stage, which reads these from the result)
     proxy_samples: int = 100
-    proxy_context_tokens: int = 384
-    proxy_key_length: int = 8  # paper: 32 (needs a longer context than this model is trained on)
-    # values of at most 24 tokens (paper: ~30) so that several pairs + 3 demos fit in the context
-    max_value_tokens: int = 24
+    proxy_context_tokens: int = 256
+    proxy_key_length: int = 6  # paper: 32 (needs a context far longer than this model is trained on)
+    max_value_tokens: int = 12  # paper: ~30; short values leave room for ~5 pairs + 3 demos in 256 tokens
 
 
 def settings_for(ctx: DemoContext) -> BaseModelSettings:
-    if ctx.quick:  # ~0.35M tokens, ~1-1.5 min on 2 idle cores: a pipeline check (no retrieval at this budget)
+    if ctx.quick:  # ~1 min on 2 idle cores: a pipeline check, too short for the heads to emerge
         return BaseModelSettings(
-            hidden_size=96, intermediate_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
-            batch_size=4, max_steps=240, learning_rate=1e-2, proxy_samples=30,
+            hidden_size=64, intermediate_size=192, num_hidden_layers=2, copy_steps=90, copy_batch_size=16,
+            copy_distances=(16, 48), lookup_steps=30, lookup_batch_size=8, stream_documents=500, proxy_samples=30,
         )  # fmt: skip
     return BaseModelSettings()
 
@@ -87,37 +94,63 @@ def _sentences(dataset, limit: int) -> list[str]:
     return out
 
 
-def training_rows(ctx: DemoContext, tokenizer, settings: BaseModelSettings):
-    """Packed rows of the training mix (corpus + retrieval documents), shuffled, ``max_steps * batch`` rows."""
-    from datasets import Dataset, concatenate_datasets
-
-    from ..dataset_scripts.proxy_task import clean_values
-    from ..dataset_scripts.retrieval_mix import kv_lookup_documents, repeated_span_documents
-    from .students import load_pretrain_split, packed_rows, tokenize_documents
+def _token_stream(ctx: DemoContext, tokenizer, settings: BaseModelSettings) -> list[int]:
+    from .students import load_pretrain_split, tokenize_documents
 
     train = load_pretrain_split(ctx, "train")
-    n_rows = settings.max_steps * settings.batch_size
-    n_retrieval = round(settings.retrieval_fraction * n_rows)
-    n_repeated = round(settings.repeated_share * n_retrieval)
-    values = clean_values(_sentences(train, 20000), tokenizer, max_value_tokens=settings.max_value_tokens)
-    kv_docs = kv_lookup_documents(
-        values, tokenizer, n_retrieval - n_repeated, settings.seq_length - 12,
-        key_lengths=settings.train_key_lengths, seed=ctx.seed, queries=settings.kv_queries,
+    sample = train.shuffle(seed=ctx.seed).select(range(min(len(train), settings.stream_documents)))
+    return [t for ids in tokenize_documents(sample, tokenizer)["input_ids"] for t in ids[1:-1]]
+
+
+def training_phases(
+    ctx: DemoContext, tokenizer, settings: BaseModelSettings
+) -> list[tuple[str, Any, int, int, float]]:
+    """The curriculum as ``(name, rows, steps, batch_size, learning_rate)``: one copy phase per distance, then
+    the lookup phase. Rows are ``datasets.Dataset`` of ``input_ids, labels, position_ids``."""
+    from datasets import Dataset
+
+    from ..dataset_scripts.proxy_task import clean_values
+    from ..dataset_scripts.retrieval_mix import answer_labelled_row, copy_rows, kv_lookup_documents
+    from .students import load_pretrain_split
+
+    stream = _token_stream(ctx, tokenizer, settings)
+    phases = []
+    steps = settings.copy_steps // len(settings.copy_distances)
+    for i, distance in enumerate(settings.copy_distances):
+        rows = copy_rows(
+            stream, steps * settings.copy_batch_size, settings.copy_seq_length, distance, settings.copy_span,
+            seed=ctx.seed + i,
+        )  # fmt: skip
+        phases.append(
+            (
+                f"copy-d{distance}",
+                Dataset.from_list(rows),
+                steps,
+                settings.copy_batch_size,
+                settings.copy_learning_rate,
+            )
+        )
+    n_rows = settings.lookup_steps * settings.lookup_batch_size
+    n_lookup = round(settings.lookup_share * n_rows)
+    values = clean_values(
+        _sentences(load_pretrain_split(ctx, "train"), 40000),
+        tokenizer,
+        max_value_tokens=settings.max_value_tokens,
+    )
+    docs = kv_lookup_documents(
+        values, tokenizer, n_lookup, settings.seq_length - 4, key_lengths=settings.train_key_lengths,
+        seed=ctx.seed, queries=64, rounds=1,
     )  # fmt: skip
-    sample = train.shuffle(seed=ctx.seed).select(range(min(len(train), 4 * n_repeated + 10)))
-    rep_docs = repeated_span_documents(sample["text"], n_repeated, seed=ctx.seed)
-    retrieval = Dataset.from_dict({"text": kv_docs + rep_docs})
-    retrieval_rows = packed_rows(
-        ctx, tokenize_documents(retrieval, tokenizer), max_length=settings.seq_length
+    rows = [answer_labelled_row(doc, tokenizer, settings.seq_length) for doc in docs]
+    rows += copy_rows(
+        stream, n_rows - n_lookup, settings.seq_length, max(settings.copy_distances), settings.copy_span,
+        seed=ctx.seed + 100,
+    )  # fmt: skip
+    lookup = Dataset.from_list(rows).shuffle(seed=ctx.seed)
+    phases.append(
+        ("lookup", lookup, settings.lookup_steps, settings.lookup_batch_size, settings.lookup_learning_rate)
     )
-    corpus_rows = packed_rows(ctx, tokenize_documents(train, tokenizer), max_length=settings.seq_length)
-    corpus_rows = corpus_rows.shuffle(seed=ctx.seed).select(
-        range(min(len(corpus_rows), n_rows - len(retrieval_rows)))
-    )
-    mix = concatenate_datasets([corpus_rows, retrieval_rows]).shuffle(seed=ctx.seed)
-    return mix.remove_columns(
-        [c for c in mix.column_names if c not in ("input_ids", "labels", "position_ids")]
-    )
+    return phases
 
 
 def new_model(tokenizer, settings: BaseModelSettings):
@@ -173,10 +206,51 @@ def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSett
     }
 
 
-def run(ctx: DemoContext) -> dict[str, Any]:
+def train_phases(model, tokenizer, phases, output_dir, seed: int) -> tuple[list[tuple[int, float]], int, int]:
+    """Train ``model`` through the phases, one HF ``Trainer`` run each (AdamW, warmup then constant LR).
+
+    Returns the loss curve over the global step count, the number of tokens seen and of labelled tokens.
+    """
     from transformers import Trainer, TrainingArguments
 
     from ..packing import PackedCollator
+
+    losses, offset, tokens, labelled = [], 0, 0, 0
+    for name, rows, steps, batch_size, learning_rate in phases:
+        logger.warning(f"[demo] base model phase {name}: {steps} steps x {batch_size} rows")
+        args = TrainingArguments(
+            output_dir=str(output_dir / name),
+            per_device_train_batch_size=batch_size,
+            max_steps=steps,
+            learning_rate=learning_rate,
+            warmup_steps=max(1, steps // 20),
+            lr_scheduler_type="constant_with_warmup",
+            weight_decay=0.01,
+            adam_beta2=0.95,
+            logging_steps=max(1, steps // 10),
+            save_strategy="no",
+            report_to="none",
+            seed=seed,
+            use_cpu=True,
+            dataloader_num_workers=0,
+            remove_unused_columns=False,
+        )
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=rows,
+            data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
+        )
+        trainer.train()
+        losses += [(offset + h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+        offset += steps
+        seen = rows.select(range(min(len(rows), steps * batch_size)))
+        tokens += sum(len(r) for r in seen["input_ids"])
+        labelled += sum(sum(1 for x in r if x != -100) for r in seen["labels"])
+    return losses, tokens, labelled
+
+
+def run(ctx: DemoContext) -> dict[str, Any]:
     from .students import load_tokenizer
 
     info_path = ctx.base_model_dir / INFO_FILE
@@ -185,59 +259,37 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         return json.loads(info_path.read_text())
     settings = settings_for(ctx)
     tokenizer = load_tokenizer(ctx)
-    rows = training_rows(ctx, tokenizer, settings)
+    phases = training_phases(ctx, tokenizer, settings)
     model = new_model(tokenizer, settings)
     out = ctx.stage_dir("base_model")
-    args = TrainingArguments(
-        output_dir=str(out / "trainer"),
-        per_device_train_batch_size=settings.batch_size,
-        max_steps=settings.max_steps,
-        learning_rate=settings.learning_rate,
-        warmup_steps=max(1, settings.max_steps // 10),
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        logging_steps=max(1, settings.max_steps // 40),
-        save_strategy="no",
-        report_to="none",
-        seed=ctx.seed,
-        use_cpu=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=rows,
-        data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
-    )
     start = time.perf_counter()
-    trainer.train()
+    losses, tokens, labelled = train_phases(model, tokenizer, phases, out / "trainer", ctx.seed)
     seconds = time.perf_counter() - start
-    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
     proxy = proxy_evaluation(ctx, model, tokenizer, settings)
-    trained_tokens = sum(sum(1 for x in r if x != -100) for r in rows["labels"])
     info = {
         "path": str(ctx.base_model_dir),
         "parameters": sum(p.numel() for p in model.parameters()),
         "settings": asdict(settings),
-        "training_rows": len(rows),
-        "training_tokens": settings.max_steps * settings.batch_size * settings.seq_length,
-        "trained_label_tokens": trained_tokens,
+        "phases": [{"name": n, "steps": st, "batch_size": b, "rows": len(r)} for n, r, st, b, _ in phases],
+        "training_rows": sum(min(len(r), st * b) for _, r, st, b, _ in phases),
+        "training_tokens": tokens,
+        "trained_label_tokens": labelled,
         "train_seconds": round(seconds, 1),
-        "tokens_per_second": round(len(rows) * settings.seq_length / max(seconds, 1e-9)),
+        "tokens_per_second": round(tokens / max(seconds, 1e-9)),
         "final_loss": losses[-1][1] if losses else None,
         "loss_curve": losses,
         "proxy": proxy,
         # read by the retrieval-heads stage: detect the heads at the context / key length the model handles
         "proxy_context_tokens": settings.proxy_context_tokens,
         "proxy_key_length": settings.proxy_key_length,
+        "proxy_max_value_tokens": settings.max_value_tokens,
     }
     model.save_pretrained(ctx.base_model_dir)
     tokenizer.save_pretrained(ctx.base_model_dir)
     _plot_losses(losses, out / "loss_curve.png")
     info_path.write_text(json.dumps(info, indent=2))
     logger.warning(
-        f"[demo] base model: {info['parameters'] / 1e6:.2f}M params, {info['training_tokens'] / 1e6:.2f}M tokens, "
+        f"[demo] base model: {info['parameters'] / 1e6:.2f}M params, {tokens / 1e6:.2f}M tokens, "
         f"{seconds:.0f}s, loss {info['final_loss']}, proxy sample accuracy {proxy['sample_accuracy']:.2f} "
         f"(token {proxy['token_accuracy']:.2f}; chance {proxy['chance_sample_accuracy']:.3f})"
     )
@@ -268,6 +320,7 @@ def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
         _plot_losses(result.get("loss_curve", []), plot)
     image = base64.b64encode(plot.read_bytes()).decode()
     s = result["settings"]
+    phases = [(p["name"], p["steps"], p["batch_size"]) for p in result.get("phases", [])]
     return (
         f"<p>{result['parameters'] / 1e6:.2f}M parameters ({s['num_hidden_layers']} layers x "
         f"{s['num_attention_heads']} heads, hidden {s['hidden_size']}), {result['training_tokens'] / 1e6:.2f}M "
@@ -275,7 +328,9 @@ def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
         f"{result['final_loss']:.3f}. Saved at <code>{html.escape(result['path'])}</code>.</p>"
         f"<p><b>Proxy retrieval task</b> ({proxy['samples']} samples, {proxy['context_tokens']} tokens, "
         f"{proxy['key_length']}-character keys, ~{proxy['mean_pairs']:.1f} pairs): sample accuracy "
-        f"<b>{proxy['sample_accuracy']:.3f}</b>, token accuracy {proxy['token_accuracy']:.3f}; chance (copying a "
-        f"random value of the context) {proxy['chance_sample_accuracy']:.3f}.</p>"
+        f"<b>{proxy['sample_accuracy']:.3f}</b>, first answer token (the key lookup) "
+        f"{proxy.get('first_token_accuracy', float('nan')):.3f}, all answer tokens {proxy['token_accuracy']:.3f}; "
+        f"chance (copying a random value of the context) {proxy['chance_sample_accuracy']:.3f}.</p>"
+        f"<p>Curriculum: {html.escape(', '.join(f'{p[0]} ({p[1]} steps x {p[2]})' for p in phases))}.</p>"
         f"<img src='data:image/png;base64,{image}' alt='base model loss curve'>"
     )

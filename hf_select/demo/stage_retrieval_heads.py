@@ -37,6 +37,7 @@ def proxy_samples(ctx: DemoContext, tokenizer, max_positions: int) -> tuple[list
     context = int(hints.get("proxy_context_tokens") or (256 if ctx.quick else 512))
     context = min(context, max_positions)
     key_length = int(hints.get("proxy_key_length") or 32)
+    max_value_tokens = int(hints.get("proxy_max_value_tokens") or 30)
     train = load_pretrain_split(ctx)
     prose = (
         train.filter(lambda d: d == "prose", input_columns="domain")
@@ -49,8 +50,15 @@ def proxy_samples(ctx: DemoContext, tokenizer, max_positions: int) -> tuple[list
     num_samples = 16 if ctx.quick else 120
     while True:
         try:
-            samples = build_default_proxy(tokenizer, values, num_samples, context, ctx.seed, key_length)
-            return samples, {"context_tokens": context, "key_length": key_length, "num_samples": num_samples}
+            samples = build_default_proxy(
+                tokenizer, values, num_samples, context, ctx.seed, key_length, max_value_tokens
+            )
+            return samples, {
+                "context_tokens": context,
+                "key_length": key_length,
+                "max_value_tokens": max_value_tokens,
+                "num_samples": num_samples,
+            }
         except ValueError as err:
             if "too small" not in str(err) or key_length <= 4:
                 raise

@@ -40,13 +40,16 @@ def fake_world(tmp_path):
 def tiny_settings(ctx):
     return stage_base_model.BaseModelSettings(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        seq_length=512, batch_size=2, max_steps=2, proxy_samples=3, proxy_context_tokens=512, proxy_key_length=6,
+        copy_steps=2, copy_batch_size=1, copy_seq_length=32, copy_distances=(4, 8), lookup_steps=1,
+        lookup_batch_size=2, seq_length=512, stream_documents=34, proxy_samples=3, proxy_context_tokens=512,
+        proxy_key_length=6, max_value_tokens=30,
     )  # fmt: skip
 
 
 def one_step_settings(ctx):
     settings = tiny_settings(ctx)
-    settings.batch_size, settings.max_steps, settings.proxy_samples = 1, 1, 1
+    settings.copy_steps, settings.copy_distances, settings.proxy_samples = 1, (4,), 1
+    settings.lookup_batch_size = 1
     return settings
 
 
@@ -56,7 +59,11 @@ def test_base_model_stage_trains_saves_and_measures_proxy_accuracy(fake_world, m
     info = stage_base_model.run(ctx)
     model = AutoModelForCausalLM.from_pretrained(ctx.base_model_dir)
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["training_rows"] == 1 and info["training_tokens"] == 512
+    assert info["training_rows"] == 2 and [p["name"] for p in info["phases"]] == ["copy-d4", "lookup"]
+    assert (
+        32 < info["training_tokens"] <= 32 + 512
+        and 0 < info["trained_label_tokens"] < info["training_tokens"]
+    )
     proxy = info["proxy"]
     assert proxy["samples"] == 1 and abs(proxy["chance_sample_accuracy"] - 1 / proxy["mean_pairs"]) < 1e-9
 
@@ -68,9 +75,9 @@ def test_base_model_then_baseline_student(fake_world, monkeypatch):
     info = stage_base_model.run(ctx)
     model = AutoModelForCausalLM.from_pretrained(ctx.base_model_dir)
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["training_rows"] == 4 and info["training_tokens"] == 2 * 2 * 512
+    assert info["training_rows"] == 4 and len(info["phases"]) == 3
     assert 0 <= info["proxy"]["sample_accuracy"] <= 1 and 0 < info["proxy"]["chance_sample_accuracy"] < 0.5
-    assert len(info["loss_curve"]) == 2
+    assert [step for step, _ in info["loss_curve"]] == [1, 2, 3]
     assert "Proxy retrieval task" in stage_base_model.report_html(ctx, info)
     assert stage_base_model.run(ctx) == json.loads(json.dumps(info))  # reused, not retrained
 
