@@ -55,14 +55,14 @@ class BaseModelSettings:
     num_attention_heads: int = 4  # 4 heads of 32 dims: faster than 8 x 16 on CPU, no worse at retrieval
     num_key_value_heads: int = 4
     # phase 1 -- copy curriculum: span + filler + span rows, one Trainer run per copy distance
-    copy_steps: int = 720
+    copy_steps: int = 600
     copy_batch_size: int = 32
     copy_seq_length: int = 96
     copy_span: tuple[int, int] = (4, 12)
     copy_distances: tuple[int, ...] = (16, 48, 80)
     copy_learning_rate: float = 3e-3
     # phase 2 -- lookups: answer-labelled multi-query documents mixed with copy rows at the longest distance
-    lookup_steps: int = 300
+    lookup_steps: int = 420
     lookup_batch_size: int = 16
     seq_length: int = 256  # rows of the lookup phase = the proxy context
     lookup_share: float = 0.5
