@@ -40,7 +40,7 @@ def fake_world(tmp_path):
 def tiny_settings(ctx):
     return stage_base_model.BaseModelSettings(
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-        copy_steps=2, copy_batch_size=1, copy_seq_length=32, copy_distances=(4, 8), lookup_steps=1,
+        copy_steps=2, copy_batch_size=1, copy_seq_length=32, copy_distances=(4, 8), lookup_repeated_steps=1, lookup_steps=1,
         lookup_batch_size=2, seq_length=512, stream_documents=34, proxy_samples=3, proxy_context_tokens=512,
         proxy_key_length=6, max_value_tokens=30,
     )  # fmt: skip
@@ -49,7 +49,7 @@ def tiny_settings(ctx):
 def one_step_settings(ctx):
     settings = tiny_settings(ctx)
     settings.copy_steps, settings.copy_distances, settings.proxy_samples = 1, (4,), 1
-    settings.lookup_batch_size = 1
+    settings.lookup_batch_size, settings.lookup_repeated_steps = 1, 0
     return settings
 
 
@@ -75,9 +75,9 @@ def test_base_model_then_baseline_student(fake_world, monkeypatch):
     info = stage_base_model.run(ctx)
     model = AutoModelForCausalLM.from_pretrained(ctx.base_model_dir)
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
-    assert info["training_rows"] == 4 and len(info["phases"]) == 3
+    assert info["training_rows"] == 6 and len(info["phases"]) == 4
     assert 0 <= info["proxy"]["sample_accuracy"] <= 1 and 0 < info["proxy"]["chance_sample_accuracy"] < 0.5
-    assert [step for step, _ in info["loss_curve"]] == [1, 2, 3]
+    assert [step for step, _ in info["loss_curve"]] == [1, 2, 3, 4]
     assert "Proxy retrieval task" in stage_base_model.report_html(ctx, info)
     assert stage_base_model.run(ctx) == json.loads(json.dumps(info))  # reused, not retrained
 
