@@ -11,8 +11,7 @@ Model: the demo base model (``--model_dir``, default ``.hf_select_cache/world/ba
 tokenizer and key-value samples built from its prose). If it is absent, the script says so and uses a
 hand-built 4-layer GPT-2 whose random weights carry a planted induction circuit (two redundant
 previous-token heads and one induction head) on a synthetic key-value task: a check of the machinery that
-runs anywhere in seconds, not evidence about a trained model. (Training such a model here was tried: the
-induction plateau outlasted a 3-minute CPU budget.)
+runs anywhere in seconds, not evidence about a trained model.
 
     python benchmarks/ai_sanity.py [--model_dir DIR --tokenizer_dir DIR] [--draws 5]
 """
@@ -20,6 +19,7 @@ induction plateau outlasted a 3-minute CPU budget.)
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import tempfile
 import time
@@ -135,6 +135,9 @@ def demo_model(model_dir: Path, tokenizer_dir: Path, num_samples: int):
     ctx = DemoContext(
         output_dir=Path(tempfile.mkdtemp()), cache_dir=world.parent, quick=world.name.endswith("quick")
     )
+    info = model_dir / "hf_select_base_model.json"  # the proxy context / key / value lengths it was trained for
+    if info.exists():
+        ctx.results["base_model"] = json.loads(info.read_text())
     samples, settings = proxy_samples(ctx, tokenizer, int(model.config.max_position_embeddings))
     print(f"proxy samples: {settings}")
     return model, tokenizer, samples[:num_samples]
