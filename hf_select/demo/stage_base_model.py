@@ -151,7 +151,7 @@ def training_phases(
     return phases
 
 
-def _lookup_rows(ctx, tokenizer, settings: BaseModelSettings, stream, values, steps: int, rounds, seed: int):
+def _lookup_rows(tokenizer, settings: BaseModelSettings, stream, values, steps: int, rounds, seed: int):
     """``lookup_share`` answer-labelled lookup rows (keys queried ``rounds`` times, ``None``: as often as fit),
     the rest copy rows at the longest distance; shuffled."""
     from datasets import Dataset
