@@ -23,6 +23,9 @@ logger = logging.get_logger(__name__)
 TITLE = "Evaluation of the students (hf-select harness)"
 QUICK_LIMIT = 4
 FULL_LIMIT = 200
+# Some gold solutions (MATH, MBPP) are longer than the base model's nominal 1024 positions, which lm-eval (and the
+# harness, faithfully) refuses to score. The students use RoPE (no position table), so the demo scores at 4096.
+MAX_LENGTH = 4096
 SCORE_BINS = 10
 THRESHOLDS = (5, 8)  # int_score (decile) >= 5: top half; >= 8: top 20%
 
@@ -103,6 +106,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
             batch_size=16,
             prefix=prefix,
             limit=limit,
+            max_length=MAX_LENGTH,
             output_dir=stage / name.replace(" + ", "_"),
             model_name=name,
             show_progress=False,
