@@ -144,9 +144,7 @@ def training_phases(
         (("lookup-repeated", settings.lookup_repeated_steps, None), ("lookup", settings.lookup_steps, 1))
     ):
         if steps:
-            rows = _lookup_rows(
-                ctx, tokenizer, settings, stream, values, steps, rounds, seed=ctx.seed + 100 + i
-            )
+            rows = _lookup_rows(tokenizer, settings, stream, values, steps, rounds, seed=ctx.seed + 100 + i)
             phases.append((name, rows, steps, settings.lookup_batch_size, settings.lookup_learning_rate))
     return phases
 
