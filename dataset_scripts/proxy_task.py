@@ -28,6 +28,25 @@ def random_key(rng: random.Random, length: int = 32) -> str:
     return "".join(rng.choice(_ALPHABET) for _ in range(length))
 
 
+def keyed_pairs(
+    values: Sequence[str], rng: random.Random, key_length: int, min_pairs: int, too_long
+) -> list[tuple[str, str]]:
+    """``(unique random key, value)`` pairs in the order of ``values``, stopping before the first pair that makes
+    ``too_long(pairs)`` true once more than ``min_pairs`` pairs are held."""
+    keys: set[str] = set()
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        key = random_key(rng, key_length)
+        while key in keys:
+            key = random_key(rng, key_length)
+        keys.add(key)
+        pairs.append((key, value))
+        if len(pairs) > min_pairs and too_long(pairs):
+            pairs.pop()
+            break
+    return pairs
+
+
 def render_sample(
     pairs: list[tuple[str, str]], demos: list[int], query: int
 ) -> tuple[str, str, tuple[int, int]]:
@@ -89,17 +108,9 @@ def build_proxy_samples(
 
     for _ in range(num_samples):
         pool = rng.sample(list(values), k=min(len(values), 4096))
-        keys: set[str] = set()
-        pairs: list[tuple[str, str]] = []
-        for value in pool:
-            key = random_key(rng, key_length)
-            while key in keys:
-                key = random_key(rng, key_length)
-            keys.add(key)
-            pairs.append((key, value))
-            if len(pairs) > num_demos and _too_long(pairs, num_demos, n_tokens, context_tokens):
-                pairs.pop()
-                break
+        pairs = keyed_pairs(
+            pool, rng, key_length, num_demos, lambda p: _too_long(p, num_demos, n_tokens, context_tokens)
+        )
         if len(pairs) < num_demos + 1:
             raise ValueError(
                 f"context_tokens={context_tokens} is too small for {num_demos} demos and a query"

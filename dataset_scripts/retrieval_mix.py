@@ -26,7 +26,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from .proxy_task import INSTRUCTION, build_proxy_samples, random_key, render_sample
+from .proxy_task import INSTRUCTION, build_proxy_samples, keyed_pairs, render_sample
 
 KEY_LENGTHS = (6, 8, 12, 16, 24, 32)
 
@@ -102,17 +102,9 @@ def multi_query_document(
     pool = rng.sample(list(values), k=min(len(values), 64))
     if len(pool) < 4:
         raise ValueError(f"need at least 4 distinct values, got {len(values)}")
-    keys: set[str] = set()
-    pairs: list[tuple[str, str]] = []
-    for value in pool:
-        key = random_key(rng, key_length)
-        while key in keys:
-            key = random_key(rng, key_length)
-        keys.add(key)
-        pairs.append((key, value))
-        if len(pairs) > 4 and n_tokens(render_sample(pairs, [], 0)[0]) > context_tokens // 2:
-            pairs.pop()
-            break
+    pairs = keyed_pairs(
+        pool, rng, key_length, 4, lambda p: n_tokens(render_sample(p, [], 0)[0]) > context_tokens // 2
+    )
     pairs = pairs[: rng.randint(4, max(4, len(pairs)))]
     context = render_sample(pairs, [], 0)[0].rsplit("key: ", 1)[0]
     assert context.startswith(INSTRUCTION)
