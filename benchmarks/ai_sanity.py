@@ -135,7 +135,8 @@ def demo_model(model_dir: Path, tokenizer_dir: Path, num_samples: int):
     ctx = DemoContext(
         output_dir=Path(tempfile.mkdtemp()), cache_dir=world.parent, quick=world.name.endswith("quick")
     )
-    info = model_dir / "hf_select_base_model.json"  # the proxy context / key / value lengths it was trained for
+    # the proxy context / key / value lengths it was trained for
+    info = model_dir / "hf_select_base_model.json"
     if info.exists():
         ctx.results["base_model"] = json.loads(info.read_text())
     samples, settings = proxy_samples(ctx, tokenizer, int(model.config.max_position_embeddings))

@@ -6,12 +6,23 @@ natural-language sentence), ``num_demos`` in-context demonstrations (key -> valu
 never the query), the query key and ``"answer:"``. ``k`` is the largest number of pairs for which prompt +
 answer fit in ``context_tokens``. The query value occurs exactly once in the context; the query pair's
 position in the object is uniform at random; keys are unique. Seeded and deterministic.
+
+Rendering (the papers fix the content, not the layout): a demonstration or the query is
+``key: "<key>"\nanswer:\n<value>``, the key quoted as in the object (as in the KV-retrieval prompt of Liu et al.
+2023) and the value on its own line. Then the answer's tokens are the very tokens of the value in the object:
+with ``answer: <value>`` the first answer token is space-prefixed (`` The``) while the object holds ``The``
+after its quote, and an unquoted key starts with `` aB`` where the object holds ``aB`` -- true of byte-level
+BPE and SentencePiece alike. A copying head could then never copy the first answer token, and the retrieval
+score (token produced == token attended) could never count it. Measured on the demo's tiny base model, same
+copy curriculum + 240 lookup steps in each layout: first-answer-token accuracy 0.13 with ``answer: <value>``,
+0.75 with this layout (all answer tokens 0.74 / 0.81).
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +33,8 @@ INSTRUCTION = (
     "Extract the value corresponding to the given key from the JSON object below. Output only the value.\n\n"
 )
 _ALPHABET = string.ascii_letters + string.digits
+#: a demonstration's or the query's answer: the line after ``answer:`` (group 1 = the value)
+ANSWER_LINE = re.compile(r"(?m)^answer:\n(.*)$")
 
 
 def random_key(rng: random.Random, length: int = 32) -> str:
@@ -47,10 +60,17 @@ def keyed_pairs(
     return pairs
 
 
+def query_block(key: str, value: str | None = None) -> str:
+    """A demonstration ``key: "<key>"\nanswer:\n<value>\n``, or the query (``value=None``), which ends at
+    ``answer:\n``."""
+    block = f"key: {json.dumps(key)}\nanswer:\n"
+    return block if value is None else block + value + "\n"
+
+
 def render_sample(
     pairs: list[tuple[str, str]], demos: list[int], query: int
 ) -> tuple[str, str, tuple[int, int]]:
-    """Prompt text, answer text (with its leading space) and the character span of the query value."""
+    """Prompt text, answer text (the value) and the character span of the query value in the prompt."""
     head = INSTRUCTION + "{"
     spans = []
     parts = []
@@ -61,9 +81,9 @@ def render_sample(
         spans.append((offset + len(prefix), offset + len(prefix) + len(value)))
         offset += len(parts[-1])
     context = head + "".join(parts) + "}\n\n"
-    demo_text = "".join(f"key: {pairs[i][0]}\nanswer: {pairs[i][1]}\n" for i in demos)
-    prompt = context + demo_text + f"key: {pairs[query][0]}\nanswer:"
-    return prompt, " " + pairs[query][1], spans[query]
+    demo_text = "".join(query_block(*pairs[i]) for i in demos)
+    prompt = context + demo_text + query_block(pairs[query][0])
+    return prompt, pairs[query][1], spans[query]
 
 
 def clean_values(
@@ -95,7 +115,7 @@ def build_proxy_samples(
     """Generate ``num_samples`` retrieval samples whose prompt + answer fit in ``context_tokens`` tokens.
 
     ``values`` are candidate value sentences (see :func:`clean_values`). Returns dicts with ``prompt``,
-    ``answer`` (leading space included), ``value_span`` (character span of the query value in ``prompt``),
+    ``answer`` (the value, see the module docstring for the layout), ``value_span`` (character span of the query value in ``prompt``),
     ``num_pairs`` and ``query_index``.
     """
     if len(values) < num_demos + 1:

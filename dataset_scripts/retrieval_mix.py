@@ -7,8 +7,8 @@ of synthetic documents, built from real corpus text, are mixed into its training
 - key -> value lookups in the proxy-task format (:mod:`proxy_task`): a JSON object of random keys and corpus
   sentences, three demonstrations and a query, answered by copying the value. Keys are shorter and of varied
   length (``key_lengths``) so the lookup is learnable at this scale; the 32-character keys of the paper are
-  included. With ``queries > 1`` a document is one JSON object followed by many ``key: ... / answer: ...``
-  lines (every pair queried, in shuffled rounds) until the token budget is spent: after the first few lines,
+  included. With ``queries > 1`` a document is one JSON object followed by many key / answer
+  blocks (every pair queried, in shuffled rounds) until the token budget is spent: after the first few lines,
   each answer is a retrieval exercise, so far more of the training tokens teach the lookup.
 - repeated spans: a corpus passage followed by an exact repeat of it (the classic induction-head signal).
 
@@ -23,10 +23,9 @@ the natural filler), so the gradient is not drowned by the unpredictable first o
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Sequence
 
-from .proxy_task import INSTRUCTION, build_proxy_samples, keyed_pairs, render_sample
+from .proxy_task import ANSWER_LINE, INSTRUCTION, build_proxy_samples, keyed_pairs, query_block, render_sample
 
 KEY_LENGTHS = (6, 8, 12, 16, 24, 32)
 
@@ -116,7 +115,7 @@ def multi_query_document(
         order = list(range(len(pairs)))
         rng.shuffle(order)
         for i in order:
-            line = f"key: {pairs[i][0]}\nanswer: {pairs[i][1]}\n"
+            line = query_block(*pairs[i])
             cost = n_tokens(line)
             if cost > budget or len(lines) >= max_queries:
                 return context + "".join(lines).rstrip("\n")
@@ -144,7 +143,6 @@ def repeated_span_documents(
 
 
 IGNORE_INDEX = -100
-_ANSWER_LINE = re.compile(r"(?m)^answer: (.*)$")
 
 
 def copy_rows(
@@ -194,11 +192,11 @@ def answer_labelled_row(document: str, tokenizer, max_length: int) -> dict[str, 
     """One lookup document (:func:`multi_query_document`) as a training row whose labels are its answers only.
 
     BOS + the document's tokens (one tokenisation, so the tokens are those the proxy task sees); a token is
-    labelled when its characters lie inside an ``answer:`` line's value (the leading space included).
+    labelled when its characters lie inside an answer's value (the line after ``answer:``).
     Truncated to ``max_length``.
     """
     enc = tokenizer(document, return_offsets_mapping=True, add_special_tokens=False)
-    spans = [(m.start(1) - 1, m.end(1)) for m in _ANSWER_LINE.finditer(document)]
+    spans = [m.span(1) for m in ANSWER_LINE.finditer(document)]
     labels = [
         token if end > start and any(a <= start and end <= b for a, b in spans) else IGNORE_INDEX
         for token, (start, end) in zip(enc.input_ids, enc.offset_mapping)

@@ -167,6 +167,27 @@ def per_token_loss(
     return TokenLosses(losses, mask)
 
 
+def labelled_positions_loss(
+    model: nn.Module, inputs: dict[str, torch.Tensor], num_items_in_batch: torch.Tensor | int | None = None
+) -> torch.Tensor:
+    """The causal-LM training loss of ``model(**inputs).loss``, with the LM head applied at labelled positions only.
+
+    ``inputs`` holds ``labels`` (HF convention: not shifted, ``-100`` skips) and the model inputs. Returns the
+    float32 cross-entropy summed over the predicted tokens and divided by ``num_items_in_batch`` (the Trainer's
+    gradient-accumulation-safe normaliser) or, without it, averaged. Differentiable. Same value and gradients as
+    the transformers loss; faster when many positions carry no label (prompt-masked fine-tuning, answer-only
+    rows), since a small model's LM head is a large share of each step.
+    """
+    labels = inputs["labels"]
+    backbone, head, softcap = split_causal_lm(model)
+    model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "use_cache")}
+    hidden = backbone(**model_inputs, use_cache=False)[0]
+    targets = labels[:, 1:]
+    rows, cols = (targets != IGNORE_INDEX).nonzero(as_tuple=True)
+    losses = logits_to_losses(hidden[rows, cols], targets[rows, cols], head, softcap)
+    return losses.sum() / (num_items_in_batch if num_items_in_batch is not None else max(len(rows), 1))
+
+
 def document_ids(position_ids: torch.Tensor) -> torch.Tensor:
     """Index of the document each position belongs to within its row (0 for unpacked rows)."""
     restart = torch.zeros_like(position_ids, dtype=torch.long)

@@ -13,6 +13,7 @@ _EXPORTS: dict[str, str] = {
     "MeCoTrainer": "hf_select.trainer_ext.meco_trainer",
     "OPUSConfig": "hf_select.trainer_ext.opus_config",
     "OPUSTrainer": "hf_select.trainer_ext.opus_trainer",
+    "LabelledLossTrainer": "hf_select.trainer_ext.labelled_loss_trainer",
 }
 
 __all__ = sorted(_EXPORTS)

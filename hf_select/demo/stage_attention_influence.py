@@ -28,7 +28,7 @@ def _heads_file(ctx: DemoContext) -> Path:
 
 
 def run(ctx: DemoContext) -> dict:
-    """Score a per-domain sample of the train split (quick: 24 documents per domain, else 300; the first
+    """Score a per-domain sample of the train split (quick: 24 documents per domain, else 200; the first
     2000 characters of each, to fit the stage budget on 2 CPU cores), keep the top 20% per domain."""
     import numpy as np
     from datasets import concatenate_datasets
@@ -42,7 +42,7 @@ def run(ctx: DemoContext) -> dict:
     heads = RetrievalHeads.load(_heads_file(ctx))
     model, tokenizer = load_base(ctx)
     train = load_pretrain_split(ctx)
-    per_domain = 24 if ctx.quick else 300
+    per_domain = 24 if ctx.quick else 200
     max_chars = 2000
     parts = []
     for domain in sorted(set(train["domain"])):

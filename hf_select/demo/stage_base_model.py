@@ -9,19 +9,26 @@ accuracy). The curriculum that made them emerge on 2 CPU cores (:mod:`hf_select.
    and on the repeat only, the copy distance growing phase by phase (16, 48, 80 tokens). Short distances make the
    induction circuit form quickly (its formation time grows with the distance to search); the later phases
    stretch it. A pure random-token curriculum at distances <= 10 copied random tokens but not natural text.
-2. a lookup phase: multi-query lookup documents in the proxy-task format where every key is queried once and
-   only the answers carry a loss, mixed with copy rows at the longest distance. Querying a key twice lets the
-   model copy the earlier answer line instead of looking the key up (the proxy task never allows that).
+2. lookup phases: multi-query lookup documents in the proxy-task format (90% of the rows; the rest copy rows at
+   the longest distance) whose answers alone carry the loss: first with keys queried repeatedly, then a final
+   phase with every key queried once (copying an earlier answer line is then impossible, as in the proxy task)
+   while the learning rate decays to zero. Values of at most 8 tokens put more lookups in each row.
 
 Measured while building this recipe (4 x 128 model, 2 threads, teacher-forced proxy at 256 tokens, 6-character
-keys, values <= 12 tokens, ~6 pairs, chance 0.16): copy phases of 300 steps each (32 x 96 tokens): natural-text
-sentence copy 0.14 -> 0.19 -> 0.31; then 240 lookup steps (16 x 256) with repeated queries: proxy token accuracy
-0.13 -> 0.74, first-token (lookup) accuracy 0; then lookup steps with single queries: token 0.80 / sample 0.08
-after 80 steps, 0.83 / 0.10 after 160. A shorter copy curriculum (600 steps) followed by 420 single-query
-lookup steps ended at token accuracy 0.22: the copy phases must go far enough before the lookups help. The
-copying heads emerge within the demo's budget; the key lookup (the first answer token) only starts to. The full
-default spends 900 copy + 240 lookup steps (~11 min on 2 idle cores); the stage reports sample, first-token and
-token accuracy against chance.
+keys, values <= 8 tokens, ~7.5 pairs, chance 0.13; "first token" = the key lookup, the later answer tokens can
+be copied once the value's start is found):
+
+- the layout of the proxy task decides whether the first answer token can be copied at all (see
+  :mod:`hf_select.dataset_scripts.proxy_task`): 240 lookup steps after the same copy phases gave first-token
+  accuracy 0.13 with ``answer: <value>`` and 0.75 with the value on its own line.
+- the share of lookup rows decides how fast the lookup forms: with half lookup / half copy rows the answers'
+  first tokens are ~3% of the labelled tokens of a batch; from the same checkpoint (first token 0.11), 160 more
+  steps reached first token 0.19 / sample 0.07 at a 0.5 share and 0.77 / 0.50 at a 0.9 share.
+- short training values (<= 8 tokens, more queries per row) beat <= 12: 160 steps from the same checkpoint, first
+  token 0.58 vs 0.26.
+- the lookup appears abruptly (first token 0.2 -> 0.75 within 80 steps) after a stretch of no progress whose
+  length varied between runs of the same recipe; the copy phases must go far enough first (600 copy steps
+  then 420 lookup steps, the old layout: token accuracy 0.22).
 
 The proxy evaluation uses shorter keys and values than the paper (32 characters, ~30 tokens) so that three
 demonstrations and several pairs fit in the 256-token context the model is trained on; both are recorded in the
@@ -56,7 +63,7 @@ class BaseModelSettings:
     num_attention_heads: int = 4  # 4 heads of 32 dims: faster than 8 x 16 on CPU, no worse at retrieval
     num_key_value_heads: int = 4
     # phase 1 -- copy curriculum: span + filler + span rows, one Trainer run per copy distance
-    copy_steps: int = 900
+    copy_steps: int = 750
     copy_batch_size: int = 32
     copy_seq_length: int = 96
     copy_span: tuple[int, int] = (4, 12)
@@ -64,20 +71,22 @@ class BaseModelSettings:
     copy_learning_rate: float = 3e-3
     # phase 2 -- lookups: answer-labelled multi-query documents mixed with copy rows at the longest distance;
     # first with every key queried as often as fits (copying an earlier answer line is allowed: it trains the
-    # copying of values into answer lines), then with every key queried once (only the lookup answers)
-    lookup_repeated_steps: int = 120
-    lookup_steps: int = 120
+    # copying of values into answer lines), then a final phase with every key queried once (only the lookup
+    # answers) while the learning rate decays linearly to zero
+    lookup_repeated_steps: int = 480
+    lookup_steps: int = 80
     lookup_batch_size: int = 16
     seq_length: int = 256  # rows of the lookup phase = the proxy context
-    lookup_share: float = 0.5
+    lookup_share: float = 0.9
     lookup_learning_rate: float = 2e-3
     train_key_lengths: tuple[int, ...] = (4, 5, 6, 8)
+    train_max_value_tokens: int = 8  # short values: more lookups per row (12: first-token lookup far slower)
     stream_documents: int = 4000  # corpus documents whose tokens feed the copy rows
     # the proxy evaluation (and the retrieval-heads stage, which reads these from the result)
     proxy_samples: int = 100
     proxy_context_tokens: int = 256
     proxy_key_length: int = 6  # paper: 32 (needs a context far longer than this model is trained on)
-    max_value_tokens: int = 12  # paper: ~30; short values leave room for ~5 pairs + 3 demos in 256 tokens
+    max_value_tokens: int = 8  # paper: ~30; short values leave room for ~8 pairs + 3 demos in 256 tokens
 
 
 def settings_for(ctx: DemoContext) -> BaseModelSettings:
@@ -106,12 +115,21 @@ def _token_stream(ctx: DemoContext, tokenizer, settings: BaseModelSettings) -> l
     return [t for ids in tokenize_documents(sample, tokenizer)["input_ids"] for t in ids[1:-1]]
 
 
-def training_phases(
-    ctx: DemoContext, tokenizer, settings: BaseModelSettings
-) -> list[tuple[str, Any, int, int, float]]:
-    """The curriculum as ``(name, rows, steps, batch_size, learning_rate)``: one copy phase per distance, then
-    the lookup phases (keys queried repeatedly, then once). Rows are ``datasets.Dataset`` of ``input_ids, labels,
-    position_ids``."""
+@dataclass
+class Phase:
+    """One curriculum phase: one HF ``Trainer`` run over ``rows`` (``input_ids, labels, position_ids``)."""
+
+    name: str
+    rows: Any
+    steps: int
+    batch_size: int
+    learning_rate: float
+    lr_scheduler_type: str = "constant_with_warmup"
+
+
+def training_phases(ctx: DemoContext, tokenizer, settings: BaseModelSettings) -> list[Phase]:
+    """The curriculum: one copy phase per distance, then the lookup phases (keys queried repeatedly, then once
+    while the learning rate decays to zero)."""
     from datasets import Dataset
 
     from ..dataset_scripts.proxy_task import clean_values
@@ -127,25 +145,24 @@ def training_phases(
             seed=ctx.seed + i,
         )  # fmt: skip
         phases.append(
-            (
-                f"copy-d{distance}",
-                Dataset.from_list(rows),
-                steps,
-                settings.copy_batch_size,
-                settings.copy_learning_rate,
-            )
-        )
+            Phase(f"copy-d{distance}", Dataset.from_list(rows), steps, settings.copy_batch_size,
+                  settings.copy_learning_rate)
+        )  # fmt: skip
     values = clean_values(
         _sentences(load_pretrain_split(ctx, "train"), 40000),
         tokenizer,
-        max_value_tokens=settings.max_value_tokens,
+        max_value_tokens=settings.train_max_value_tokens,
     )
-    for i, (name, steps, rounds) in enumerate(
-        (("lookup-repeated", settings.lookup_repeated_steps, None), ("lookup", settings.lookup_steps, 1))
-    ):
+    lookups = (
+        ("lookup-repeated", settings.lookup_repeated_steps, None, "constant_with_warmup"),
+        ("lookup", settings.lookup_steps, 1, "linear"),
+    )
+    for i, (name, steps, rounds, schedule) in enumerate(lookups):
         if steps:
             rows = _lookup_rows(tokenizer, settings, stream, values, steps, rounds, seed=ctx.seed + 100 + i)
-            phases.append((name, rows, steps, settings.lookup_batch_size, settings.lookup_learning_rate))
+            phases.append(
+                Phase(name, rows, steps, settings.lookup_batch_size, settings.lookup_learning_rate, schedule)
+            )
     return phases
 
 
@@ -223,28 +240,31 @@ def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSett
     }
 
 
-def train_phases(model, tokenizer, phases, output_dir, seed: int) -> tuple[list[tuple[int, float]], int, int]:
-    """Train ``model`` through the phases, one HF ``Trainer`` run each (AdamW, warmup then constant LR).
+def train_phases(model, tokenizer, phases: list[Phase], output_dir, seed: int) -> tuple[list, int, int]:
+    """Train ``model`` through the phases, one ``LabelledLossTrainer`` run each (AdamW, beta2 0.95, warmup then
+    the phase's schedule). The curriculum leaves 15-75% of the positions unlabelled, so the LM head applied at
+    labelled positions only saves a good part of each step.
 
     Returns the loss curve over the global step count, the number of tokens seen and of labelled tokens.
     """
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     from ..packing import PackedCollator
+    from ..trainer_ext.labelled_loss_trainer import LabelledLossTrainer
 
     losses, offset, tokens, labelled = [], 0, 0, 0
-    for name, rows, steps, batch_size, learning_rate in phases:
-        logger.warning(f"[demo] base model phase {name}: {steps} steps x {batch_size} rows")
+    for phase in phases:
+        logger.warning(f"[demo] base model phase {phase.name}: {phase.steps} steps x {phase.batch_size} rows")
         args = TrainingArguments(
-            output_dir=str(output_dir / name),
-            per_device_train_batch_size=batch_size,
-            max_steps=steps,
-            learning_rate=learning_rate,
-            warmup_steps=max(1, steps // 20),
-            lr_scheduler_type="constant_with_warmup",
+            output_dir=str(output_dir / phase.name),
+            per_device_train_batch_size=phase.batch_size,
+            max_steps=phase.steps,
+            learning_rate=phase.learning_rate,
+            warmup_steps=max(1, phase.steps // 20) if phase.lr_scheduler_type.startswith("constant") else 0,
+            lr_scheduler_type=phase.lr_scheduler_type,
             weight_decay=0.01,
             adam_beta2=0.95,
-            logging_steps=max(1, steps // 10),
+            logging_steps=max(1, phase.steps // 10),
             save_strategy="no",
             report_to="none",
             seed=seed,
@@ -252,16 +272,16 @@ def train_phases(model, tokenizer, phases, output_dir, seed: int) -> tuple[list[
             dataloader_num_workers=0,
             remove_unused_columns=False,
         )
-        trainer = Trainer(
+        trainer = LabelledLossTrainer(
             model=model,
             args=args,
-            train_dataset=rows,
+            train_dataset=phase.rows,
             data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
         )
         trainer.train()
         losses += [(offset + h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-        offset += steps
-        seen = rows.select(range(min(len(rows), steps * batch_size)))
+        offset += phase.steps
+        seen = phase.rows.select(range(min(len(phase.rows), phase.steps * phase.batch_size)))
         tokens += sum(len(r) for r in seen["input_ids"])
         labelled += sum(sum(1 for x in r if x != -100) for r in seen["labels"])
     return losses, tokens, labelled
@@ -287,8 +307,18 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         "path": str(ctx.base_model_dir),
         "parameters": sum(p.numel() for p in model.parameters()),
         "settings": asdict(settings),
-        "phases": [{"name": n, "steps": st, "batch_size": b, "rows": len(r)} for n, r, st, b, _ in phases],
-        "training_rows": sum(min(len(r), st * b) for _, r, st, b, _ in phases),
+        "phases": [
+            {
+                "name": p.name,
+                "steps": p.steps,
+                "batch_size": p.batch_size,
+                "rows": len(p.rows),
+                "learning_rate": p.learning_rate,
+                "schedule": p.lr_scheduler_type,
+            }
+            for p in phases
+        ],  # fmt: skip
+        "training_rows": sum(min(len(p.rows), p.steps * p.batch_size) for p in phases),
         "training_tokens": tokens,
         "trained_label_tokens": labelled,
         "train_seconds": round(seconds, 1),

@@ -22,7 +22,7 @@ logger = logging.get_logger(__name__)
 
 TITLE = "Evaluation of the students (hf-select harness)"
 QUICK_LIMIT = 4
-FULL_LIMIT = 200
+FULL_LIMIT = 100
 # Some gold solutions (MATH, MBPP) are longer than the base model's nominal 1024 positions, which lm-eval (and the
 # harness, faithfully) refuses to score. The students use RoPE (no position table), so the demo scores at 4096.
 MAX_LENGTH = 4096

@@ -29,8 +29,8 @@ def parse(sample):
 def test_answer_occurs_exactly_once_in_the_context(samples):
     for s in samples:
         context = s["prompt"].split("\n\nkey:")[0]
-        value = s["answer"].strip()
-        assert context.count(value) == 1
+        value = s["answer"]
+        assert context.count(value) == 1 and s["prompt"].endswith("\nanswer:\n")
         assert s["prompt"][slice(*s["value_span"])] == value
 
 
@@ -45,8 +45,8 @@ def test_budget_respected_and_query_not_a_demo(samples):
     tok = tiny_tokenizer()
     for s in samples:
         assert len(tok(s["prompt"] + s["answer"]).input_ids) <= 1500
-        demo_keys = re.findall(r"key: (\w+)\nanswer: ", s["prompt"])
-        query_key = re.search(r"key: (\w+)\nanswer:$", s["prompt"]).group(1)
+        demo_keys = re.findall(r'key: "(\w+)"\nanswer:\n.', s["prompt"])
+        query_key = re.search(r'key: "(\w+)"\nanswer:\n$', s["prompt"]).group(1)
         assert query_key not in demo_keys and len(demo_keys) == 3
 
 

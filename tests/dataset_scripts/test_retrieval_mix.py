@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -6,6 +7,7 @@ from hf_select.dataset_scripts.proxy_task import clean_values
 from hf_select.dataset_scripts.retrieval_mix import kv_lookup_documents, repeated_span_documents
 from hf_select.testing import tiny_tokenizer
 
+QUERY = re.compile(r'(?m)^key: "(\w+)"\nanswer:\n(.*)$')
 SENTENCES = [f"Sentence {i} says that topic {i * 7 % 13} matters a lot." for i in range(60)]
 
 
@@ -27,8 +29,7 @@ def test_kv_documents_answer_by_copying_a_value_of_the_context():
     key_lengths = set()
     for doc in docs:
         obj = json.loads(doc.split("\n\n")[1])
-        key = doc.rsplit("key: ", 1)[1].split("\n")[0]
-        answer = doc.rsplit("answer: ", 1)[1]
+        (key, answer), *_ = reversed(QUERY.findall(doc))
         assert obj[key] == answer
         key_lengths.add(len(key))
     assert key_lengths == {6, 32}
@@ -44,11 +45,10 @@ def test_multi_query_documents_answer_every_line_from_the_object_within_budget()
         assert len(tok(doc).input_ids) <= 600
         head, tail = doc.split("}\n\n", 1)
         obj = json.loads(head.split("\n\n", 1)[1] + "}")
-        lines = tail.split("\n")
-        assert len(lines) >= 4 and len(lines) % 2 == 0
-        for key_line, answer_line in zip(lines[::2], lines[1::2]):
-            key = key_line.removeprefix("key: ")
-            assert obj[key] == answer_line.removeprefix("answer: ")
+        blocks = QUERY.findall(tail)
+        assert len(blocks) >= 4 and tail == "\n".join(f'key: "{k}"\nanswer:\n{v}' for k, v in blocks)
+        for key, answer in blocks:
+            assert obj[key] == answer
         assert len(obj) >= 4 and {len(k) for k in obj} <= {4, 8}
     again = kv_lookup_documents(values, tok, 4, context_tokens=600, key_lengths=(4, 8), seed=3, queries=64)
     assert again == docs
@@ -97,7 +97,7 @@ def test_answer_labelled_rows_label_exactly_the_answer_values():
         range(len(row["input_ids"]))
     )
     labelled = [t for t in row["labels"] if t != IGNORE_INDEX]
-    answers = [line.removeprefix("answer:") for line in doc.split("\n") if line.startswith("answer: ")]
-    assert tok.decode(labelled) == "".join(answers)
+    answers = [answer for _, answer in QUERY.findall(doc)]
+    assert len(answers) >= 4 and tok.decode(labelled) == "".join(answers)
     short = answer_labelled_row(doc, tok, max_length=20)
     assert len(short["input_ids"]) == len(short["labels"]) == 20

@@ -42,7 +42,7 @@ def tiny_settings(ctx):
         hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
         copy_steps=2, copy_batch_size=1, copy_seq_length=32, copy_distances=(4, 8), lookup_repeated_steps=1, lookup_steps=1,
         lookup_batch_size=2, seq_length=512, stream_documents=34, proxy_samples=3, proxy_context_tokens=512,
-        proxy_key_length=6, max_value_tokens=30,
+        proxy_key_length=6, max_value_tokens=30, train_max_value_tokens=30,
     )  # fmt: skip
 
 
@@ -76,6 +76,7 @@ def test_base_model_then_baseline_student(fake_world, monkeypatch):
     model = AutoModelForCausalLM.from_pretrained(ctx.base_model_dir)
     assert info["parameters"] == sum(p.numel() for p in model.parameters())
     assert info["training_rows"] == 6 and len(info["phases"]) == 4
+    assert [p["schedule"] for p in info["phases"]] == ["constant_with_warmup"] * 3 + ["linear"]
     assert 0 <= info["proxy"]["sample_accuracy"] <= 1 and 0 < info["proxy"]["chance_sample_accuracy"] < 0.5
     assert [step for step, _ in info["loss_curve"]] == [1, 2, 3, 4]
     assert "Proxy retrieval task" in stage_base_model.report_html(ctx, info)

@@ -113,3 +113,32 @@ def test_document_losses_per_packed_document():
 def test_bad_input_shape():
     with pytest.raises(ValueError, match=r"\[batch, seq\]"):
         per_token_loss(tiny_model("llama"), torch.tensor([1, 2, 3]))
+
+
+@pytest.mark.parametrize("num_items", [None, 9])
+def test_labelled_positions_loss_equals_the_transformers_loss_and_gradients(family, num_items):
+    from hf_select.token_loss import labelled_positions_loss
+
+    torch.manual_seed(4)
+    ids = torch.randint(4, TINY_VOCAB, (2, 10))
+    labels = ids.clone()
+    labels[0, :6] = -100  # a masked prompt
+    labels[1, 3:5] = -100
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 4], list(range(10))])  # one packed row
+    inputs = {"input_ids": ids, "labels": labels, "position_ids": positions}
+
+    def loss_and_grads(compute):
+        model = tiny_model(family).train()
+        loss = compute(model)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    kwargs = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    ours, our_grads = loss_and_grads(
+        lambda m: labelled_positions_loss(m, inputs, kwargs.get("num_items_in_batch"))
+    )
+    theirs, their_grads = loss_and_grads(lambda m: m(**inputs, use_cache=False, **kwargs).loss)
+    torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=1e-5)
+    assert len(our_grads) == len(their_grads)
+    for a, b in zip(our_grads, their_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
