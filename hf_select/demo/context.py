@@ -26,14 +26,14 @@ from typing import Any
 class StudentSettings:
     """Shared budget of the small students (baseline, SLM, MeCo, OPUS) so that they compare fairly.
 
-    The full default (100 steps x 16 rows x 256 tokens = 0.41M tokens, ~1.5 min per plain student on 2 idle cores)
+    The full default (80 steps x 16 rows x 256 tokens = 0.33M tokens, ~1.5 min per plain student on 2 idle cores)
     is sized so that the four students fit the 30-minute first run of ``make demo``; raise ``max_steps`` for a
     sharper comparison.
     """
 
     seq_length: int = 256
     batch_size: int = 16
-    max_steps: int = 100
+    max_steps: int = 80
     learning_rate: float = 2e-3
     warmup_ratio: float = 0.05
     seed: int = 0

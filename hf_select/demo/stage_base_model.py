@@ -208,21 +208,28 @@ def new_model(tokenizer, settings: BaseModelSettings):
     return LlamaForCausalLM(config)
 
 
-def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSettings) -> dict[str, float]:
-    """Proxy-task accuracy on held-out values and chance (copying a uniformly random value of the context)."""
-    from ..dataset_scripts.proxy_task import build_proxy_samples, clean_values
-    from ..proxy_accuracy import proxy_task_accuracy
+def proxy_values(ctx: DemoContext, tokenizer, max_value_tokens: int) -> list[str]:
+    """Proxy-task values the base model never trained on: held-out prose sentences of at most
+    ``max_value_tokens`` tokens (a few train sentences added when the held-out split is tiny)."""
+    from ..dataset_scripts.proxy_task import clean_values
     from .students import load_pretrain_split
 
     values = clean_values(
-        _sentences(load_pretrain_split(ctx, "heldout"), 5000),
-        tokenizer,
-        max_value_tokens=settings.max_value_tokens,
+        _sentences(load_pretrain_split(ctx, "heldout"), 5000), tokenizer, max_value_tokens=max_value_tokens
     )
     if len(values) < 40:
         train = load_pretrain_split(ctx, "train")
         more = _sentences(train.select(range(min(200, len(train)))), 2000)
-        values += clean_values(more, tokenizer, max_value_tokens=settings.max_value_tokens)
+        values += clean_values(more, tokenizer, max_value_tokens=max_value_tokens)
+    return values
+
+
+def proxy_evaluation(ctx: DemoContext, model, tokenizer, settings: BaseModelSettings) -> dict[str, float]:
+    """Proxy-task accuracy on held-out values and chance (copying a uniformly random value of the context)."""
+    from ..dataset_scripts.proxy_task import build_proxy_samples
+    from ..proxy_accuracy import proxy_task_accuracy
+
+    values = proxy_values(ctx, tokenizer, settings.max_value_tokens)
     samples = build_proxy_samples(
         values, tokenizer, num_samples=settings.proxy_samples, context_tokens=settings.proxy_context_tokens,
         key_length=settings.proxy_key_length, seed=ctx.seed + 7919,

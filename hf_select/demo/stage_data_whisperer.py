@@ -35,13 +35,13 @@ TIER_RANK = {"high": 2, "medium": 1, "low": 0}
 class ExperimentSettings:
     """Sizes and budgets of the experiment (quick mode shrinks everything)."""
 
-    per_tier: int = 100
+    per_tier: int = 60
     heldout_size: int = 120
     fraction: float = 0.1
     n_demos: int = 5
     n_queries: int = 3
     max_answer_tokens: int = 24
-    max_retries: int = 2
+    max_retries: int = 1
     epochs: float = 3.0
     learning_rate: float = 1e-3
     batch_size: int = 8
