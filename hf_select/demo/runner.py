@@ -59,11 +59,17 @@ def run_stage(ctx: DemoContext, name: str, force: bool = False) -> StageOutcome:
         return StageOutcome(name, "pending", title=name.replace("_", " "))
     marker = ctx.output_dir / "stages" / f"{name}.json"
     title = getattr(module, "TITLE", name)
+    run_mode = {"quick": ctx.quick, "seed": ctx.seed}
     if marker.exists() and not force:
         result = json.loads(marker.read_text())
-        ctx.results[name] = result
-        logger.warning(f"[demo] {title}: reused ({marker})")
-        return StageOutcome(name, "reused", title, result)
+        if result.get("run_mode") == run_mode:
+            ctx.results[name] = result
+            logger.warning(f"[demo] {title}: reused ({marker})")
+            return StageOutcome(name, "reused", title, result)
+        # a quick run's results never stand in for a full run's (nor the reverse, nor another seed's)
+        logger.warning(
+            f"[demo] {title}: {marker} is from another run mode ({result.get('run_mode')}); rerunning"
+        )
     logger.warning(f"[demo] {title}: running")
     start = time.perf_counter()
     try:
@@ -72,7 +78,7 @@ def run_stage(ctx: DemoContext, name: str, force: bool = False) -> StageOutcome:
         logger.error(f"[demo] {title}: failed: {exc}")
         return StageOutcome(name, "failed", title, None, time.perf_counter() - start, traceback.format_exc())
     seconds = time.perf_counter() - start
-    result = {**result, "seconds": round(seconds, 2)}
+    result = {**result, "seconds": round(seconds, 2), "run_mode": run_mode}
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(result, indent=2, default=str))
     ctx.results[name] = result

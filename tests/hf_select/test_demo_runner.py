@@ -21,6 +21,13 @@ def test_missing_stage_is_pending_and_finished_stage_reused(tmp_path, monkeypatc
     assert "Pending" in report and "not built yet" in report
     outcomes = run_demo(DemoContext(tmp_path / "out", tmp_path / "cache"), ("fake_done",))
     assert outcomes[0].status == "reused" and calls == [1]
+    # results of a quick run (or another seed) are not reused by a full run: it runs again
+    outcomes = run_demo(DemoContext(tmp_path / "out", tmp_path / "cache", quick=True), ("fake_done",))
+    assert outcomes[0].status == "done" and calls == [1, 1]
+    outcomes = run_demo(DemoContext(tmp_path / "out", tmp_path / "cache", quick=True), ("fake_done",))
+    assert outcomes[0].status == "reused" and calls == [1, 1]
+    outcomes = run_demo(DemoContext(tmp_path / "out", tmp_path / "cache", seed=1), ("fake_done",))
+    assert outcomes[0].status == "done" and calls == [1, 1, 1]
 
 
 def test_failed_stage_is_reported_and_later_stages_still_run(tmp_path, monkeypatch):
