@@ -30,6 +30,10 @@ be copied once the value's start is found):
   length varied between runs of the same recipe; the copy phases must go far enough first (600 copy steps
   then 420 lookup steps, the old layout: token accuracy 0.22).
 
+The full default (750 copy + 480 + 80 lookup steps, 4.4M tokens, ~11 min on 2 cores) measured in two fresh-clone
+runs (identical, the stage is deterministic on CPU): proxy sample accuracy 0.63, first token 0.91, all answer
+tokens 0.87, chance 0.13.
+
 The proxy evaluation uses shorter keys and values than the paper (32 characters, ~30 tokens) so that three
 demonstrations and several pairs fit in the 256-token context the model is trained on; both are recorded in the
 result, which the retrieval-heads stage reads.
@@ -55,7 +59,7 @@ INFO_FILE = "hf_select_base_model.json"
 
 @dataclass
 class BaseModelSettings:
-    """Size, curriculum and budget of the base model (full: ~1.9M parameters, ~11 min on 2 idle cores)."""
+    """Size, curriculum and budget of the base model (full: 1.9M parameters, ~11 min on 2 cores)."""
 
     hidden_size: int = 128
     intermediate_size: int = 384
