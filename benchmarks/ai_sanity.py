@@ -8,19 +8,19 @@ accuracy is measured on the other half. Expectation: top heads cut accuracy by >
 by <= 20% -- printed for the teacher-forced token accuracy and for the sample accuracy (whole answers right; the
 paper's App. D reports task accuracy, which is whole answers).
 
-Model: the demo base model (``--model_dir``, default ``.hf_select_cache/world/base_model`` with the world's
-tokenizer and key-value samples built from its prose). If it is absent, the script says so and uses a
-hand-built 4-layer GPT-2 whose random weights carry a planted induction circuit (two redundant
-previous-token heads and one induction head) on a synthetic key-value task: a check of the machinery that
-runs anywhere in seconds, not evidence about a trained model.
+Model: the embedded SmolLM2-135M-Instruct (``--cache_dir``, default ``.hf_select_cache``; built by
+``hf-select build-demo``) with the demo stage's calibrated proxy (``hf_select.demo.stage_retrieval_heads``) and
+its masking check (random heads drawn among the non-retrieval heads). If it is absent, the script says so and
+uses a hand-built 4-layer GPT-2 whose random weights carry a planted induction circuit (two redundant
+previous-token heads and one induction head) on a synthetic key-value task: a check of the machinery that runs
+anywhere in seconds, not evidence about a trained model.
 
-    python benchmarks/ai_sanity.py [--model_dir DIR --tokenizer_dir DIR] [--draws 5]
+    python benchmarks/ai_sanity.py [--cache_dir DIR] [--num_samples 48] [--draws 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import tempfile
 import time
@@ -28,8 +28,6 @@ from pathlib import Path
 
 import torch
 
-from hf_select.head_masking import mask_heads
-from hf_select.proxy_accuracy import proxy_task_accuracy
 from hf_select.retrieval_heads import detect_retrieval_heads
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -124,25 +122,23 @@ def planted_induction_model(tokenizer, seed: int = 0):
     return model
 
 
-def demo_model(model_dir: Path, tokenizer_dir: Path, num_samples: int):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def demo_model(cache_dir: Path, num_samples: int, seed: int):
+    """SmolLM2 and calibrated proxy samples from the demo world's held-out prose."""
+    from hf_select.dataset_scripts.proxy_task import build_proxy_samples
     from hf_select.demo.context import DemoContext
-    from hf_select.demo.stage_retrieval_heads import proxy_samples
+    from hf_select.demo.stage_pretrained_model import load_pretrained
+    from hf_select.demo.stage_retrieval_heads import ProxySettings, proxy_values
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    world = model_dir.parent
-    ctx = DemoContext(
-        output_dir=Path(tempfile.mkdtemp()), cache_dir=world.parent, quick=world.name.endswith("quick")
-    )
-    # the proxy context / key / value lengths it was trained for
-    info = model_dir / "hf_select_base_model.json"
-    if info.exists():
-        ctx.results["base_model"] = json.loads(info.read_text())
-    samples, settings = proxy_samples(ctx, tokenizer, int(model.config.max_position_embeddings))
+    ctx = DemoContext(output_dir=Path(tempfile.mkdtemp()), cache_dir=cache_dir)
+    model, tokenizer = load_pretrained(ctx)
+    settings = ProxySettings()
+    values = proxy_values(ctx, tokenizer, settings.max_value_tokens)
+    samples = build_proxy_samples(
+        values, tokenizer, num_samples=num_samples, context_tokens=settings.context_tokens,
+        key_length=settings.key_length, seed=seed,
+    )  # fmt: skip
     print(f"proxy samples: {settings}")
-    return model, tokenizer, samples[:num_samples]
+    return model, tokenizer, samples
 
 
 def relative_drop(base: float, value: float) -> float:
@@ -162,23 +158,26 @@ def expectation(metric: str, base: float, top_masked: float, random_masked: floa
 
 
 def main() -> None:
+    from dataclasses import replace
+
+    from hf_select.demo.stage_retrieval_heads import ProxySettings, masking_check
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model_dir", type=Path, default=Path(".hf_select_cache/world/base_model"))
-    parser.add_argument("--tokenizer_dir", type=Path, default=None)
-    parser.add_argument("--num_samples", type=int, default=120)
+    parser.add_argument("--cache_dir", type=Path, default=Path(".hf_select_cache"))
+    parser.add_argument("--num_samples", type=int, default=48)
     parser.add_argument("--top_fraction", type=float, default=0.05)
-    parser.add_argument("--draws", type=int, default=8)
+    parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    tokenizer_dir = args.tokenizer_dir or args.model_dir.parent / "tokenizer"
-    if (args.model_dir / "config.json").exists():
-        print(f"model: demo base model {args.model_dir}")
-        model, tokenizer, samples = demo_model(args.model_dir, tokenizer_dir, args.num_samples)
+    model_dir = args.cache_dir / "models" / "SmolLM2-135M-Instruct"
+    if (model_dir / "config.json").exists():
+        print(f"model: SmolLM2-135M-Instruct at {model_dir}")
+        model, tokenizer, samples = demo_model(args.cache_dir, args.num_samples, args.seed)
     else:
         print(
-            f"model: no demo base model at {args.model_dir}; using a hand-built 4-layer GPT-2 with a planted "
+            f"model: no embedded model at {model_dir}; using a hand-built 4-layer GPT-2 with a planted "
             "induction circuit (random other weights, not trained) on a synthetic key-value task"
         )
         tokenizer = synthetic_tokenizer()
@@ -195,46 +194,20 @@ def main() -> None:
         f"best scores {[(layer, h, round(s, 3)) for layer, h, s in top]}; "
         f"detection samples used {heads.num_samples}, dropped {heads.num_dropped}"
     )
+    settings = replace(ProxySettings(), random_draws=args.draws, top_fraction=args.top_fraction)
+    check = masking_check(model, tokenizer, evaluate, heads, settings, args.seed)
+    print(f"\nproxy accuracy on {len(evaluate)} held-out samples (whole answer / first token / all tokens):")
 
-    def accuracy(masked):
-        if not masked:
-            return proxy_task_accuracy(model, tokenizer, evaluate)
-        with mask_heads(model, masked):
-            return proxy_task_accuracy(model, tokenizer, evaluate)
+    def line(label, acc):
+        return f"  {label:<40}{acc['sample_accuracy']:.3f} / {acc['first_token_accuracy']:.3f} / {acc['token_accuracy']:.3f}"
 
-    base = accuracy([])
-    masked_top = accuracy(heads.selected)
-    others = [
-        (layer, h)
-        for layer in range(heads.scores.shape[0])
-        for h in range(heads.scores.shape[1])
-        if (layer, h) not in heads.selected
-    ]
-    rng = random.Random(args.seed)
-    draws = [sorted(rng.sample(others, len(heads.selected))) for _ in range(args.draws)]
-    randoms = [accuracy(draw) for draw in draws]
-    print(f"\nproxy accuracy on {len(evaluate)} held-out samples (token / sample):")
-    print(f"  no heads masked                 {base['token_accuracy']:.3f} / {base['sample_accuracy']:.3f}")
-    print(
-        f"  top {len(heads.selected)} retrieval heads masked    "
-        f"{masked_top['token_accuracy']:.3f} / {masked_top['sample_accuracy']:.3f}  "
-        f"(relative drop {relative_drop(base['token_accuracy'], masked_top['token_accuracy']):.1%} / "
-        f"{relative_drop(base['sample_accuracy'], masked_top['sample_accuracy']):.1%})"
-    )
-    for i, (draw, acc) in enumerate(zip(draws, randoms)):
-        print(
-            f"  random {len(heads.selected)} other heads, draw {i}   "
-            f"{acc['token_accuracy']:.3f} / {acc['sample_accuracy']:.3f}  heads {draw}"
-        )
-    mean_token = sum(a["token_accuracy"] for a in randoms) / len(randoms)
-    mean_sample = sum(a["sample_accuracy"] for a in randoms) / len(randoms)
-    print(
-        f"  random heads, mean of {len(randoms)}      {mean_token:.3f} / {mean_sample:.3f}  "
-        f"(relative drop {relative_drop(base['token_accuracy'], mean_token):.1%} / "
-        f"{relative_drop(base['sample_accuracy'], mean_sample):.1%})"
-    )
-    for metric, random_mean in (("token_accuracy", mean_token), ("sample_accuracy", mean_sample)):
-        print(expectation(metric, base[metric], masked_top[metric], random_mean))
+    print(line("no heads masked", check["none"]))
+    print(line(f"top {len(heads.selected)} retrieval heads masked", check["top"]))
+    for i, draw in enumerate(check["random_draws"]):
+        print(line(f"random draw {i} ({check['random_pool']})", draw) + f"  heads {draw['heads']}")
+    print(line(f"random heads, mean of {len(check['random_draws'])}", check["random"]))
+    for metric in ("sample_accuracy", "token_accuracy"):
+        print(expectation(metric, check["none"][metric], check["top"][metric], check["random"][metric]))
     print(f"time: {time.perf_counter() - start:.1f}s")
 
 

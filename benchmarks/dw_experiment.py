@@ -177,17 +177,22 @@ def _docstring_pool(per_tier: int, heldout_size: int, seed: int):
     return Dataset.from_dict(rows), heldout, pre_pairs
 
 
+def pretrained_dir(world_dir: Path) -> Path:
+    """The embedded SmolLM2-135M-Instruct next to the world (``hf-select build-demo``)."""
+    return world_dir.parent / "models" / "SmolLM2-135M-Instruct"
+
+
 def world_from_dir(world_dir: Path):
     from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hf_select.loading import load_causal_lm, load_tokenizer
 
     data = load_from_disk(str(world_dir / "finetune"))
-    tokenizer = AutoTokenizer.from_pretrained(world_dir / "tokenizer")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    model_dir = pretrained_dir(world_dir)
+    tokenizer = load_tokenizer(str(model_dir))
 
     def model_factory():
-        return AutoModelForCausalLM.from_pretrained(world_dir / "base_model", use_safetensors=True).eval()
+        return load_causal_lm(str(model_dir))
 
     return data["train"], data["heldout"], tokenizer, model_factory
 
@@ -217,7 +222,7 @@ def main() -> None:
     logging.set_verbosity_error()
     torch.set_num_threads(1)  # with the cores shared, one thread is ~10x faster than two here
     world = Path(args.world_dir)
-    if not args.local and (world / "finetune").exists() and (world / "base_model").exists():
+    if not args.local and (world / "finetune").exists() and (pretrained_dir(world) / "config.json").exists():
         print(f"demo world: {world}")
         train, heldout, tokenizer, factory = world_from_dir(world)
     else:

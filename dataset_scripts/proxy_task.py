@@ -7,22 +7,23 @@ never the query), the query key and ``"answer:"``. ``k`` is the largest number o
 answer fit in ``context_tokens``. The query value occurs exactly once in the context; the query pair's
 position in the object is uniform at random; keys are unique. Seeded and deterministic.
 
-Rendering (the papers fix the content, not the layout): a demonstration or the query is
-``key: "<key>"\nanswer:\n<value>``, the key quoted as in the object (as in the KV-retrieval prompt of Liu et al.
-2023) and the value on its own line. Then the answer's tokens are the very tokens of the value in the object:
-with ``answer: <value>`` the first answer token is space-prefixed (`` The``) while the object holds ``The``
-after its quote, and an unquoted key starts with `` aB`` where the object holds ``aB`` -- true of byte-level
-BPE and SentencePiece alike. A copying head could then never copy the first answer token, and the retrieval
-score (token produced == token attended) could never count it. Measured on the demo's tiny base model, same
-copy curriculum + 240 lookup steps in each layout: first-answer-token accuracy 0.13 with ``answer: <value>``,
-0.75 with this layout (all answer tokens 0.74 / 0.81).
+Rendering (the papers fix the content, not the layout): a demonstration is the line ``"<key>": "<value>"``
+written as in the object, and the query is ``"<key>": "`` -- so the answer is ``<value>"``, the very tokens that
+follow the key in the object (the closing quote included: BPE merges a value's last character with it, e.g.
+``."``). Then a head that copies from the context can produce every answer token, and the retrieval score
+(token produced == token attended) can count every one.
+
+Measured on SmolLM2-135M-Instruct (20 samples each, 8-character keys, values <= 16 tokens): with the layout of
+the paper's prompt (``key: "<key>"\nanswer:\n<value>``) the model found the key in 10-25% of the samples at
+300-400 tokens, with the chat template 0%; with this layout the first answer token (the key lookup) was right in
+85% / 80% / 60% of the samples at 300 / 500 / 800 tokens and the whole answer in 65% / 55% / 40%. 32-character
+keys (the paper's) split into many rare tokens and halve the lookup rate at this size.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import re
 import string
 from collections.abc import Sequence
 from typing import Any
@@ -33,8 +34,6 @@ INSTRUCTION = (
     "Extract the value corresponding to the given key from the JSON object below. Output only the value.\n\n"
 )
 _ALPHABET = string.ascii_letters + string.digits
-#: a demonstration's or the query's answer: the line after ``answer:`` (group 1 = the value)
-ANSWER_LINE = re.compile(r"(?m)^answer:\n(.*)$")
 
 
 def random_key(rng: random.Random, length: int = 32) -> str:
@@ -61,16 +60,17 @@ def keyed_pairs(
 
 
 def query_block(key: str, value: str | None = None) -> str:
-    """A demonstration ``key: "<key>"\nanswer:\n<value>\n``, or the query (``value=None``), which ends at
-    ``answer:\n``."""
-    block = f"key: {json.dumps(key)}\nanswer:\n"
-    return block if value is None else block + value + "\n"
+    """A demonstration ``"<key>": "<value>"\n``, or the query (``value=None``), which ends at the value's
+    opening quote."""
+    block = json.dumps(key) + ': "'
+    return block if value is None else block + value + '"\n'
 
 
 def render_sample(
     pairs: list[tuple[str, str]], demos: list[int], query: int
 ) -> tuple[str, str, tuple[int, int]]:
-    """Prompt text, answer text (the value) and the character span of the query value in the prompt."""
+    """Prompt text, answer text (the value and its closing quote) and the character span of the query value in
+    the prompt."""
     head = INSTRUCTION + "{"
     spans = []
     parts = []
@@ -83,7 +83,7 @@ def render_sample(
     context = head + "".join(parts) + "}\n\n"
     demo_text = "".join(query_block(*pairs[i]) for i in demos)
     prompt = context + demo_text + query_block(pairs[query][0])
-    return prompt, pairs[query][1], spans[query]
+    return prompt, pairs[query][1] + '"', spans[query]
 
 
 def clean_values(

@@ -93,18 +93,20 @@ def cross_tokenizer_reference_losses(
     ref_ids, ref_offsets = _encode(ref_tokenizer, texts, add_bos=True, add_eos=False)
     student_ids, student_offsets = _encode(student_tokenizer, texts, add_bos=True, add_eos=True)
     device = next(ref_model.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        chunk = [ids[:max_length] if max_length else ids for ids in ref_ids[start : start + batch_size]]
+    # length-sorted batches waste little compute on padding; results go back in the input order
+    order = sorted(range(len(texts)), key=lambda i: len(ref_ids[i]))
+    out: list[dict[str, list] | None] = [None] * len(texts)
+    pad = ref_tokenizer.pad_token_id or 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        chunk = [ref_ids[i][:max_length] if max_length else ref_ids[i] for i in batch]
         length = max(len(ids) for ids in chunk)
-        pad = ref_tokenizer.pad_token_id or 0
         input_ids = torch.tensor([ids + [pad] * (length - len(ids)) for ids in chunk], device=device)
         attention = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids in chunk], device=device)
         losses, _ = per_token_loss(ref_model, input_ids, attention)
-        for j, ids in enumerate(chunk):
-            i = start + j
+        for j, (i, ids) in enumerate(zip(batch, chunk)):
             projected = project_token_losses(
                 losses[j, : len(ids)].tolist(), ref_offsets[i][: len(ids)], student_offsets[i], len(texts[i])
             )
-            out.append({"input_ids": student_ids[i], "ref_loss": projected.astype(np.float32).tolist()})
+            out[i] = {"input_ids": student_ids[i], "ref_loss": projected.astype(np.float32).tolist()}
     return out

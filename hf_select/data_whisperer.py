@@ -23,6 +23,12 @@ Choices where the paper is silent (all parameters):
   queries, shuffled demonstration order) up to ``max_retries`` times; if it still fails its demonstrations
   get no observation from that round (never a silent 0) and are counted in ``stats["invalid_groups"]``.
   Examples without any valid observation get ``NaN``.
+- Queries (``query_mode``): ``"joint"`` (the paper) -- one prompt lists the ``n_queries`` questions and one
+  greedy generation answers them all; ``"separate"`` -- one prompt per query with the same demonstrations (the
+  query is "Question 1"), the ``n_queries`` prompts generated in one left-padded batch, each answer ending at a
+  blank line; the demonstration weights are the mean of the prompts' normalised weights. Small instruct models
+  rarely keep the numbered-answer format of the joint prompt (SmolLM2-135M-Instruct: 2 of 4 groups unparseable
+  after answer clipping, 4 of 4 before), while a single few-shot continuation is nearly always parseable.
 - Metric ``"auto"``: exact match (with number normalisation) when the gold answer is a number or has at most
   ``short_answer_words`` words, ROUGE-L F1 otherwise.
 """
@@ -280,22 +286,32 @@ def demonstration_weights(
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _label(j: int) -> re.Pattern:
+    # "Answer j:" as prompted; instruct models (SmolLM2) often label their answers "Question j:" instead
+    return re.compile(rf"(?:\*\*)?(?:Answer|Question)\s*{j}\s*:(?:\*\*)?")
+
+
 def parse_answers(generation: str, n_queries: int) -> list[str] | None:
-    """Answers from a generation that continues ``"Answer 1:"``; None when any label or answer is missing."""
+    """Answers from a generation that continues ``"Answer 1:"``; None when any label or answer is missing.
+
+    Answer ``j`` follows the label ``Answer j:`` -- or ``Question j:``, which instruct models often write before
+    their answer (optionally in markdown bold) -- and runs to the next label; the last one ends at a blank line
+    or at the next question/answer label.
+    """
     text = "Answer 1:" + generation
     answers, pos = [], 0
     for j in range(1, n_queries + 1):
-        match = re.compile(rf"Answer {j}\s*:").search(text, pos)
+        match = _label(j).search(text, pos)
         if match is None:
             return None
         pos = match.end()
         answers.append(pos)
     out = []
     for j, start in enumerate(answers):
-        stop = re.compile(rf"Answer {j + 2}\s*:").search(text, start) if j + 1 < n_queries else None
+        stop = _label(j + 2).search(text, start) if j + 1 < n_queries else None
         chunk = text[start : stop.start() if stop else len(text)]
         if stop is None:  # the last answer ends at a blank line or at the next question
-            chunk = re.split(r"\n\s*\n|\nQuestion\b|\nAnswer \d+\s*:", chunk)[0]
+            chunk = re.split(r"\n\s*\n|\nQuestion\b|\nAnswer \d+\s*:", chunk.lstrip())[0]
         chunk = chunk.strip()
         if not chunk:
             return None
@@ -361,6 +377,8 @@ class DataWhisperer:
         max_chars_per_field: clip every question and answer to this many characters.
         max_prompt_tokens: longest prompt; longer ones get every field clipped further until they fit (default:
             the model's context minus the answer budget ``n_queries x max_answer_tokens``).
+        query_mode: ``"joint"`` (one prompt answers every query, the paper) or ``"separate"`` (one batched prompt
+            per query; see the module docstring).
     """
 
     def __init__(
@@ -382,9 +400,13 @@ class DataWhisperer:
         short_answer_words: int = 3,
         max_chars_per_field: int | None = 600,
         max_prompt_tokens: int | None = None,
+        query_mode: str = "joint",
     ):
         if n_demos < 1 or n_queries < 1 or rounds < 1:
             raise ValueError("n_demos, n_queries and rounds must be >= 1")
+        if query_mode not in ("joint", "separate"):
+            raise ValueError(f"query_mode must be 'joint' or 'separate', got {query_mode!r}")
+        self.query_mode = query_mode
         self.model, self.tokenizer = model, tokenizer
         adapter = get_model_adapter(model)
         self.attn_layer = adapter.num_layers // 2 if attn_layer is None else attn_layer
@@ -466,7 +488,10 @@ class DataWhisperer:
     def score_group(
         self, questions: Sequence[str], answers: Sequence[str], demos: Sequence[int], queries: Sequence[int]
     ) -> GroupResult | None:
-        """Score one prompt; None when the generation cannot be parsed (an invalid group)."""
+        """Score one prompt (or, with ``query_mode="separate"``, one batch of prompts); None when a generation
+        cannot be parsed (an invalid group)."""
+        if self.query_mode == "separate":
+            return self._score_separate(questions, answers, demos, queries)
         input_ids, demo_tokens, query_tokens = self._fit_prompt(questions, answers, demos, queries)
         query_rows = np.concatenate(query_tokens)
         device = next(self.model.parameters()).device
@@ -478,11 +503,36 @@ class DataWhisperer:
                 self.unparsed.append(generation)
             return None
         weights = demonstration_weights(rows, query_rows, demo_tokens)
+        return self._result(answers, demos, queries, weights, parsed)
+
+    def _result(self, answers, demos, queries, weights, parsed) -> GroupResult:
         metrics = [
             answer_metric(p, answers[j], self.metric, self.short_answer_words)
             for p, j in zip(parsed, queries)
         ]
         return GroupResult(list(demos), list(queries), weights, metrics, parsed)
+
+    def _score_separate(self, questions, answers, demos, queries) -> GroupResult | None:
+        from .generation import greedy_generate
+
+        device = next(self.model.parameters()).device
+        weights, prompts = [], []
+        for j in queries:
+            input_ids, demo_tokens, query_tokens = self._fit_prompt(questions, answers, demos, [j])
+            rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_tokens[0])
+            weights.append(demonstration_weights(rows, query_tokens[0], demo_tokens))
+            prompts.append(input_ids[0].tolist())
+        texts = [self.tokenizer.decode(ids) for ids in prompts]
+        generations = greedy_generate(
+            self.model, self.tokenizer, texts, self.max_answer_tokens, batch_size=len(texts),
+            add_special_tokens=False, stop_strings=["\nQuestion"], input_ids=prompts,
+        )  # fmt: skip
+        parsed = [parse_answers(g, 1) for g in generations]
+        if any(p is None for p in parsed):
+            if len(self.unparsed) < 5:
+                self.unparsed.extend(g for g, p in zip(generations, parsed) if p is None)
+            return None
+        return self._result(answers, demos, queries, np.mean(weights, axis=0), [p[0] for p in parsed])
 
     # -- the pool ----------------------------------------------------------------------------------------
 
@@ -583,6 +633,9 @@ class DataWhisperer:
             self.max_answer_tokens,
             self.max_retries,
             self.instruction,
+            self.query_mode,
+            self.max_chars_per_field,
+            self.use_chat_template,
         )
         model_id = (getattr(inner.config, "_name_or_path", ""), getattr(inner.config, "_commit_hash", None))
         return Hasher.hash((getattr(dataset, "_fingerprint", None), model_id, params))

@@ -145,24 +145,16 @@ def gold_loss(model, tokenizer, dataset, question_column="question", answer_colu
     return total / max(count, 1)
 
 
-def generate_answers(model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32) -> list[str]:
-    """Greedy answers, cut at the first newline."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    answers = []
-    for question in questions:
-        ids = tokenizer(prompt_text(question), return_tensors="pt").input_ids.to(device)
-        with torch.no_grad():
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=pad,
-            )
-        text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-        answers.append(text.strip().split("\n")[0].strip())
-    return answers
+def generate_answers(
+    model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
+) -> list[str]:
+    """Greedy answers (batched), cut at the first newline."""
+    from .generation import greedy_generate
+
+    texts = greedy_generate(
+        model, tokenizer, [prompt_text(q) for q in questions], max_new_tokens, batch_size=batch_size
+    )
+    return [text.strip().split("\n")[0].strip() for text in texts]
 
 
 def evaluate_qa(
@@ -201,15 +193,23 @@ def compare_subsets(
     metric: str | Callable = "auto",
     max_generate: int | None = 64,
     max_new_tokens: int = 32,
+    random_seeds: Sequence[int] | None = None,
+    larger_selected: Sequence[int] | None = None,
 ) -> dict:
-    """Fine-tune fresh copies (``model_factory()``) on the selected subset, a random subset of the same size and
-    (optionally) the full set; evaluate each on ``heldout``. Adds ``STR`` when ``selection_seconds`` and the full
-    run are both there. Every run uses the same ``args`` (so the same epochs; smaller subsets take fewer steps)."""
+    """Fine-tune fresh copies (``model_factory()``) on the selected subset, random subsets of the same size (one
+    per seed of ``random_seeds``, default ``args.seed``), optionally a larger selected budget
+    (``larger_selected``, run ``selected_large``) and the full set; evaluate each on ``heldout``.
+
+    ``results["random"]`` holds the mean over the random seeds (``runs`` the single runs, ``*_std`` their
+    spread). Adds ``STR`` when ``selection_seconds`` and the full run are both there. Every run uses the same
+    ``args`` (so the same epochs; smaller subsets take fewer steps)."""
     selected = np.asarray(selected)
-    subsets = {
-        "selected": selected,
-        "random": random_subset_indices(len(train_dataset), len(selected), args.seed),
-    }
+    seeds = list(random_seeds) if random_seeds else [args.seed]
+    subsets = {"selected": selected}
+    for seed in seeds:
+        subsets[f"random_seed{seed}"] = random_subset_indices(len(train_dataset), len(selected), seed)
+    if larger_selected is not None:
+        subsets["selected_large"] = np.asarray(larger_selected)
     if include_full:
         subsets["full"] = np.arange(len(train_dataset))
 
@@ -220,12 +220,19 @@ def compare_subsets(
     results: dict = {"base": evaluate(model_factory())}
     for name, idx in subsets.items():
         model, seconds = finetune(model_factory(), tokenizer, train_dataset.select(idx.tolist()), args)
-        results[name] = {
-            "size": len(idx),
-            "train_seconds": seconds,
-            **evaluate(model),
-        }
+        results[name] = {"size": len(idx), "train_seconds": seconds, **evaluate(model)}
         logger.info(f"fine-tune {name}: {results[name]}")
+    runs = [results.pop(f"random_seed{seed}") for seed in seeds]
+    results["random"] = {
+        "size": len(selected),
+        "train_seconds": float(np.mean([r["train_seconds"] for r in runs])),
+        "gold_loss": float(np.mean([r["gold_loss"] for r in runs])),
+        "metric": float(np.mean([r["metric"] for r in runs])),
+        "gold_loss_std": float(np.std([r["gold_loss"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+        "metric_std": float(np.std([r["metric"] for r in runs], ddof=1)) if len(runs) > 1 else 0.0,
+        "seeds": seeds,
+        "runs": runs,
+    }
     if selection_seconds is not None:
         results["selection_seconds"] = selection_seconds
         if include_full:
@@ -234,14 +241,15 @@ def compare_subsets(
 
 
 def format_comparison(results: dict) -> str:
-    """A plain-text table of :func:`compare_subsets`' results."""
-    lines = [f"{'run':<10}{'size':>7}{'train s':>10}{'gold loss':>11}{'metric':>9}"]
-    for name in ("base", "selected", "random", "full"):
+    """A plain-text table of :func:`compare_subsets`' results (random: mean over its seeds)."""
+    lines = [f"{'run':<15}{'size':>7}{'train s':>10}{'gold loss':>11}{'metric':>9}"]
+    for name in ("base", "selected", "random", "selected_large", "full"):
         if name in results:
             r = results[name]
             size = r.get("size", 0)
             secs = r.get("train_seconds", 0.0)
-            lines.append(f"{name:<10}{size:>7}{secs:>10.1f}{r['gold_loss']:>11.4f}{r['metric']:>9.4f}")
+            label = f"random x{len(r['seeds'])}" if name == "random" and "seeds" in r else name
+            lines.append(f"{label:<15}{size:>7}{secs:>10.1f}{r['gold_loss']:>11.4f}{r['metric']:>9.4f}")
     if "STR" in results:
         lines.append(
             f"STR = selection {results['selection_seconds']:.1f}s / full fine-tuning "

@@ -6,6 +6,7 @@ the environment / the huggingface_hub login and are never logged.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,13 @@ class ModelArguments:
         default=False,
         metadata={"help": "Run modelling code from the Hub repository (off unless you trust it)."},
     )
+    gguf_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Name of a GGUF file inside --model_name_or_path (needs the gguf package); the weights "
+            "are dequantised to float32 and the model saves as safetensors."
+        },
+    )
 
 
 def _dtype(name: str):
@@ -52,13 +60,21 @@ def _dtype(name: str):
 
 
 def load_tokenizer(
-    name_or_path: str, revision: str | None = None, trust_remote_code: bool = False, pad: bool = True
+    name_or_path: str,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    pad: bool = True,
+    gguf_file: str | None = None,
 ):
-    """Load a tokenizer; with ``pad`` a tokenizer without a pad token reuses EOS (logged) or fails clearly."""
+    """Load a tokenizer; with ``pad`` a tokenizer without a pad token reuses EOS (logged) or fails clearly.
+
+    ``gguf_file`` names a GGUF file inside ``name_or_path`` whose tokenizer metadata is converted.
+    """
     from transformers import AutoTokenizer
 
+    kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(
-        name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        name_or_path, revision=revision, trust_remote_code=trust_remote_code, **kwargs
     )
     if pad and tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -79,22 +95,54 @@ def load_causal_lm(
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     device: str | torch.device | None = None,
+    gguf_file: str | None = None,
 ):
-    """Load a causal LM (safetensors weights only) in eval mode, optionally moved to ``device``."""
+    """Load a causal LM in eval mode, optionally moved to ``device``.
+
+    Weights load from safetensors only, or from the GGUF file ``gguf_file`` inside ``name_or_path`` (dequantised
+    to float32 by transformers, then rebuilt as a plain model by :func:`dequantized_copy`, so that it trains and
+    saves like any other).
+    """
     from transformers import AutoModelForCausalLM
 
-    kwargs = {
-        "revision": revision,
-        "dtype": _dtype(dtype),
-        "use_safetensors": True,
-        "trust_remote_code": trust_remote_code,
-    }
+    kwargs = {"revision": revision, "dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        kwargs["use_safetensors"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    if gguf_file:
+        model = dequantized_copy(model)
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def dequantized_copy(model):
+    """A plain model of the same class with ``model``'s weights and no ``quantization_config``.
+
+    transformers loads a GGUF checkpoint as float32 weights but keeps the GGUF quantization config on the model,
+    which then refuses ``save_pretrained`` (and peft/Trainer treat it as quantised). The copy is built from the
+    config without that entry and has identical weights, hence identical logits.
+    """
+    config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    state = model.state_dict()
+    dtype = next(iter(state.values())).dtype
+    clean = type(model)._from_config(config, dtype=dtype)
+    missing, unexpected = clean.load_state_dict(state, strict=False)
+    tied = set(getattr(clean, "_tied_weights_keys", None) or [])
+    if unexpected or set(missing) - tied:
+        raise ValueError(
+            f"cannot rebuild {type(model).__name__} without its quantization config: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
+    clean.tie_weights()
+    clean.generation_config = model.generation_config
+    return clean.eval()
 
 
 def load_model_and_tokenizer(args: ModelArguments, device=None):
@@ -108,11 +156,13 @@ def load_model_and_tokenizer(args: ModelArguments, device=None):
         args.attn_implementation,
         args.trust_remote_code,
         device,
+        gguf_file=args.gguf_file,
     )
     tokenizer = load_tokenizer(
         args.tokenizer_name_or_path or args.model_name_or_path,
         None if args.tokenizer_name_or_path else args.revision,
         args.trust_remote_code,
+        gguf_file=None if args.tokenizer_name_or_path else args.gguf_file,
     )
     return model, tokenizer
 

@@ -82,6 +82,7 @@ def run(model_args: ModelArguments, data: FinetuneDataArguments, args: FinetuneA
             model_args.revision,
             model_args.dtype,
             model_args.attn_implementation,
+            gguf_file=model_args.gguf_file,
         )
 
     results = compare_subsets(

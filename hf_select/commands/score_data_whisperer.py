@@ -38,6 +38,12 @@ class DataWhispererArguments:
     seed: int = field(default=0, metadata={"help": "Shuffling seed."})
     max_answer_tokens: int = field(default=48, metadata={"help": "New tokens per query answer."})
     max_retries: int = field(default=3, metadata={"help": "Re-draws of an unparseable prompt."})
+    query_mode: str = field(
+        default="joint",
+        metadata={
+            "help": "joint: one generation answers every query (paper); separate: one batched prompt per query."
+        },
+    )
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples."})
     select_fraction: float = field(default=0.1, metadata={"help": "Fraction recorded in selection.json."})
     device: str | None = field(default=None, metadata={"help": "Device for the scoring model (cpu, cuda)."})
@@ -71,6 +77,7 @@ def run(model_args: ModelArguments, args: DataWhispererArguments) -> int:
         answer_column=args.answer_column,
         max_answer_tokens=args.max_answer_tokens,
         max_retries=args.max_retries,
+        query_mode=args.query_mode,
     )
     start = time.perf_counter()
     scored = whisperer.add_scores(dataset, args.score_column)

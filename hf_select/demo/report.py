@@ -37,7 +37,14 @@ def _overview(outcomes) -> str:
 
 
 def write_report(ctx: DemoContext, outcomes) -> Path:
-    body = _overview(outcomes) + "\n".join(_section(ctx, outcome) for outcome in outcomes)
+    from .summary import summary_html
+
+    results = {o.name: o.result for o in outcomes if o.result is not None}
+    body = (
+        summary_html(results)
+        + _overview(outcomes)
+        + "\n".join(_section(ctx, outcome) for outcome in outcomes)
+    )
     page = (
         "<!doctype html><html><head><meta charset='utf-8'><title>hf-select demo report</title>"
         "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
@@ -49,14 +56,14 @@ def write_report(ctx: DemoContext, outcomes) -> Path:
     return path
 
 
-def new_figure(figsize: tuple[float, float] = (5, 3)):
-    """A matplotlib ``(figure, axes)`` on the non-interactive Agg backend."""
+def new_figure(figsize: tuple[float, float] = (5, 3), ncols: int = 1):
+    """A matplotlib ``(figure, axes)`` on the non-interactive Agg backend (``ncols`` side by side)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=figsize)
+    return plt.subplots(1, ncols, figsize=figsize)
 
 
 def figure_html(fig, alt: str = "") -> str:
@@ -85,3 +92,14 @@ def loss_curves_html(curves: dict[str, list], title: str, ylabel: str = "trainin
     if len(curves) > 1:
         ax.legend()
     return figure_html(fig, alt=title)
+
+
+def student_summary_html(result: dict) -> str:
+    """The shared head of a student stage's section: budget and held-out bits per byte per seed."""
+    bpb = result["heldout_bits_per_byte"]
+    seeds = ", ".join(f"seed {r['seed']}: {r['heldout_bits_per_byte']}" for r in result["per_seed"])
+    return (
+        f"<p>{len(result['seeds'])} seeds x {result['steps']} steps, {result['update_tokens']} update tokens each. "
+        f"Held-out clean bits per byte ({result['heldout_documents']} documents): <b>{bpb['mean']} &plusmn; "
+        f"{bpb['std']}</b> ({seeds}).</p>"
+    )

@@ -1,20 +1,28 @@
-"""Demo stage: AttentionInfluence scores of the demo pretraining corpus and the top 20% per domain
-(arXiv 2505.07293)."""
+"""Demo stage: AttentionInfluence scores of the students' clean pool with SmolLM2-135M-Instruct as the selector
+and the top 20% per domain (arXiv 2505.07293).
+
+The scored documents are the clean part of the students' pool (:func:`hf_select.demo.students.pool_documents`),
+so that the "AttentionInfluence mix" student can up-weight the selection as the paper does (the selected 20%
+added once more to the full pool). Scores compare only within a domain. The paper finds the selected documents
+about 2x longer than the rest: the stage reports the selected and rejected documents' mean full length (the
+score reads the first ``max_length`` tokens of each clipped document).
+"""
 
 from __future__ import annotations
 
-import base64
-import io
+import html
 import math
 from pathlib import Path
 
+import numpy as np
 from transformers.utils import logging
 
 from .context import DemoContext
 
 logger = logging.get_logger(__name__)
 
-TITLE = "AttentionInfluence scores and per-domain selection"
+TITLE = "AttentionInfluence scores and per-domain selection (selector: SmolLM2)"
+FRACTION = 0.2
 
 
 def _heads_file(ctx: DemoContext) -> Path:
@@ -28,105 +36,109 @@ def _heads_file(ctx: DemoContext) -> Path:
 
 
 def run(ctx: DemoContext) -> dict:
-    """Score a per-domain sample of the train split (quick: 24 documents per domain, else 200; the first
-    2000 characters of each, to fit the stage budget on 2 CPU cores), keep the top 20% per domain."""
-    import numpy as np
-    from datasets import concatenate_datasets
-
     from ..attention_influence import AttentionInfluence, score_dataset
     from ..retrieval_heads import RetrievalHeads
     from ..selection import top_fraction_rows
-    from .stage_retrieval_heads import load_base
-    from .students import load_pretrain_split
+    from .stage_pretrained_model import load_pretrained
+    from .students import pool_documents
 
     heads = RetrievalHeads.load(_heads_file(ctx))
-    model, tokenizer = load_base(ctx)
-    train = load_pretrain_split(ctx)
-    per_domain = 24 if ctx.quick else 200
-    max_chars = 2000
-    parts = []
-    for domain in sorted(set(train["domain"])):
-        rows = [i for i, d in enumerate(train["domain"]) if d == domain]
-        rng = np.random.default_rng(ctx.seed)
-        chosen = sorted(rng.choice(rows, size=min(per_domain, len(rows)), replace=False).tolist())
-        parts.append(train.select(chosen))
-    sample = concatenate_datasets(parts).map(lambda t: {"text": t[:max_chars]}, input_columns="text")
-    max_positions = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-    scorer = AttentionInfluence(
-        model, tokenizer, heads.selected, max_length=min(512, max_positions), batch_size=8
-    )
-    scored = score_dataset(sample, scorer, batch_size=64)
-    rows = set(top_fraction_rows(scored, "ai_score", fraction=0.2, by="domain").tolist())
+    model, tokenizer = load_pretrained(ctx)
+    pool = pool_documents(ctx)
+    clean = pool.filter(lambda q: q == "clean", input_columns="quality")
+    max_length = 128 if ctx.quick else 256
+    scorer = AttentionInfluence(model, tokenizer, heads.selected, max_length=max_length, batch_size=8)
+    scored = score_dataset(clean, scorer, batch_size=64)
+    rows = set(top_fraction_rows(scored, "ai_score", fraction=FRACTION, by="domain").tolist())
     scored = scored.add_column("ai_selected", [i in rows for i in range(len(scored))])
-    selected = scored.filter(lambda flag: flag, input_columns="ai_selected")
     out = ctx.stage_dir("attention_influence")
     scored.save_to_disk(str(out / "scored"))
-    selected.save_to_disk(str(out / "selected"))
     summary = {}
     for domain in sorted(set(scored["domain"])):
-        values = [
-            s for s, d in zip(scored["ai_score"], scored["domain"]) if d == domain and not math.isnan(s)
-        ]
-        picked = [s for s, d in zip(selected["ai_score"], selected["domain"]) if d == domain]
+        part = scored.filter(lambda d, name=domain: d == name, input_columns="domain")
+        values = [s for s in part["ai_score"] if not math.isnan(s)]
+        chosen = [r for r in part if r["ai_selected"]]
+        rest = [r for r in part if not r["ai_selected"] and not math.isnan(r["ai_score"])]
+        sel_len = float(np.mean([r["doc_chars"] for r in chosen])) if chosen else None
+        rest_len = float(np.mean([r["doc_chars"] for r in rest])) if rest else None
+        top = max(chosen, key=lambda r: r["ai_score"]) if chosen else None
+        bottom = min(rest, key=lambda r: r["ai_score"]) if rest else None
         summary[domain] = {
             "documents": len(values),
             "mean_score": round(float(np.mean(values)), 5) if values else None,
-            "selected": len(picked),
-            "selected_mean_score": round(float(np.mean(picked)), 5) if picked else None,
+            "std_score": round(float(np.std(values)), 5) if values else None,
+            "selected": len(chosen),
+            "selected_mean_score": round(float(np.mean([r["ai_score"] for r in chosen])), 5)
+            if chosen
+            else None,
+            "selected_mean_chars": round(sel_len, 1) if sel_len else None,
+            "rest_mean_chars": round(rest_len, 1) if rest_len else None,
+            "length_ratio": round(sel_len / rest_len, 3) if sel_len and rest_len else None,
+            "example_selected": None
+            if top is None
+            else {"score": top["ai_score"], "text": top["text"][:400]},
+            "example_rejected": None
+            if bottom is None
+            else {"score": bottom["ai_score"], "text": bottom["text"][:400]},
         }
+    ratios = [s["length_ratio"] for s in summary.values() if s["length_ratio"]]
+    tokens = int(sum(scored["ai_num_tokens"]))
     return {
         "scored_dataset": str(out / "scored"),
-        "selected_dataset": str(out / "selected"),
         "heads": [list(h) for h in heads.selected],
-        "documents_per_domain": per_domain,
-        "max_chars_per_document": max_chars,
+        "documents": len(scored),
+        "scored_tokens": tokens,
+        "max_length": max_length,
+        "fraction": FRACTION,
         "per_domain": summary,
+        "mean_length_ratio": round(float(np.mean(ratios)), 3) if ratios else None,
     }
 
 
 def _histograms(scored) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .report import figure_html, new_figure
 
     domains = sorted(set(scored["domain"]))
-    fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3), squeeze=False)
-    for ax, domain in zip(axes[0], domains):
+    fig, axes = new_figure(figsize=(3.2 * len(domains), 2.8), ncols=len(domains))
+    for ax, domain in zip(np.atleast_1d(axes), domains):
         values = [
             s for s, d in zip(scored["ai_score"], scored["domain"]) if d == domain and not math.isnan(s)
         ]
-        ax.hist(values, bins=30, color="steelblue")
+        ax.hist(values, bins=20, color="steelblue")
         if values:
-            cut = sorted(values)[int(0.8 * (len(values) - 1))]
-            ax.axvline(cut, color="red", lw=1, label="top 20%")
-            ax.legend()
+            ax.axvline(
+                sorted(values)[int((1 - FRACTION) * (len(values) - 1))], color="red", lw=1, label="top 20%"
+            )
+            ax.legend(fontsize=7)
         ax.set_title(f"{domain} (n={len(values)})")
         ax.set_xlabel("AttentionInfluence score")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return figure_html(fig, alt="AttentionInfluence score per domain")
 
 
 def report_html(ctx: DemoContext, result: dict) -> str:
     from datasets import load_from_disk
 
-    from ..retrieval_heads import RetrievalHeads
-
     scored = load_from_disk(result["scored_dataset"])
     rows = "".join(
-        f"<tr><td>{d}</td><td>{s['documents']}</td><td>{s['mean_score']}</td><td>{s['selected']}</td>"
-        f"<td>{s['selected_mean_score']}</td></tr>"
+        f"<tr><td>{d}</td><td>{s['documents']}</td><td>{s['mean_score']} &plusmn; {s['std_score']}</td>"
+        f"<td>{s['selected']}</td><td>{s['selected_mean_score']}</td><td>{s['selected_mean_chars']}</td>"
+        f"<td>{s['rest_mean_chars']}</td><td>{s['length_ratio']}</td></tr>"
         for d, s in result["per_domain"].items()
     )
-    heatmap = RetrievalHeads.load(_heads_file(ctx)).heatmap_base64("masked heads (red)")
+    examples = "".join(
+        f"<h4>{html.escape(d)}</h4><p><b>selected</b> (score {s['example_selected']['score']:.4f}):</p>"
+        f"<pre>{html.escape(s['example_selected']['text'])}</pre><p><b>rejected</b> (score "
+        f"{s['example_rejected']['score']:.4f}):</p><pre>{html.escape(s['example_rejected']['text'])}</pre>"
+        for d, s in result["per_domain"].items()
+        if s["example_selected"] and s["example_rejected"]
+    )
     return (
-        f"<p>Scored {result['documents_per_domain']} documents per domain (first "
-        f"{result['max_chars_per_document']} characters) with heads {result['heads']} masked; "
-        f"scores compare only within a domain. Scored dataset: <code>{result['scored_dataset']}</code>.</p>"
-        "<table><tr><th>domain</th><th>documents</th><th>mean score</th><th>selected (top 20%)</th>"
-        f"<th>selected mean</th></tr>{rows}</table>"
-        f"<img src='data:image/png;base64,{_histograms(scored)}'><img src='data:image/png;base64,{heatmap}'>"
+        f"<p>{result['documents']} clean pool documents ({result['scored_tokens']} tokens, first "
+        f"{result['max_length']} tokens of each) scored with heads {result['heads']} masked; top "
+        f"{100 * result['fraction']:.0f}% per domain selected. Selected vs rest mean length (full documents, "
+        f"characters): ratio {result['mean_length_ratio']} on average (paper: ~2x).</p>"
+        "<table><tr><th>domain</th><th>documents</th><th>score mean &plusmn; sd</th><th>selected</th>"
+        "<th>selected mean score</th><th>selected chars</th><th>rest chars</th><th>length ratio</th></tr>"
+        f"{rows}</table>{_histograms(scored)}<h3>Highest-scored selected and lowest-scored rejected documents</h3>"
+        f"{examples}"
     )

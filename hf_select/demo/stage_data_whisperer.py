@@ -1,9 +1,10 @@
 """Demo stage: Data Whisperer on the fine-tuning pool (arXiv 2505.12212).
 
-Scores a tier-stratified sample of ``world/finetune`` with the demo base model, measures whether the scores
-favour the better tiers (AUROC of score vs tier), fine-tunes the base model on the top 10%, a random 10% and
+Scores a tier-stratified sample of ``world/finetune`` with SmolLM2-135M-Instruct (its chat template wraps the
+prompt), measures whether the scores favour the better tiers (AUROC of score vs tier, and high vs low), LoRA
+fine-tunes (peft) SmolLM2 on the top 10%, on random 10% subsets (3 seeds), on the top 30% (a larger budget) and on
 the full sample, and reports held-out ROUGE-L / exact match, gold loss and STR (selection wall-clock / full
-fine-tuning wall-clock).
+fine-tuning wall-clock, both measured in this run).
 
 Tier ordering (from the ``tier`` column): ``high`` (Python FAQ, perlfaq) > ``medium`` (FOLDOC, Jargon,
 docstrings) > ``low`` (WordNet, GCIDE); integer tiers are taken as ranks (higher = better). The AUROC is the
@@ -35,24 +36,31 @@ TIER_RANK = {"high": 2, "medium": 1, "low": 0}
 class ExperimentSettings:
     """Sizes and budgets of the experiment (quick mode shrinks everything)."""
 
-    per_tier: int = 60
-    heldout_size: int = 120
+    per_tier: int = 20
+    heldout_size: int = 24
     fraction: float = 0.1
+    larger_fraction: float = 0.3
+    random_seeds: tuple[int, ...] = (0, 1, 2)
     n_demos: int = 5
     n_queries: int = 3
-    max_answer_tokens: int = 24
+    max_answer_tokens: int = 32
     max_retries: int = 1
-    epochs: float = 3.0
-    learning_rate: float = 1e-3
-    batch_size: int = 8
-    use_lora: bool = False
-    max_generate: int = 48
+    max_chars_per_field: int = 300
+    answer_chars: int = 160
+    query_mode: str = "separate"
+    epochs: float = 2.0
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    max_length: int = 128
+    use_lora: bool = True
+    max_generate: int = 6
     seed: int = 0
 
 
 QUICK = ExperimentSettings(
-    per_tier=8, heldout_size=12, max_answer_tokens=12, max_retries=1, epochs=1.0, max_generate=4
-)
+    per_tier=4, heldout_size=6, max_answer_tokens=12, max_retries=0, epochs=1.0, max_generate=2,
+    random_seeds=(0,), max_chars_per_field=120,
+)  # fmt: skip
 
 
 def tier_ranks(tiers) -> np.ndarray:
@@ -91,12 +99,37 @@ def stratified_sample(dataset, per_tier: int, seed: int = 0):
     return dataset.select(sorted(picks))
 
 
+def short_answers(dataset, max_chars: int):
+    """Answers cut to their first sentence and at most ``max_chars`` characters (whitespace collapsed).
+
+    The demo's fine-tuning pool mixes one-line definitions with FAQ answers of several paragraphs; a 135M model
+    imitates long demonstrations and then runs out of its answer budget. Every answer -- demonstrations, gold
+    answers and fine-tuning targets alike -- is the short form, so the task is consistent.
+    """
+    import re
+
+    def cut(batch):
+        out = []
+        for answer in batch["answer"]:
+            text = " ".join(str(answer).split())
+            first = re.match(r"(.+?[.!?])(\s|$)", text)
+            out.append((first.group(1) if first else text)[:max_chars])
+        return {"answer": out}
+
+    return dataset.map(cut, batched=True, desc="short answers")
+
+
 def run_experiment(model_factory, tokenizer, train, heldout, settings: ExperimentSettings, work_dir) -> dict:
     """The whole experiment on a ``question, answer, tier`` pool; returns a JSON-ready summary."""
     from ..data_whisperer import DataWhisperer
     from ..finetune import FinetuneArguments, compare_subsets, format_comparison
     from ..selection import top_fraction_indices
 
+    if settings.answer_chars:
+        train, heldout = (
+            short_answers(train, settings.answer_chars),
+            short_answers(heldout, settings.answer_chars),
+        )
     pool = stratified_sample(train, settings.per_tier, settings.seed)
     needed = 2 * max(settings.n_demos, settings.n_queries) + 4
     if len(pool) < needed:  # a pool with few tiers (the quick world has one): sample across tiers instead
@@ -112,6 +145,8 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         n_queries=settings.n_queries,
         max_answer_tokens=settings.max_answer_tokens,
         max_retries=settings.max_retries,
+        max_chars_per_field=settings.max_chars_per_field,
+        query_mode=settings.query_mode,
         seed=settings.seed,
     )
     start = time.perf_counter()
@@ -119,7 +154,9 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
     selection_seconds = time.perf_counter() - start
     ranks = tier_ranks(pool["tier"])
     # unscored examples rank last; if too few were scored the selection is flagged invalid below
-    selected = top_fraction_indices(np.nan_to_num(scores, nan=-np.inf), settings.fraction)
+    ranked = np.nan_to_num(scores, nan=-np.inf)
+    selected = top_fraction_indices(ranked, settings.fraction)
+    larger = top_fraction_indices(ranked, settings.larger_fraction)
     tiers = np.array([str(t) for t in pool["tier"]])
     sources = np.array([str(s) for s in pool["source"]]) if "source" in pool.column_names else tiers
     per_tier = {
@@ -128,7 +165,10 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
             "mean_score": float(np.nanmean(scores[tiers == t]))
             if np.isfinite(scores[tiers == t]).any()
             else None,
-            "share_of_top": float((tiers[selected] == t).mean()),
+            # a share of the top is only meaningful when the top holds scored examples
+            "share_of_top": float((tiers[selected] == t).mean())
+            if np.isfinite(scores[selected]).all()
+            else None,
         }
         for t in sorted(set(tiers.tolist()), key=lambda t: -tier_ranks([t])[0])
     }
@@ -142,8 +182,9 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         num_train_epochs=settings.epochs,
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.batch_size,
+        max_length=settings.max_length,
         lr_scheduler_type="cosine",
-        warmup_steps=0.05,
+        warmup_steps=0,  # a few steps per run: a warmup step at LR 0 would be a large share of them
         save_strategy="no",
         report_to="none",
         use_cpu=True,
@@ -161,6 +202,8 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         selection_seconds=selection_seconds,
         max_generate=settings.max_generate,
         max_new_tokens=settings.max_answer_tokens,
+        random_seeds=settings.random_seeds,
+        larger_selected=larger,
     )
     table = format_comparison(comparison)
     finite = np.isfinite(scores)
@@ -179,8 +222,10 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         "scored_examples": int(finite.sum()),
         # the top fraction is only a Data Whisperer selection when enough examples got a score
         "selection_valid": bool(finite.sum() >= len(selected)),
+        "invalid_group_share": whisperer.stats["invalid_groups"] / max(whisperer.stats["groups"], 1),
         "auroc_score_vs_tier": tier_auroc(scores, ranks),
         "auroc_high_vs_low": tier_auroc(scores[ranks != 1], ranks[ranks != 1]),
+        "settings": {k: v for k, v in settings.__dict__.items()},
         "per_tier": per_tier,
         "per_source_mean_score": per_source,
         "selection_seconds": selection_seconds,
@@ -196,20 +241,19 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
 
 def run(ctx: DemoContext) -> dict:
     from datasets import load_from_disk
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .stage_pretrained_model import load_pretrained
 
     settings = QUICK if ctx.quick else ExperimentSettings()
     settings.seed = ctx.seed
     data = load_from_disk(str(ctx.world_dir / "finetune"))
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_dir)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_pretrained(ctx)[1]
 
-    def base_model():
-        return AutoModelForCausalLM.from_pretrained(ctx.base_model_dir, use_safetensors=True).eval()
+    def pretrained():
+        return load_pretrained(ctx)[0]
 
     out_dir = ctx.stage_dir("data_whisperer")
-    result = run_experiment(base_model, tokenizer, data["train"], data["heldout"], settings, out_dir)
+    result = run_experiment(pretrained, tokenizer, data["train"], data["heldout"], settings, out_dir)
     (out_dir / "scores.json").write_text(json.dumps({"scores": result["scores"], "tiers": result["tiers"]}))
     logger.warning(
         f"[data whisperer] AUROC(score vs tier) = {result['auroc_score_vs_tier']:.3f}\n{result['table']}"
@@ -245,16 +289,21 @@ def _plot(ctx: DemoContext) -> str:
 
 
 def report_html(ctx: DemoContext, result: dict) -> str:
+    def shown(x, fmt="{:.3f}"):
+        return "not computed" if x is None or (isinstance(x, float) and np.isnan(x)) else fmt.format(x)
+
     rows = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{v['n']}</td><td>{v['mean_score']}</td><td>{v['share_of_top']:.2f}</td></tr>"
+        f"<tr><td>{html.escape(t)}</td><td>{v['n']}</td><td>{shown(v['mean_score'], '{:.4f}')}</td>"
+        f"<td>{shown(v['share_of_top'], '{:.2f}')}</td></tr>"
         for t, v in result["per_tier"].items()
     )
     return (
         f"<p>Pool of {result['pool_size']} examples (stratified by tier); {result['scored_examples']} got a score "
-        f"({result['dw_stats']}; selection valid: {result.get('selection_valid')}). AUROC of score vs tier: <b>{result['auroc_score_vs_tier']:.3f}</b> "
-        f"(high vs low: {result['auroc_high_vs_low']:.3f}; 0.5 = chance).</p>"
+        f"({result['dw_stats']}; selection valid: {result.get('selection_valid')}). AUROC of score vs tier: <b>{shown(result['auroc_score_vs_tier'])}</b> "
+        f"(high vs low: {shown(result['auroc_high_vs_low'])}; 0.5 = chance).</p>"
         f"<table><tr><th>tier</th><th>n</th><th>mean score</th><th>share of top 10%</th></tr>{rows}</table>"
-        f"<p>Fine-tuning the base model (selected vs random subset of the same size vs full sample), held-out "
+        f"<p>LoRA fine-tuning of SmolLM2 (selected top 10% vs random 10% (mean over seeds) vs top 30% vs the full "
+        f"sample), held-out "
         f"metric and gold loss; STR = selection time / full fine-tuning time:</p>"
         f"<pre>{html.escape(result['table'])}</pre>{_plot(ctx)}"
     )

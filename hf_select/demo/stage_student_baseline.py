@@ -1,63 +1,56 @@
-"""Demo stage: the baseline student -- a plain HF ``Trainer`` on the packed pretraining rows, no selection.
+"""Demo stage: the baseline student -- a plain HF ``Trainer`` on the packed rows of the pool, no selection.
 
-Every other student (SLM, MeCo, OPUS) shares its initialisation, rows, steps and tokens (``students.py``), so
-the evaluation stage compares data selection and nothing else.
+Every other student (AttentionInfluence mix, SLM, MeCo, OPUS) shares its architecture, initialisation per seed,
+pool, row length, steps and update tokens (``students.py``), so the comparison is about data selection alone.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .context import DemoContext
 
-TITLE = "Student: baseline (plain Trainer, all data)"
+TITLE = "Student: baseline (plain Trainer, whole pool)"
+NAME = "baseline"
 
 
-def run(ctx: DemoContext) -> dict[str, Any]:
+def train_plain(ctx: DemoContext, name: str, rows, tokenizer, seed: int):
+    """One plain ``Trainer`` run of a fresh student on ``rows``; returns ``(model, info)``."""
     from transformers import Trainer, TrainingArguments
 
     from ..packing import PackedCollator
-    from .students import (
-        fresh_student,
-        load_tokenizer,
-        pretrain_rows,
-        save_student,
-        training_arguments,
-    )
+    from .students import fresh_student, trainer_losses, training_arguments
 
-    tokenizer = load_tokenizer(ctx)
-    rows = pretrain_rows(ctx, tokenizer)
-    model = fresh_student(ctx)
-    args = TrainingArguments(**training_arguments(ctx, "baseline"))
+    model = fresh_student(ctx, tokenizer, seed)
+    args = TrainingArguments(**training_arguments(ctx, name, seed))
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=rows,
         data_collator=PackedCollator(pad_token_id=tokenizer.pad_token_id),
     )
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    losses = [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
-    s = ctx.student_settings
-    summary = {
-        "train_seconds": round(seconds, 1),
-        "steps": s.max_steps,
-        "tokens": s.max_steps * s.batch_size * s.seq_length,
+    output = trainer.train()
+    losses = trainer_losses(trainer)
+    return model, {
+        "train_seconds": round(output.metrics["train_runtime"], 1),
         "final_loss": losses[-1][1] if losses else None,
         "loss_curve": losses,
     }
-    path = save_student(ctx, "baseline", model, tokenizer, extra={"method": "baseline", **summary})
-    return {**summary, "path": str(path)}
+
+
+def run(ctx: DemoContext) -> dict[str, Any]:
+    from .students import load_tokenizer, pool_rows, run_seeds
+
+    tokenizer = load_tokenizer(ctx)
+    rows = pool_rows(ctx, tokenizer)
+    return {
+        **run_seeds(ctx, NAME, lambda seed: train_plain(ctx, NAME, rows, tokenizer, seed), tokenizer),
+        "pool_rows": len(rows),
+    }
 
 
 def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
-    from .report import loss_curves_html
+    from .report import loss_curves_html, student_summary_html
 
-    loss = result["final_loss"]
-    return (
-        f"<p>{result['steps']} steps, {result['tokens'] / 1e6:.2f}M tokens in {result['train_seconds']}s; final "
-        f"training loss {loss if loss is None else round(loss, 3)}. Saved at <code>{result['path']}</code>.</p>"
-        + loss_curves_html({"baseline": result.get("loss_curve", [])}, "baseline student")
-    )
+    curves = {f"seed {r['seed']}": r.get("loss_curve", []) for r in result["per_seed"]}
+    return student_summary_html(result) + loss_curves_html(curves, f"{result['student']} student")

@@ -28,10 +28,18 @@ def parse(sample):
 
 def test_answer_occurs_exactly_once_in_the_context(samples):
     for s in samples:
-        context = s["prompt"].split("\n\nkey:")[0]
-        value = s["answer"]
-        assert context.count(value) == 1 and s["prompt"].endswith("\nanswer:\n")
+        context = s["prompt"].split("}\n\n")[0]
+        value = s["answer"][:-1]
+        assert s["answer"].endswith('"') and context.count(value) == 1
         assert s["prompt"][slice(*s["value_span"])] == value
+
+
+def test_answer_tokens_are_the_tokens_after_the_key_in_the_object(samples):
+    # the layout's point: the query line is the object's own "<key>": " so the answer is a verbatim copy
+    for s in samples:
+        query_key = re.search(r'\n"(\w+)": "$', s["prompt"]).group(1)
+        assert f'"{query_key}": "{s["answer"]}' in s["prompt"].split("}\n\n")[0] + "}"
+        assert parse(s)[query_key] + '"' == s["answer"]
 
 
 def test_keys_unique_and_alphanumeric(samples):
@@ -45,8 +53,9 @@ def test_budget_respected_and_query_not_a_demo(samples):
     tok = tiny_tokenizer()
     for s in samples:
         assert len(tok(s["prompt"] + s["answer"]).input_ids) <= 1500
-        demo_keys = re.findall(r'key: "(\w+)"\nanswer:\n.', s["prompt"])
-        query_key = re.search(r'key: "(\w+)"\nanswer:\n$', s["prompt"]).group(1)
+        demos = s["prompt"].split("}\n\n")[1]
+        demo_keys = re.findall(r'(?m)^"(\w+)": ".+"$', demos)
+        query_key = re.search(r'\n"(\w+)": "$', s["prompt"]).group(1)
         assert query_key not in demo_keys and len(demo_keys) == 3
 
 

@@ -1,5 +1,7 @@
 import json
+from dataclasses import replace
 
+import pytest
 from datasets import Dataset, DatasetDict, load_from_disk
 
 from hf_select.demo import stage_attention_influence, stage_retrieval_heads
@@ -10,7 +12,8 @@ from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
 def _fake_world(tmp_path) -> DemoContext:
     ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
     tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama", num_hidden_layers=4).save_pretrained(ctx.base_model_dir)
+    tiny_model("llama", num_hidden_layers=4).save_pretrained(ctx.model_dir)
+    tiny_tokenizer().save_pretrained(ctx.model_dir)
     sentences = [f"The quick fox {i} jumps over the dog." for i in range(40)]
     texts = [" ".join(sentences[i : i + 4]) for i in range(0, 40, 4)] + [
         TINY_CORPUS[:80],
@@ -22,20 +25,47 @@ def _fake_world(tmp_path) -> DemoContext:
     DatasetDict(
         {"train": Dataset.from_dict(columns), "heldout": Dataset.from_dict(columns).select(range(2))}
     ).save_to_disk(str(ctx.world_dir / "pretrain"))
-    ctx.results["base_model"] = {"proxy_context_tokens": 400}
     return ctx
 
 
-def test_stages_on_a_fake_world(tmp_path):
+def test_stages_on_a_fake_world(tmp_path, monkeypatch):
+    # the tiny tokenizer is near character level: allow the fake world's sentences as values
+    monkeypatch.setattr(
+        stage_retrieval_heads,
+        "QUICK",
+        replace(stage_retrieval_heads.QUICK, max_value_tokens=80, context_tokens=480),
+    )
     ctx = _fake_world(tmp_path)
     heads = stage_retrieval_heads.run(ctx)
     ctx.results["retrieval_heads"] = json.loads(json.dumps(heads))
-    assert len(heads["selected"]) == 1 and heads["proxy"]["key_length"] < 32  # shortened to fit the context
-    assert "<img src='data:image/png;base64," in stage_retrieval_heads.report_html(ctx, heads)
+    settings = stage_retrieval_heads.QUICK
+    assert len(heads["selected"]) == 1 and heads["proxy"]["key_length"] == settings.key_length
+    check = heads["masking_check"]
+    assert len(check["random_draws"]) == settings.random_draws
+    assert all(
+        d["heads"] != heads["selected"] for d in check["random_draws"]
+    )  # other heads than the top ones
+    for which in ("top", "random"):
+        for key, drop in check["relative_drop"][which].items():
+            base = check["none"][key]
+            assert drop is None if base == 0 else drop == pytest.approx(1 - check[which][key] / base)
+    page = stage_retrieval_heads.report_html(ctx, heads)
+    assert "<img src='data:image/png;base64," in page and "no head masked" in page
     result = stage_attention_influence.run(ctx)
     scored = load_from_disk(result["scored_dataset"])
-    assert len(scored) == 20 and {"ai_score", "ai_selected"} <= set(scored.column_names)
-    assert result["per_domain"]["prose"]["selected"] == 2 and result["per_domain"]["code"]["selected"] == 1
-    assert len(load_from_disk(result["selected_dataset"])) == 4
+    per_domain = ctx.student_settings.pool_documents_per_domain
+    assert len(scored) == per_domain + 5 + 5  # prose capped at the pool size; code and math have 5 each
+    assert {"ai_score", "ai_selected", "doc_chars"} <= set(scored.column_names)
+    assert (
+        result["per_domain"]["code"]["selected"] == 1
+        and result["per_domain"]["prose"]["documents"] == per_domain
+    )
+    for domain, s in result["per_domain"].items():
+        rows = scored.filter(lambda d, n=domain: d == n, input_columns="domain")
+        chosen = [c for c, f in zip(rows["doc_chars"], rows["ai_selected"]) if f]
+        rest = [c for c, f in zip(rows["doc_chars"], rows["ai_selected"]) if not f]
+        assert s["length_ratio"] == pytest.approx(
+            (sum(chosen) / len(chosen)) / (sum(rest) / len(rest)), rel=1e-3
+        )
     page = stage_attention_influence.report_html(ctx, json.loads(json.dumps(result)))
-    assert page.count("data:image/png;base64,") == 2
+    assert page.count("data:image/png;base64,") == 1 and "rejected" in page

@@ -24,7 +24,8 @@ def test_tier_auroc_hand_values():
 def _fake_world(tmp_path):
     world = tmp_path / "cache" / "world-quick"
     tiny_tokenizer().save_pretrained(world / "tokenizer")
-    tiny_model("llama").save_pretrained(world / "base_model")
+    tiny_model("llama").save_pretrained(tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct")
+    tiny_tokenizer().save_pretrained(tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct")
     rows = {"question": [], "answer": [], "tier": [], "source": []}
     for i in range(30):
         tier = ["high", "medium", "low"][i % 3]
@@ -37,13 +38,22 @@ def _fake_world(tmp_path):
     return DemoContext(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", quick=True)
 
 
+def _stub_generation(monkeypatch):
+    """Every answer is "2" (the stage scores queries separately: one batched generation per group)."""
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 2\nAnswer 2: 4\nAnswer 3: 6")
+    monkeypatch.setattr(
+        "hf_select.generation.greedy_generate", lambda model, tok, prompts, *a, **k: [" 2"] * len(prompts)
+    )
+
+
 @pytest.mark.slow
 def test_stage_runs_on_a_fake_world(tmp_path, monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 2\nAnswer 2: 4\nAnswer 3: 6")
+    _stub_generation(monkeypatch)
     ctx = _fake_world(tmp_path)
     result = stage.run(ctx)
     json.dumps(result)
-    assert result["pool_size"] == 24 and result["scored_examples"] == 24
+    assert result["pool_size"] == 14 and result["scored_examples"] == 14
+    assert result["invalid_group_share"] == 0.0
     assert 0.0 <= result["auroc_score_vs_tier"] <= 1.0
     assert result["STR"] == pytest.approx(
         result["selection_seconds"] / result["comparison"]["full"]["train_seconds"]
@@ -54,7 +64,7 @@ def test_stage_runs_on_a_fake_world(tmp_path, monkeypatch):
 
 def test_stage_scoring_and_auroc_quick(tmp_path, monkeypatch):
     """Quick variant: real scoring and AUROC, fine-tuning comparison stubbed."""
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 2\nAnswer 2: 4\nAnswer 3: 6")
+    _stub_generation(monkeypatch)
     fake = {
         name: {"size": 1, "train_seconds": 2.0, "gold_loss": 1.0, "metric": 0.0}
         for name in ("selected", "random", "full")
@@ -70,7 +80,7 @@ def test_stage_scoring_and_auroc_quick(tmp_path, monkeypatch):
     )
     ctx = _fake_world(tmp_path)
     result = stage.run(ctx)
-    assert result["pool_size"] == 24 and result["scored_examples"] == 24
+    assert result["pool_size"] == 14 and result["scored_examples"] == 14
     scores = json.loads((ctx.output_dir / "stages" / "data_whisperer" / "scores.json").read_text())
     ranks = stage.tier_ranks(scores["tiers"])
     assert result["auroc_score_vs_tier"] == pytest.approx(stage.tier_auroc(scores["scores"], ranks))

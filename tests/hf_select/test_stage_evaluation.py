@@ -11,7 +11,8 @@ def _fake_world(tmp_path):
     ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
     tok = tiny_tokenizer()
     tok.save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama", seed=0).save_pretrained(ctx.base_model_dir)
+    tiny_model("llama", seed=0).save_pretrained(ctx.model_dir)
+    tok.save_pretrained(ctx.model_dir)
     for i, name in enumerate(["baseline", "meco"]):
         folder = ctx.students_dir / name
         tiny_model("llama", seed=i + 1).save_pretrained(folder)
@@ -53,10 +54,12 @@ def test_stage_evaluates_base_and_students_and_publishes_scores(tmp_path):
     ctx = _fake_world(tmp_path)
     result = stage_evaluation.run(ctx)
     names = [row[0] for row in result["table"]["rows"]]
-    assert names == ["base", "baseline", "meco", "meco + prefix"]
+    assert names == [stage_evaluation.PRETRAINED_NAME, "baseline", "meco", "meco + prefix"]
     assert {"yn acc", "yn acc_norm", "heldout bits_per_byte"} <= set(result["table"]["header"])
     assert result["results"]["meco"]["yn"]["num_items"] == stage_evaluation.QUICK_LIMIT
-    assert "domains" in result["results"]["base"]["heldout"]
+    heldout = result["results"][stage_evaluation.PRETRAINED_NAME]["heldout"]
+    assert "domains" in heldout and heldout["num_items"] == stage_evaluation.PERPLEXITY_LIMIT[True]
+    assert result["lm_eval_agreement"]["status"].startswith(("not computed", "computed"))
     assert json.dumps(result)  # JSON-ready
     folder = result["scored_dataset"]["folder"]
     top = load_dataset(folder, "int_score_ge_8", split="train")

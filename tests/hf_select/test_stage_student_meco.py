@@ -20,7 +20,8 @@ def one_thread():
 def fake_world(ctx: DemoContext, n: int = 60) -> None:
     """The documented world layout, in miniature: tokenizer, base model, pretrain train/heldout."""
     tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama").save_pretrained(ctx.base_model_dir)
+    tiny_model("llama").save_pretrained(ctx.model_dir)
+    tiny_tokenizer().save_pretrained(ctx.model_dir)
 
     def split(offset):
         return Dataset.from_dict(
@@ -45,9 +46,15 @@ def test_meco_stage_trains_saves_and_reports_on_a_fake_world(tmp_path):
     outcome = run_stage(ctx, "student_meco")
     assert outcome.status == "done", outcome.error
     result = outcome.result
-    assert result["max_steps"] == 12 and result["conditioned_steps"] == 11 and result["cooldown_steps"] == 1
-    assert result["tokens_seen"] <= 12 * 8 * 128 and result["trained_tokens"] < result["tokens_seen"]
-    assert set(result["heldout_bits_per_byte"]) == {"none", "own_url", "unrelated_url"}
+    steps = ctx.student_settings.max_steps
+    assert result["steps"] == steps and result["cooldown_steps"] >= 1
+    assert result["conditioned_steps"] + result["cooldown_steps"] == steps
+    assert len(result["per_seed"]) == len(ctx.student_settings.seeds)
+    for key in ("heldout_bits_per_byte", "own_url_bits_per_byte", "unrelated_url_bits_per_byte"):
+        values = result[key]["values"]
+        assert len(values) == len(ctx.student_settings.seeds) and all(0 < v < 100 for v in values)
+    # the own-URL and unrelated-URL numbers score the same characters with different prefixes
+    assert result["own_url_bits_per_byte"]["values"] != result["unrelated_url_bits_per_byte"]["values"]
     saved = ctx.students_dir / "meco"
     assert (saved / "model.safetensors").exists()
     assert json.loads((saved / "hf_select_student.json").read_text())["name"] == "meco"

@@ -10,7 +10,8 @@ from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
 def _fake_world(ctx):
     world = ctx.world_dir
     tiny_tokenizer().save_pretrained(world / "tokenizer")
-    tiny_model("llama").save_pretrained(world / "base_model")
+    tiny_model("llama").save_pretrained(ctx.model_dir)
+    tiny_tokenizer().save_pretrained(ctx.model_dir)
     sentences = [s.strip() + "." for s in TINY_CORPUS.split(".") if s.strip()]
     schema = lambda texts, domain: {  # noqa: E731
         "text": texts,
@@ -37,15 +38,19 @@ def _fake_world(ctx):
 
 
 def test_opus_student_stage_quick(tmp_path, monkeypatch):
-    small = StudentSettings(seq_length=64, batch_size=4, max_steps=3)
+    small = StudentSettings(
+        seq_length=64, batch_size=4, max_steps=3, seeds=(0, 1), hidden_size=32, num_layers=2
+    )
     monkeypatch.setattr(DemoContext, "student_settings", property(lambda self: small))
     ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
     _fake_world(ctx)
     result = stage_student_opus.run(ctx)
     assert (ctx.students_dir / "opus" / "model.safetensors").exists()
-    assert result["candidates_per_step"] == 2 * result["update_rows_per_step"]
-    assert set(result["domain_shares"]) == {"prose", "code", "lowq"}
-    assert abs(sum(v["selected"] for v in result["domain_shares"].values()) - 1) < 1e-6
+    assert len(result["per_seed"]) == 2
+    first = result["per_seed"][0]
+    assert first["candidates_per_step"] == 2 * small.batch_size
+    assert set(first["domain_shares"]) == {"prose", "code", "lowq"}
+    assert abs(sum(v["selected"] for v in first["domain_shares"].values()) - 1) < 1e-6
     assert "benchmark" in result["proxy_source"]
     assert "share selected" in stage_student_opus.report_html(ctx, result)
     json.dumps(result)
