@@ -33,6 +33,10 @@ class FinetuneDataArguments:
         default="auto", metadata={"help": "Held-out answer metric: auto, exact_match, rouge_l."}
     )
     max_generate: int = field(default=64, metadata={"help": "Held-out examples answered by generation."})
+    max_heldout: int | None = field(
+        default=None,
+        metadata={"help": "Evaluate on the first N held-out examples only (gold loss and metric)."},
+    )
 
 
 CONFIG_CLASSES = (ModelArguments, FinetuneDataArguments, FinetuneArguments)
@@ -75,6 +79,8 @@ def run(model_args: ModelArguments, data: FinetuneDataArguments, args: FinetuneA
     if data.heldout_name_or_path is None and selection is not None:
         raise ValueError("--heldout_name_or_path is required: a scored folder holds only the training split")
     heldout, _ = _load(data.heldout_name_or_path or data.dataset_name_or_path, data.heldout_split)
+    if data.max_heldout is not None:
+        heldout = heldout.select(range(min(data.max_heldout, len(heldout))))
 
     def fresh():
         return load_causal_lm(

@@ -35,6 +35,7 @@ class ReferenceLossArguments:
     with_entropy: bool = field(
         default=False, metadata={"help": "Also store ref_entropy (for the reference_entropy score)."}
     )
+    max_samples: int | None = field(default=None, metadata={"help": "Score only the first N documents/rows."})
     student_tokenizer: str | None = field(
         default=None,
         metadata={
@@ -57,6 +58,8 @@ def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
         raise ValueError("--dataset_name_or_path and --output_dir are required")
     model, tokenizer = load_model_and_tokenizer(model_args)
     dataset = load_any_dataset(args.dataset_name_or_path, args.dataset_split)
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     if args.student_tokenizer:
         from ..cross_tokenizer import cross_tokenizer_reference_losses
         from ..packing import pack_documents

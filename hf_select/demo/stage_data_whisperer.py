@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from transformers.utils import logging
 
 from .context import DemoContext
@@ -187,7 +188,7 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         warmup_steps=0,  # a few steps per run: a warmup step at LR 0 would be a large share of them
         save_strategy="no",
         report_to="none",
-        use_cpu=True,
+        use_cpu=not torch.cuda.is_available(),
         seed=settings.seed,
         disable_tqdm=True,
         logging_steps=50,

@@ -165,7 +165,7 @@ def training_arguments(
         "report_to": "none",
         "seed": seed,
         "data_seed": seed,
-        "use_cpu": True,
+        "use_cpu": ctx.device == "cpu",
         "dataloader_num_workers": 0,
         "remove_unused_columns": False,
         "disable_tqdm": True,
