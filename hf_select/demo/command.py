@@ -10,8 +10,12 @@ from .runner import STAGES, run_demo
 
 @dataclass
 class DemoArguments:
-    output_dir: str = field(
-        default="demo_output", metadata={"help": "Where the report, students and scored data go."}
+    output_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Where the report, students and scored data go (default: demo_output, or demo_output-quick "
+            "with --quick, so that a smoke run never replaces the full run's results)."
+        },
     )
     cache_dir: str = field(
         default=".hf_select_cache",
@@ -31,7 +35,8 @@ CONFIG_CLASSES = (DemoArguments,)
 
 
 def run(args: DemoArguments) -> int:
-    ctx = DemoContext(args.output_dir, args.cache_dir, quick=args.quick, seed=args.seed)
+    output_dir = args.output_dir or ("demo_output-quick" if args.quick else "demo_output")
+    ctx = DemoContext(output_dir, args.cache_dir, quick=args.quick, seed=args.seed)
     stages = tuple(s for s in args.stages.split(",") if s) or STAGES
     unknown = set(stages) - set(STAGES)
     if unknown:
