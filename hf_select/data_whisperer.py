@@ -522,9 +522,8 @@ class DataWhisperer:
             rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_tokens[0])
             weights.append(demonstration_weights(rows, query_tokens[0], demo_tokens))
             prompts.append(input_ids[0].tolist())
-        texts = [self.tokenizer.decode(ids) for ids in prompts]
         generations = greedy_generate(
-            self.model, self.tokenizer, texts, self.max_answer_tokens, batch_size=len(texts),
+            self.model, self.tokenizer, None, self.max_answer_tokens, batch_size=len(prompts),
             add_special_tokens=False, stop_strings=["\nQuestion"], input_ids=prompts,
         )  # fmt: skip
         parsed = [parse_answers(g, 1) for g in generations]

@@ -11,7 +11,7 @@ import torch
 def greedy_generate(
     model,
     tokenizer,
-    prompts: Sequence[str],
+    prompts: Sequence[str] | None,
     max_new_tokens: int = 32,
     batch_size: int = 8,
     add_special_tokens: bool = True,
@@ -23,9 +23,12 @@ def greedy_generate(
     Prompts are sorted by token length and generated ``batch_size`` at a time with left padding, so that a
     batch wastes little compute on padding; greedy decoding of a left-padded row equals that of the row alone
     (up to floating-point summation order). ``stop_strings`` end a row early (``generate(stop_strings=...)``).
-    ``input_ids`` gives the prompts' token ids directly (then ``prompts`` only sets the count).
+    ``input_ids`` gives the prompts' token ids directly (then ``prompts`` may be None).
     """
-    if not prompts:
+    if input_ids is None and prompts is None:
+        raise ValueError("greedy_generate needs prompts or input_ids")
+    count = len(input_ids) if input_ids is not None else len(prompts)
+    if count == 0:
         return []
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -36,8 +39,8 @@ def greedy_generate(
         if input_ids is not None
         else [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
     )
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * len(prompts)
+    order = sorted(range(count), key=lambda i: len(encoded[i]))
+    out: list[str] = [""] * count
     extra = {"stop_strings": list(stop_strings), "tokenizer": tokenizer} if stop_strings else {}
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]

@@ -42,7 +42,8 @@ def _stub_generation(monkeypatch):
     """Every answer is "2" (the stage scores queries separately: one batched generation per group)."""
     monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 2\nAnswer 2: 4\nAnswer 3: 6")
     monkeypatch.setattr(
-        "hf_select.generation.greedy_generate", lambda model, tok, prompts, *a, **k: [" 2"] * len(prompts)
+        "hf_select.generation.greedy_generate",
+        lambda model, tok, prompts, *a, **k: [" 2"] * len(k.get("input_ids") or prompts),
     )
 
 
