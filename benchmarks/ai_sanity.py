@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from hf_select.retrieval_heads import detect_retrieval_heads
+from hf_select.attention_influence.retrieval_heads import detect_retrieval_heads
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
 NUM_KEYS, NUM_VALUES = 16, 104
@@ -124,7 +124,7 @@ def planted_induction_model(tokenizer, seed: int = 0):
 
 def demo_model(cache_dir: Path, num_samples: int, seed: int):
     """SmolLM2 and calibrated proxy samples from the demo world's held-out prose."""
-    from hf_select.dataset_scripts.proxy_task import build_proxy_samples
+    from hf_select.attention_influence.proxy_task import build_proxy_samples
     from hf_select.demo.context import DemoContext
     from hf_select.demo.stage_pretrained_model import load_pretrained
     from hf_select.demo.stage_retrieval_heads import ProxySettings, proxy_values

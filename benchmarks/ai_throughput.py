@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from hf_select.attention_influence import base_and_reference_losses
+from hf_select.attention_influence.scorer import base_and_reference_losses
 from hf_select.testing import tiny_model
 from hf_select.token_loss import per_token_loss
 

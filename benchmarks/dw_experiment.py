@@ -65,7 +65,7 @@ def local_world(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from hf_select.data_whisperer import build_prompt
+    from hf_select.data_whisperer.scorer import build_prompt
     from hf_select.demo.stage_data_whisperer import stratified_sample
 
     if pool_dir is not None:

@@ -190,7 +190,7 @@ def common_args(out: Path, name: str, args) -> dict:
 def train_standard(config, tokenizer, train, out: Path, args):
     from transformers import Trainer, TrainingArguments
 
-    from hf_select.metadata import add_metadata_tokens
+    from hf_select.meco.metadata import add_metadata_tokens
     from hf_select.packing import PackedCollator, pack_dataset_batch
 
     docs = add_metadata_tokens(train, tokenizer, metadata_column=None)
@@ -239,8 +239,8 @@ def train_meco(config, tokenizer, train, out: Path, args, cooldown_fraction: flo
 
 
 def score(model, tokenizer, heldout, max_chars: int) -> dict[str, float]:
-    from hf_select.conditional import prefixed_text_losses
-    from hf_select.metadata import metadata_prefix, official_host
+    from hf_select.meco.conditional import prefixed_text_losses
+    from hf_select.meco.metadata import metadata_prefix, official_host
 
     texts = [t[:max_chars] for t in heldout["text"]]
     hosts = [official_host(u) for u in heldout["url"]]

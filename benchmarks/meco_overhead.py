@@ -24,7 +24,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 sys.path.insert(0, str(Path(__file__).parent))
 from meco_demo import fresh_model, load_data
 
-from hf_select.metadata import add_metadata_tokens
+from hf_select.meco.metadata import add_metadata_tokens
 from hf_select.packing import PackedCollator, pack_dataset_batch
 from hf_select.trainer_ext import MeCoConfig, MeCoTrainer
 

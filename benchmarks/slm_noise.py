@@ -27,7 +27,7 @@ from datasets import Dataset
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Trainer, TrainingArguments
 
 from hf_select.packing import PackedCollator, pack_documents
-from hf_select.reference_losses import compute_reference_losses
+from hf_select.slm.reference_losses import compute_reference_losses
 from hf_select.token_loss import per_token_loss
 from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
 

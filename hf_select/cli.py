@@ -15,7 +15,7 @@ import sys
 COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("demo",): ("hf_select.demo.command", "Run the main job end to end on the embedded demo world."),
     ("build-demo",): (
-        "hf_select.dataset_scripts.command",
+        "hf_select.commands.build_demo",
         "Build the demo world (corpus, eval tasks, fine-tuning pool).",
     ),
     ("detect-heads",): (

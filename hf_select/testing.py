@@ -87,7 +87,7 @@ def tiny_tokenizer(vocab_size: int = 300, with_bos: bool = True) -> PreTrainedTo
 
     With ``with_bos`` the post-processor prepends ``<s>`` to every encoding, like Llama tokenizers.
     """
-    from .dataset_scripts.tokenizer import train_bpe_tokenizer
+    from .bpe import train_bpe_tokenizer
 
     return train_bpe_tokenizer([TINY_CORPUS] * 4, vocab_size, min_frequency=0, with_bos=with_bos)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hf_select.metadata import DEFAULT_TEMPLATE, METADATA_MODES, format_metadata
+from hf_select.meco.metadata import DEFAULT_TEMPLATE, METADATA_MODES, format_metadata
 
 
 @dataclass

@@ -21,7 +21,7 @@ import torch
 from transformers import Trainer
 from transformers.utils import logging
 
-from hf_select.metadata import add_metadata_tokens
+from hf_select.meco.metadata import add_metadata_tokens
 from hf_select.packing import PackedCollator, pack_dataset_batch
 
 from .meco_config import MeCoConfig

@@ -23,8 +23,8 @@ import torch
 from transformers import Trainer
 from transformers.utils import logging
 
-from hf_select.opus_sketch import FactoredCountSketch
-from hf_select.opus_utility import (
+from hf_select.opus.sketch import FactoredCountSketch
+from hf_select.opus.utility import (
     IGNORE_INDEX,
     block_linear_layers,
     build_preconditioners,

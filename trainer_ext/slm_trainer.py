@@ -41,9 +41,14 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from hf_select.packing import PackedCollator
-from hf_select.reference_losses import reference_token_stats
+from hf_select.slm.reference_losses import reference_token_stats
+from hf_select.slm.token_selection import (
+    select_top_tokens,
+    selected_count,
+    selection_count,
+    selective_loss_sum,
+)
 from hf_select.token_loss import per_token_loss, prediction_mask, prepare_model_inputs
-from hf_select.token_selection import select_top_tokens, selected_count, selection_count, selective_loss_sum
 
 from .slm_config import SLMConfig
 

@@ -74,7 +74,7 @@ def sentences(texts, limit: int = 50_000) -> list[str]:
 def run(model_args: ModelArguments, args: DetectHeadsArguments) -> int:
     import torch
 
-    from ..retrieval_heads import detect_retrieval_heads
+    from ..attention_influence.retrieval_heads import detect_retrieval_heads
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(model_args, device=device)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..finetune import FinetuneArguments
+from ..data_whisperer.finetune import FinetuneArguments
 from ..loading import ModelArguments
 
 
@@ -54,7 +54,7 @@ def _load(path: str, split: str):
 
 
 def run(model_args: ModelArguments, data: FinetuneDataArguments, args: FinetuneArguments) -> int:
-    from ..finetune import compare_subsets, finetune, format_comparison
+    from ..data_whisperer.finetune import compare_subsets, finetune, format_comparison
     from ..loading import load_causal_lm, load_model_and_tokenizer
     from ..selection import top_fraction_indices
 

@@ -51,7 +51,7 @@ CONFIG_CLASSES = (ModelArguments, ReferenceLossArguments)
 def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
     from datasets import Dataset
 
-    from ..reference_losses import compute_reference_losses
+    from ..slm.reference_losses import compute_reference_losses
     from .train_slm import training_rows
 
     if not args.dataset_name_or_path or not args.output_dir:
@@ -61,8 +61,8 @@ def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     if args.student_tokenizer:
-        from ..cross_tokenizer import cross_tokenizer_reference_losses
         from ..packing import pack_documents
+        from ..slm.cross_tokenizer import cross_tokenizer_reference_losses
 
         student = load_tokenizer(args.student_tokenizer)
         docs = cross_tokenizer_reference_losses(

@@ -54,8 +54,8 @@ CONFIG_CLASSES = (ModelArguments, ScoreAttentionInfluenceArguments)
 def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> int:
     import torch
 
-    from ..attention_influence import AttentionInfluence
-    from ..retrieval_heads import RetrievalHeads
+    from ..attention_influence.retrieval_heads import RetrievalHeads
+    from ..attention_influence.scorer import AttentionInfluence
     from ..sharded_map import (
         distributed_rank_and_world_size,
         load_sharded_output,

@@ -53,7 +53,7 @@ CONFIG_CLASSES = (ModelArguments, DataWhispererArguments)
 
 
 def run(model_args: ModelArguments, args: DataWhispererArguments) -> int:
-    from ..data_whisperer import DataWhisperer
+    from ..data_whisperer.scorer import DataWhisperer
     from ..loading import load_any_dataset, load_model_and_tokenizer, require_columns
     from ..selection import top_fraction_indices
 

@@ -37,7 +37,7 @@ CONFIG_CLASSES = (TokenDynamicsArguments,)
 
 
 def run(args: TokenDynamicsArguments) -> int:
-    from ..token_dynamics import plot_token_dynamics, shares_table, token_loss_dynamics
+    from ..slm.token_dynamics import plot_token_dynamics, shares_table, token_loss_dynamics
     from .train_slm import training_rows
 
     if not args.checkpoints or not args.dataset_name_or_path:

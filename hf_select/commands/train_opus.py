@@ -73,7 +73,7 @@ def tokenize_and_pack(
 
 def run(model_args: ModelArguments, data: OPUSDataArguments, config: OPUSConfig) -> int:
     from ..loading import load_any_dataset, load_model_and_tokenizer
-    from ..proxy_pool import benchmark_proxy_texts, build_proxy_pool
+    from ..opus.proxy_pool import benchmark_proxy_texts, build_proxy_pool
     from ..trainer_ext.opus_trainer import OPUSTrainer
 
     if not data.dataset:

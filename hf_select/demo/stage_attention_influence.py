@@ -36,8 +36,8 @@ def _heads_file(ctx: DemoContext) -> Path:
 
 
 def run(ctx: DemoContext) -> dict:
-    from ..attention_influence import AttentionInfluence, score_dataset
-    from ..retrieval_heads import RetrievalHeads
+    from ..attention_influence.retrieval_heads import RetrievalHeads
+    from ..attention_influence.scorer import AttentionInfluence, score_dataset
     from ..selection import top_fraction_rows
     from .stage_pretrained_model import load_pretrained
     from .students import pool_documents

@@ -122,8 +122,8 @@ def short_answers(dataset, max_chars: int):
 
 def run_experiment(model_factory, tokenizer, train, heldout, settings: ExperimentSettings, work_dir) -> dict:
     """The whole experiment on a ``question, answer, tier`` pool; returns a JSON-ready summary."""
-    from ..data_whisperer import DataWhisperer
-    from ..finetune import FinetuneArguments, compare_subsets, format_comparison
+    from ..data_whisperer.finetune import FinetuneArguments, compare_subsets, format_comparison
+    from ..data_whisperer.scorer import DataWhisperer
     from ..selection import top_fraction_indices
 
     if settings.answer_chars:

@@ -46,8 +46,8 @@ QUICK = ProxySettings(context_tokens=300, detection_samples=6, check_samples=6, 
 def proxy_values(ctx: DemoContext, tokenizer, max_value_tokens: int) -> list[str]:
     """Held-out prose sentences (any domain when prose is scarce; train sentences too when the held-out split
     is tiny) usable as proxy values."""
+    from ..attention_influence.proxy_task import clean_values
     from ..dataset_scripts.demo_world import sample_sentences
-    from ..dataset_scripts.proxy_task import clean_values
     from .students import load_pretrain_split
 
     heldout = load_pretrain_split(ctx, "heldout")
@@ -67,8 +67,8 @@ def proxy_values(ctx: DemoContext, tokenizer, max_value_tokens: int) -> list[str
 def masking_check(model, tokenizer, samples, heads, settings: ProxySettings, seed: int) -> dict[str, Any]:
     """Proxy accuracy unmasked, with ``heads.selected`` masked and with as many random non-retrieval heads
     masked (App. D)."""
-    from ..head_masking import mask_heads
-    from ..proxy_accuracy import proxy_task_accuracy
+    from ..attention_influence.head_masking import mask_heads
+    from ..attention_influence.proxy_accuracy import proxy_task_accuracy
 
     selected = heads.selected
     chosen = {tuple(h) for h in selected}
@@ -105,8 +105,8 @@ def masking_check(model, tokenizer, samples, heads, settings: ProxySettings, see
 
 
 def run(ctx: DemoContext) -> dict:
-    from ..dataset_scripts.proxy_task import build_proxy_samples
-    from ..retrieval_heads import detect_retrieval_heads
+    from ..attention_influence.proxy_task import build_proxy_samples
+    from ..attention_influence.retrieval_heads import detect_retrieval_heads
     from .stage_pretrained_model import load_pretrained
 
     settings = QUICK if ctx.quick else ProxySettings()
@@ -153,7 +153,7 @@ def _pct(x) -> str:
 
 
 def report_html(ctx: DemoContext, result: dict) -> str:
-    from ..retrieval_heads import RetrievalHeads
+    from ..attention_influence.retrieval_heads import RetrievalHeads
 
     heads = RetrievalHeads.load(result["heads_file"])
     rows = "".join(

@@ -22,8 +22,8 @@ UNRELATED_URL = "www.factquizmaster.com"
 
 def conditional_bits_per_byte(model, tokenizer, heldout) -> dict[str, float]:
     """Held-out bits per byte with each document's own URL host and with an unrelated URL (same characters)."""
-    from ..conditional import url_prefix
-    from ..metadata import metadata_prefix
+    from ..meco.conditional import url_prefix
+    from ..meco.metadata import metadata_prefix
     from .students import heldout_bits_per_byte
 
     texts = heldout["text"]

@@ -21,7 +21,7 @@ NAME = "opus"
 
 
 def _proxy_documents(ctx: DemoContext):
-    from ..proxy_pool import benchmark_proxy_texts, build_proxy_pool
+    from ..opus.proxy_pool import benchmark_proxy_texts, build_proxy_pool
     from .students import load_pretrain_split
 
     train = load_pretrain_split(ctx, "train")

@@ -2,7 +2,7 @@
 reference.
 
 The student keeps the world's 8k tokenizer, so the reference losses are projected across tokenizers
-(:func:`hf_select.cross_tokenizer.cross_tokenizer_reference_losses`: each SmolLM2 token's loss spread over its
+(:func:`hf_select.slm.cross_tokenizer.cross_tokenizer_reference_losses`: each SmolLM2 token's loss spread over its
 characters, summed per student token), precomputed once over the pool's documents and packed with exactly the
 rows the baseline trains on (same packing, boundaries and masking). The loss is the mean cross-entropy over the
 60% of tokens with the highest excess loss over the reference, ranked over the whole batch ("global" scope).
@@ -27,8 +27,8 @@ def reference_rows(ctx: DemoContext, tokenizer):
     """Packed pool rows with a ``ref_loss`` column from SmolLM2 (computed once)."""
     from datasets import Dataset
 
-    from ..cross_tokenizer import cross_tokenizer_reference_losses
     from ..packing import pack_documents
+    from ..slm.cross_tokenizer import cross_tokenizer_reference_losses
     from .stage_pretrained_model import load_pretrained
     from .students import pool_documents
 

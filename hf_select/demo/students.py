@@ -189,7 +189,7 @@ def heldout_bits_per_byte(model, tokenizer, texts, prefix=None) -> float:
     """Bits per UTF-8 byte of ``texts`` (every token scored, given ``prefix`` when one is given)."""
     import math
 
-    from ..conditional import prefixed_text_losses
+    from ..meco.conditional import prefixed_text_losses
 
     model.eval()
     out = prefixed_text_losses(model, tokenizer, list(texts), prefix)

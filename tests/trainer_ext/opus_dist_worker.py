@@ -7,8 +7,8 @@ import sys
 import torch
 import torch.distributed as dist
 
-from hf_select.opus_sketch import FactoredCountSketch
-from hf_select.opus_utility import (
+from hf_select.opus.sketch import FactoredCountSketch
+from hf_select.opus.utility import (
     block_linear_layers,
     build_preconditioners,
     candidate_statistics,

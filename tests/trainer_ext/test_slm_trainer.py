@@ -5,7 +5,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_select.reference_losses import compute_reference_losses
+from hf_select.slm.reference_losses import compute_reference_losses
 from hf_select.testing import run_torchrun
 from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
 

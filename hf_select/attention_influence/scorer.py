@@ -1,0 +1,241 @@
+"""AttentionInfluence document scores (arXiv 2505.07293, Eq. 5): ``(L_ref - L_base) / L_base``.
+
+``L_base`` is a document's mean token cross-entropy under the base model, ``L_ref`` under the same model with
+its retrieval heads given causal uniform attention (:func:`hf_select.mask_heads`). Higher means the document
+leans more on in-context retrieval / reasoning. Compare scores only within a domain.
+
+Cost: the decoder layers below the lowest masked layer are identical in both passes. The plain pass caches
+the output of the last of them; during the masked pass those layers are replaced by a stub returning the
+cached output, so only the upper layers run twice (one copy of the weights; the model's own forward still
+builds masks and rotary embeddings, so this works for every supported family).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.utils import logging
+
+from ..model_adapter import get_model_adapter, unwrap_model
+from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
+from .head_masking import mask_heads, normalize_heads
+
+logger = logging.get_logger(__name__)
+
+SCORE_COLUMNS = ("ai_loss_base", "ai_loss_ref", "ai_score", "ai_num_tokens", "ai_too_short")
+
+
+@contextlib.contextmanager
+def _reuse_lower_layers(layers: list[nn.Module], cached: Any):
+    """Replace ``layers`` by stubs returning ``cached`` (the output of the last of them)."""
+
+    def stub(*_args, **_kwargs):
+        return cached
+
+    # accelerate (device_map) wraps ``forward`` as an instance attribute: keep it to restore it
+    saved = [layer.__dict__.get("forward") for layer in layers]
+    for layer in layers:
+        layer.forward = stub
+    try:
+        yield
+    finally:
+        for layer, forward in zip(layers, saved):
+            if forward is None:
+                del layer.forward
+            else:
+                layer.forward = forward
+
+
+@torch.no_grad()
+def base_and_reference_losses(
+    model: nn.Module,
+    heads: Iterable[Sequence[int]],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    reuse_lower_layers: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token float32 losses of the base and the head-masked model, and the predicted-token mask.
+
+    Alignment as in :func:`hf_select.per_token_loss` (labels are ``input_ids``, never pre-shifted). With
+    ``reuse_lower_layers`` the layers below the lowest masked layer run once (see the module docstring);
+    without it two full forward passes run (the naive method, kept for checks and benchmarks).
+    """
+    adapter = get_model_adapter(model)
+    heads = normalize_heads(heads, adapter)
+    if not heads:
+        raise ValueError("AttentionInfluence needs at least one head to mask")
+    model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids)
+    lowest = heads[0][0]
+    cache: dict[str, Any] = {}
+    handle = None
+    if reuse_lower_layers and lowest > 0:
+        handle = adapter.layers[lowest - 1].register_forward_hook(
+            lambda _m, _a, output: cache.__setitem__("out", output)
+        )
+    try:
+        hidden = final_hidden_states(model, **model_inputs)
+    finally:
+        if handle is not None:
+            handle.remove()
+    base = per_token_loss(model, input_ids, attention_mask, position_ids, hidden_states=hidden)
+    reuse = (
+        _reuse_lower_layers(adapter.layers[:lowest], cache["out"])
+        if "out" in cache
+        else contextlib.nullcontext()
+    )
+    with reuse, mask_heads(model, heads):
+        hidden = final_hidden_states(model, **model_inputs)
+    ref = per_token_loss(model, input_ids, attention_mask, position_ids, hidden_states=hidden)
+    return base.losses, ref.losses, base.mask
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(unwrap_model(model).parameters()).device
+
+
+class AttentionInfluence:
+    """AttentionInfluence scorer for ``Dataset.map(batched=True)`` / ``IterableDataset.map(batched=True)``.
+
+    Adds ``ai_loss_base``, ``ai_loss_ref`` (token-weighted mean float32 cross-entropy), ``ai_score`` =
+    ``(L_ref - L_base) / L_base`` (arXiv 2505.07293, Eq. 5), ``ai_num_tokens`` (predicted tokens) and
+    ``ai_too_short`` (True for documents with fewer than 2 tokens, whose values are NaN).
+
+    Choices: texts are tokenised with the tokenizer's special tokens (BOS where it adds one); a document
+    longer than ``max_length`` is cut into consecutive chunks of ``max_length`` tokens scored independently
+    (the first token of each chunk is not predicted) and combined with token-weighted means; the chunks of one
+    ``map`` batch are sorted by length and run ``batch_size`` at a time with right padding.
+
+    Args:
+        model: base causal LM (any family of :mod:`hf_select.model_adapter`), in eval mode.
+        tokenizer: its tokenizer.
+        heads: ``(layer, query head)`` pairs to mask, e.g. ``RetrievalHeads.selected``.
+        max_length: tokens per chunk.
+        batch_size: chunks per forward pass.
+        text_column: column holding the documents.
+        reuse_lower_layers: run the layers below the lowest masked layer once (default) instead of twice.
+
+    Example::
+
+        scorer = AttentionInfluence(model, tokenizer, heads.selected, max_length=1024)
+        scored = dataset.map(scorer, batched=True, batch_size=256, new_fingerprint=scorer.fingerprint(dataset))
+
+    For several devices use ``with_rank=True`` (the model moves to ``cuda:<rank>`` in each worker).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer,
+        heads: Iterable[Sequence[int]],
+        max_length: int = 2048,
+        batch_size: int = 8,
+        text_column: str = "text",
+        reuse_lower_layers: bool = True,
+    ):
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.heads = normalize_heads(heads, get_model_adapter(model))
+        if not self.heads:
+            raise ValueError("AttentionInfluence needs at least one head to mask")
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.text_column = text_column
+        self.reuse_lower_layers = reuse_lower_layers
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def fingerprint(self, dataset=None) -> str:
+        """A ``new_fingerprint`` for ``Dataset.map`` from the dataset, model, revision, heads and parameters."""
+        config = unwrap_model(self.model).config
+        payload = {
+            "scorer": "attention_influence/v1",
+            "dataset": getattr(dataset, "_fingerprint", None),
+            "model": getattr(config, "_name_or_path", ""),
+            "revision": getattr(config, "_commit_hash", None),
+            "heads": self.heads,
+            "max_length": self.max_length,
+            "text_column": self.text_column,
+            "tokenizer": getattr(self.tokenizer, "name_or_path", ""),
+            "vocab": len(self.tokenizer),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+    def _encode(self, texts: list[Any]) -> list[list[int]]:
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"column {self.text_column!r} must hold strings; row {i} is {type(text).__name__}"
+                )
+        return self.tokenizer(texts, add_special_tokens=True).input_ids
+
+    def score_token_ids(self, documents: list[list[int]]) -> dict[str, list]:
+        """Scores of already tokenised documents (same output columns as :meth:`__call__`)."""
+        chunks = [
+            (doc, ids[start : start + self.max_length])
+            for doc, ids in enumerate(documents)
+            for start in range(0, max(len(ids), 1), self.max_length)
+        ]
+        chunks = [(doc, ids) for doc, ids in chunks if len(ids) >= 2]
+        order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i][1]))
+        sums = torch.zeros(len(documents), 2, dtype=torch.float64)
+        counts = torch.zeros(len(documents), dtype=torch.long)
+        device = _device_of(self.model)
+        for start in range(0, len(order), self.batch_size):
+            batch = [chunks[i] for i in order[start : start + self.batch_size]]
+            length = max(len(ids) for _, ids in batch)
+            input_ids = torch.full((len(batch), length), self.pad_id, dtype=torch.long)
+            attention_mask = torch.zeros_like(input_ids)
+            for row, (_, ids) in enumerate(batch):
+                input_ids[row, : len(ids)] = torch.tensor(ids)
+                attention_mask[row, : len(ids)] = 1
+            base, ref, mask = base_and_reference_losses(
+                self.model,
+                self.heads,
+                input_ids.to(device),
+                attention_mask.to(device),
+                reuse_lower_layers=self.reuse_lower_layers,
+            )
+            for row, (doc, _) in enumerate(batch):
+                sums[doc, 0] += base[row][mask[row]].double().sum().cpu()
+                sums[doc, 1] += ref[row][mask[row]].double().sum().cpu()
+                counts[doc] += int(mask[row].sum())
+        out: dict[str, list] = {name: [] for name in SCORE_COLUMNS}
+        for doc in range(len(documents)):
+            n = int(counts[doc])
+            base_loss = float(sums[doc, 0] / n) if n else math.nan
+            ref_loss = float(sums[doc, 1] / n) if n else math.nan
+            out["ai_loss_base"].append(base_loss)
+            out["ai_loss_ref"].append(ref_loss)
+            out["ai_score"].append((ref_loss - base_loss) / base_loss if n and base_loss > 0 else math.nan)
+            out["ai_num_tokens"].append(n)
+            out["ai_too_short"].append(n == 0)
+        return out
+
+    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+        if self.text_column not in batch:
+            raise KeyError(
+                f"text column {self.text_column!r} not in the batch (columns: {sorted(batch)}); "
+                "set text_column="
+            )
+        if rank is not None and torch.cuda.is_available():
+            self.model.to(f"cuda:{rank % torch.cuda.device_count()}")
+        return self.score_token_ids(self._encode(list(batch[self.text_column])))
+
+
+def score_dataset(dataset, scorer: AttentionInfluence, batch_size: int = 256, **map_kwargs):
+    """``dataset.map(scorer, batched=True)`` with an explicit fingerprint (map-style datasets)."""
+    kwargs = {"batched": True, "batch_size": batch_size, "desc": "AttentionInfluence", **map_kwargs}
+    if hasattr(dataset, "_fingerprint"):
+        kwargs.setdefault("new_fingerprint", scorer.fingerprint(dataset))
+    return dataset.map(scorer, **kwargs)

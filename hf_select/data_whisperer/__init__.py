@@ -1,0 +1,11 @@
+"""Data Whisperer (Wang et al., 2025): training-free selection of fine-tuning examples from in-context-learning
+answers weighted by attention, and fine-tuning of the selected subset (full or LoRA).
+
+* :mod:`.scorer` -- prompts, answer parsing and the ``Dataset.map`` scorer;
+* :mod:`.finetune` -- fine-tuning a subset and comparing subsets.
+"""
+
+from .finetune import FinetuneArguments, compare_subsets, finetune
+from .scorer import DataWhisperer, answer_metric, parse_answers
+
+__all__ = ["DataWhisperer", "FinetuneArguments", "answer_metric", "compare_subsets", "finetune", "parse_answers"]

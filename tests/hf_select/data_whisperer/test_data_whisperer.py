@@ -1,0 +1,233 @@
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_select.data_whisperer.scorer import (
+    DataWhisperer,
+    answer_metric,
+    build_prompt,
+    demonstration_weights,
+    layer_attention_rows,
+    parse_answers,
+    tokenize_prompt,
+)
+from hf_select.testing import tiny_model, tiny_tokenizer
+
+DEMOS = [("What is 2 + 2?", "4"), ("the fox?", "quick brown"), ("Pack my box?", "with five dozen jugs")]
+QUERIES = ["Key: value?", "the answer is"]
+
+
+def _pool(n=12):
+    return Dataset.from_dict(
+        {"question": [f"What is {i} + {i}?" for i in range(n)], "answer": [str(2 * i) for i in range(n)]}
+    )
+
+
+@pytest.mark.parametrize("with_bos", [True, False])
+def test_spans_come_from_one_tokenisation(with_bos):
+    tok = tiny_tokenizer(with_bos=with_bos)
+    prompt = build_prompt(tok, DEMOS, QUERIES, use_chat_template=False)
+    ids, demo_tokens, query_tokens = tokenize_prompt(tok, prompt)
+    assert (ids[0, 0].item() == tok.bos_token_id) == with_bos
+    full = tok(prompt.text, add_special_tokens=True).input_ids
+    assert ids[0].tolist() == full
+    for (a, b), idx in zip(prompt.demo_spans + prompt.query_spans, demo_tokens + query_tokens):
+        decoded = tok.decode(ids[0, idx[0] : idx[-1] + 1]).strip()
+        assert decoded == prompt.text[a:b].strip()
+        assert np.all(np.diff(idx) == 1)  # contiguous
+    # demonstrations precede queries and do not overlap
+    flat = np.concatenate(demo_tokens + query_tokens)
+    assert len(set(flat.tolist())) == len(flat) and np.all(np.diff(flat) > 0)
+
+
+def test_chat_template_spans():
+    tok = tiny_tokenizer()
+    tok = tok.__class__(
+        tokenizer_object=tok.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tok.chat_template = (
+        "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}\n{% endfor %}<|assistant|>\n"
+    )
+    prompt = build_prompt(tok, DEMOS, QUERIES)
+    assert prompt.text.startswith("<s><|user|>") and not prompt.add_special_tokens
+    ids, demo_tokens, _ = tokenize_prompt(tok, prompt)
+    a, b = prompt.demo_spans[1]
+    assert prompt.text[a:b] == "Question: the fox?\nAnswer: quick brown"
+    assert tok.decode(ids[0, demo_tokens[1][0] : demo_tokens[1][-1] + 1]).strip() == prompt.text[a:b]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt2", "gemma2", "gpt_neox"])
+def test_layer_rows_match_eager_output_attentions(family):
+    tok = tiny_tokenizer()
+    ids, _, query_tokens = tokenize_prompt(tok, build_prompt(tok, DEMOS, QUERIES, use_chat_template=False))
+    rows = np.concatenate(query_tokens)
+    model = tiny_model(family)
+    ours = layer_attention_rows(model, ids, 1, rows)
+    assert model.config._attn_implementation == tiny_model(family).config._attn_implementation  # restored
+    with torch.no_grad():
+        eager = tiny_model(family, attn_implementation="eager")(ids, output_attentions=True, use_cache=False)
+    torch.testing.assert_close(ours, eager.attentions[1][0][:, rows].float(), atol=1e-6, rtol=1e-5)
+
+
+def test_known_attention_pattern_uniform_causal():
+    # zero queries at layer 0 -> every score equal -> row i attends 1/(i+1) to each key <= i
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.layers[0].self_attn.q_proj.weight.zero_()
+    ids = torch.arange(4, 24)[None]
+    rows = [5, 10, 19]
+    att = layer_attention_rows(model, ids, 0, rows)
+    expected = torch.zeros(4, 3, 20)
+    for r, i in enumerate(rows):
+        expected[:, r, : i + 1] = 1.0 / (i + 1)
+    torch.testing.assert_close(att, expected)
+
+
+def test_weights_and_score_hand_computation():
+    # 2 heads, 2 query rows, 7 keys; demo 0 = keys [0, 1], demo 1 = keys [2, 3, 4]; queries at 5, 6
+    att = torch.zeros(2, 2, 7)
+    att[0, 0, :6] = torch.tensor([0.3, 0.1, 0.2, 0.0, 0.1, 0.3])
+    att[1, 0, :6] = torch.tensor([0.0, 0.4, 0.1, 0.1, 0.1, 0.3])
+    att[0, 1] = torch.tensor([0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3])
+    att[1, 1] = torch.tensor([0.2, 0.0, 0.0, 0.3, 0.0, 0.2, 0.3])
+    w = demonstration_weights(att, np.array([5, 6]), [np.array([0, 1]), np.array([2, 3, 4])])
+    a0 = (0.3 + 0.1 + 0.0 + 0.4 + 0.1 + 0.1 + 0.2 + 0.0) / 2  # 0.6
+    a1 = (0.2 + 0.0 + 0.1 + 0.1 + 0.1 + 0.1 + 0.1 + 0.1 + 0.1 + 0.0 + 0.3 + 0.0) / 3  # 0.4
+    np.testing.assert_allclose(w, [a0 / (a0 + a1), a1 / (a0 + a1)])
+
+
+def _fake_generate(outputs):
+    calls = iter(outputs)
+
+    def generate(self, input_ids):
+        return next(calls)
+
+    return generate
+
+
+def test_scores_equal_hand_computation_with_eager_reference(monkeypatch):
+    tok = tiny_tokenizer()
+    model = tiny_model("llama")
+    data = _pool(10)  # halves of 5: one group per half with n_demos=5
+    dw = DataWhisperer(model, tok, n_demos=5, n_queries=2, attn_layer=1, seed=3, use_chat_template=False)
+    # first group: both answers right; second: one right, one wrong
+    answers = {}
+
+    def generate(self, input_ids):
+        k = len(answers)
+        answers[k] = input_ids
+        return " 0\nAnswer 2: 0" if k == 0 else " 999\nAnswer 2: 999"
+
+    monkeypatch.setattr(DataWhisperer, "generate", generate)
+    scores = dw.score(data)
+    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 0}
+    eager = tiny_model("llama", attn_implementation="eager")
+    expected = np.zeros(10)
+    for g in dw.groups:
+        prompt = build_prompt(
+            tok,
+            [(data["question"][i], data["answer"][i]) for i in g.demos],
+            [data["question"][j] for j in g.queries],
+            use_chat_template=False,
+        )
+        ids, demo_tokens, query_tokens = tokenize_prompt(tok, prompt)
+        rows = np.concatenate(query_tokens)
+        with torch.no_grad():
+            att = eager(ids, output_attentions=True).attentions[1][0][:, rows].double().numpy()
+        a = np.array([att[:, :, idx].sum() / len(idx) for idx in demo_tokens])
+        f = [float(p == data["answer"][j]) for p, j in zip(g.answers, g.queries)]
+        expected[g.demos] = a / a.sum() * np.mean(f)
+    np.testing.assert_allclose(scores, expected, rtol=1e-5)
+    assert sorted(np.concatenate([g.demos for g in dw.groups]).tolist()) == list(range(10))
+    for g in dw.groups:  # queries come from the other half
+        assert not set(g.demos) & set(g.queries)
+
+
+def test_invalid_groups_are_retried_not_zeroed(monkeypatch):
+    outputs = iter(["gibberish", " 1\nno second label", " 2\nAnswer 2: 4", " 6\nAnswer 2: 8"])
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: next(outputs))
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, use_chat_template=False)
+    scores = dw.score(_pool(10))
+    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 2}
+    assert np.all(np.isfinite(scores)) and len(dw.groups) == 2
+
+
+def test_group_that_never_parses_gets_nan_not_zero(monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: "???")
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, max_retries=1)
+    scores = dw.score(_pool(10))
+    assert dw.stats == {"groups": 2, "invalid_groups": 2, "retries": 2}
+    assert np.all(np.isnan(scores))
+
+
+def test_rounds_average_and_seeded(monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    kw = dict(n_demos=3, n_queries=2, rounds=2, seed=1, use_chat_template=False)
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw)
+    a = dw.score(_pool(8))
+    b = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw).score(_pool(8))
+    np.testing.assert_array_equal(a, b)
+    sums, counts = np.zeros(8), np.zeros(8)
+    for g in dw.groups:
+        np.add.at(sums, g.demos, g.scores)
+        np.add.at(counts, g.demos, 1)
+    assert counts.min() >= 2  # every example is a demonstration at least once per round
+    np.testing.assert_allclose(a, sums / counts)
+
+
+def test_dataset_map_path(monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2\nAnswer 3: 4")
+    data = _pool(12)
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=3)
+    direct = dw.score(data)
+    mapped = dw.add_scores(data, column="score")
+    np.testing.assert_allclose(mapped["score"], direct)
+
+
+def test_bad_input_errors():
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer())
+    with pytest.raises(ValueError, match=r"missing \['answer'\]"):
+        dw.score(Dataset.from_dict({"question": ["a"] * 20, "text": ["b"] * 20}))
+    with pytest.raises(ValueError, match=r"needs at least 10 examples, got 7.*n_demos=5.*n_queries=3"):
+        dw.score(_pool(7))
+    with pytest.raises(IndexError, match="attn_layer"):
+        DataWhisperer(tiny_model("llama"), tiny_tokenizer(), attn_layer=5)
+
+
+def test_parse_answers_and_metric():
+    assert parse_answers(" 4\nAnswer 2: a cat\nAnswer 3: ten\n\nQuestion: x", 3) == ["4", "a cat", "ten"]
+    assert parse_answers(" 4\nAnswer 3: x", 3) is None
+    assert parse_answers(" \nAnswer 2: y", 2) is None
+    assert answer_metric("1,000", "1000") == 1.0
+    assert answer_metric("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6)
+    assert answer_metric("x", "y", metric=lambda p, r: 0.25) == 0.25
+
+
+def test_real_generation_runs_end_to_end():
+    dw = DataWhisperer(
+        tiny_model("qwen2"), tiny_tokenizer(), n_demos=2, n_queries=1, max_answer_tokens=4, max_retries=0
+    )
+    scores = dw.score(_pool(4))
+    assert scores.shape == (4,) and dw.stats["groups"] == 2
+
+
+def test_top_fraction_of_scores_skips_nan():
+    from hf_select.selection import top_fraction_indices
+
+    assert top_fraction_indices([0.1, np.nan, 0.5, 0.3], 0.5).tolist() == [2, 3]
+
+
+def test_long_fields_are_clipped_to_fit_the_context(monkeypatch):
+    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    long = Dataset.from_dict(
+        {"question": ["What is the fox? " * 30] * 8, "answer": ["quick brown " * 40] * 8}
+    )
+    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=3, n_queries=2, max_prompt_tokens=400)
+    ids, demo_tokens, _ = dw._fit_prompt(long["question"], long["answer"], [0, 1, 2], [3, 4])
+    assert ids.shape[1] <= 400 and len(demo_tokens) == 3
+    assert dw.prompt_budget == 400
+    assert (
+        DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_queries=2, max_answer_tokens=10).prompt_budget
+        == 492
+    )
