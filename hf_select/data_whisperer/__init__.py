@@ -2,10 +2,11 @@
 answers weighted by attention, and fine-tuning of the selected subset (full or LoRA).
 
 * :mod:`.scorer` -- prompts, answer parsing and the ``Dataset.map`` scorer;
-* :mod:`.finetune` -- fine-tuning a subset and comparing subsets.
+* :mod:`.finetune` -- fine-tuning a subset and comparing subsets (the function ``finetune`` is not exported
+  here, so that ``hf_select.data_whisperer.finetune`` stays the module).
 """
 
-from .finetune import FinetuneArguments, compare_subsets, finetune
+from .finetune import FinetuneArguments, compare_subsets
 from .scorer import DataWhisperer, answer_metric, parse_answers
 
-__all__ = ["DataWhisperer", "FinetuneArguments", "answer_metric", "compare_subsets", "finetune", "parse_answers"]
+__all__ = ["DataWhisperer", "FinetuneArguments", "answer_metric", "compare_subsets", "parse_answers"]
