@@ -72,7 +72,7 @@ def base_and_reference_losses(
     heads = normalize_heads(heads, adapter)
     if not heads:
         raise ValueError("AttentionInfluence needs at least one head to mask")
-    model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids)
+    model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids, model)
     lowest = heads[0][0]
     cache: dict[str, Any] = {}
     handle = None

@@ -106,6 +106,10 @@ class HeadMasker:
         self.position_ids: torch.Tensor | None = None
 
     def set_sequence_info(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None):
+        if isinstance(attention_mask, dict) and position_ids is not None:
+            # explicit per-layer-type masks of packed rows (token_loss.packed_attention_masks): the documents
+            # follow from the restarting positions, padding is a singleton segment
+            attention_mask = None
         if attention_mask is not None and attention_mask.ndim != 2:
             raise ValueError(
                 "mask_heads needs a 2D [batch, seq] attention_mask (or None with position_ids for packed rows); "

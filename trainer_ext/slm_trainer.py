@@ -299,7 +299,7 @@ class SLMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids = inputs["input_ids"]
         model_inputs, positions = prepare_model_inputs(
-            input_ids, inputs.get("attention_mask"), inputs.get("position_ids")
+            input_ids, inputs.get("attention_mask"), inputs.get("position_ids"), model
         )
         labels = inputs.get("labels")
         valid = inputs.get(_VALID)
