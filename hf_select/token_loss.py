@@ -181,9 +181,9 @@ def _decoder_of(inner: nn.Module) -> nn.Module | None:
     if backbone is not None and backbone is not inner:
         return backbone
     # Llama4ForCausalLM names ``language_model`` as its base-model prefix but stores the decoder as ``model``
-    decoder = inner.get_decoder() if hasattr(inner, "get_decoder") else None
-    if isinstance(decoder, nn.Module) and decoder is not inner:
-        return decoder
+    for decoder in (inner.get_decoder() if hasattr(inner, "get_decoder") else None, getattr(inner, "model", None)):
+        if isinstance(decoder, nn.Module) and decoder is not inner:
+            return decoder
     return None
 
 
