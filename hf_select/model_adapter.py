@@ -233,9 +233,12 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
 
 
 def _sliding_window(attention: nn.Module, config) -> int | None:
-    """The layer's sliding window: the attention module's own ``sliding_window`` where it keeps one (Gemma 2/3,
-    Qwen2, gpt-oss, Cohere2: None on full layers), else the config's (Mistral, Mixtral, Phi-3: every layer)."""
-    if hasattr(attention, "sliding_window"):
+    """The layer's sliding window: the config's window on layers whose attention says ``is_sliding`` (EXAONE-4,
+    Gemma 3), the attention module's own ``sliding_window`` where it keeps one (Gemma 2, Qwen2, gpt-oss,
+    Cohere2: None on full layers), else the config's (Mistral, Mixtral, Phi-3: every layer)."""
+    if isinstance(getattr(attention, "is_sliding", None), bool):  # EXAONE-4 keeps the window on full layers too
+        window = getattr(config, "sliding_window", None) if attention.is_sliding else None
+    elif hasattr(attention, "sliding_window"):
         window = attention.sliding_window
     else:
         window = getattr(config, "sliding_window", None)

@@ -1,8 +1,12 @@
-"""Tiny random models of every decoder family the conformance table covers (tests/hf_select/test_conformance.py).
+"""Tiny random models of every decoder family the conformance table covers (tests/hf_select/test_conformance.py),
+and an independent attention-kernel reference of causal-uniform head masking.
 
 Hidden size 32, 2 layers, 4 query heads over 2 KV heads where the family allows, vocabulary 320; sliding-window
 families get a window of 8 so that the test sequences (up to 20 tokens) cross it.
 """
+
+import contextlib
+import functools
 
 import pytest
 import torch
@@ -87,7 +91,16 @@ EAGER = {"gemma2", "gpt_oss"}
 
 
 def build_family(model_type: str, seed: int = 0, attn_implementation: str | None = None, **overrides):
-    """A tiny random causal LM of ``model_type`` in eval mode (float32); skips when transformers lacks it."""
+    """A tiny random causal LM of ``model_type`` in eval mode (float32); skips when transformers lacks it.
+
+    Built once per argument set and shared: callers that train or change the model take a ``copy.deepcopy``.
+    """
+    return _build(model_type, seed, attn_implementation, tuple(sorted(overrides.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _build(model_type: str, seed: int, attn_implementation: str | None, overrides: tuple):
+    overrides = dict(overrides)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     if model_type not in CONFIG_MAPPING:
@@ -100,10 +113,6 @@ def build_family(model_type: str, seed: int = 0, attn_implementation: str | None
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation=implementation)
     return model.eval()
 
-
-@pytest.fixture
-def make_family():
-    return build_family
 
 
 class UniformAttentionReference:
@@ -150,8 +159,6 @@ class UniformAttentionReference:
         return output, weights
 
 
-import contextlib  # noqa: E402
-
 
 @contextlib.contextmanager
 def uniform_attention_reference(model, heads):
@@ -176,8 +183,3 @@ def uniform_attention_reference(model, heads):
         yield reference
     finally:
         model.set_attn_implementation(original)
-
-
-@pytest.fixture
-def uniform_reference():
-    return uniform_attention_reference
