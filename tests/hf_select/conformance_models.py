@@ -41,7 +41,14 @@ CONFORMANCE_FAMILIES: dict[str, dict] = {
     "gemma": {},
     "gemma2": {"query_pre_attn_scalar": 8, "sliding_window": WINDOW},
     "gemma3_text": {"query_pre_attn_scalar": 8, "sliding_window": WINDOW},
-    "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 512, "num_key_value_heads": None, "head_dim": None},
+    "gpt2": {
+        "n_embd": 32,
+        "n_layer": 2,
+        "n_head": 4,
+        "n_positions": 512,
+        "num_key_value_heads": None,
+        "head_dim": None,
+    },
     "gpt_neox": {"rotary_pct": 0.5, "num_key_value_heads": None, "head_dim": None},
     "phi3": {},
     "olmo": {},
@@ -114,7 +121,6 @@ def _build(model_type: str, seed: int, attn_implementation: str | None, override
     return model.eval()
 
 
-
 class UniformAttentionReference:
     """An attention function (registered with transformers' ``AttentionInterface``) that runs the model's own
     kernel and then overwrites the chosen heads' outputs with uniform attention over exactly the keys the
@@ -157,7 +163,6 @@ class UniformAttentionReference:
                 output.dtype
             )
         return output, weights
-
 
 
 @contextlib.contextmanager

@@ -184,7 +184,11 @@ def test_one_slm_step(family, tmp_path):
     rows = pack_documents([d.tolist() for d in docs], max_length=16)
     rows.pop("num_documents")
     args = SLMConfig(
-        output_dir=str(tmp_path), use_cpu=True, report_to="none", token_select_ratio=0.6, select_scope="sequence"
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        token_select_ratio=0.6,
+        select_scope="sequence",
     )
     trainer = SLMTrainer(model=student, args=args, ref_model=reference, train_dataset=Dataset.from_dict(rows))
     batch = SLMCollator()([{k: v[i] for k, v in rows.items()} for i in range(len(rows["input_ids"]))])
@@ -229,4 +233,6 @@ def test_detection_argmax(family):
         recorder.rows = rows
         final_hidden_states(model, input_ids=ids)
     for layer, probabilities in enumerate(attentions):
-        torch.testing.assert_close(recorder.argmax[layer][0], probabilities[0][:, rows].argmax(-1), rtol=0, atol=0)
+        torch.testing.assert_close(
+            recorder.argmax[layer][0], probabilities[0][:, rows].argmax(-1), rtol=0, atol=0
+        )
