@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "detect_retrieval_heads": "hf_select.retrieval_heads",
     "mask_heads": "hf_select.head_masking",
     "AttentionInfluence": "hf_select.attention_influence",
+    "AttentionInfluenceConfig": "hf_select.attention_influence",
     "select_top_fraction": "hf_select.selection",
     "upweighted_mix": "hf_select.selection",
     "combine_by_rank": "hf_select.selection",

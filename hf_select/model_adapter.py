@@ -197,7 +197,9 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
         layout = _LLAMA_LAYOUT
     layers_attr, attn_attr, out_attr, (value_attr, value_split) = layout
     layers = list(getattr(backbone, layers_attr))
-    missing = [i for i, layer in enumerate(layers) if not isinstance(getattr(layer, attn_attr, None), nn.Module)]
+    missing = [
+        i for i, layer in enumerate(layers) if not isinstance(getattr(layer, attn_attr, None), nn.Module)
+    ]
     if missing:
         types = getattr(text_config, "layer_types", None)
         raise UnsupportedModelError(
@@ -236,7 +238,9 @@ def _sliding_window(attention: nn.Module, config) -> int | None:
     """The layer's sliding window: the config's window on layers whose attention says ``is_sliding`` (EXAONE-4,
     Gemma 3), the attention module's own ``sliding_window`` where it keeps one (Gemma 2, Qwen2, gpt-oss,
     Cohere2: None on full layers), else the config's (Mistral, Mixtral, Phi-3: every layer)."""
-    if isinstance(getattr(attention, "is_sliding", None), bool):  # EXAONE-4 keeps the window on full layers too
+    if isinstance(
+        getattr(attention, "is_sliding", None), bool
+    ):  # EXAONE-4 keeps the window on full layers too
         window = getattr(config, "sliding_window", None) if attention.is_sliding else None
     elif hasattr(attention, "sliding_window"):
         window = attention.sliding_window

@@ -181,7 +181,10 @@ def _decoder_of(inner: nn.Module) -> nn.Module | None:
     if backbone is not None and backbone is not inner:
         return backbone
     # Llama4ForCausalLM names ``language_model`` as its base-model prefix but stores the decoder as ``model``
-    for decoder in (inner.get_decoder() if hasattr(inner, "get_decoder") else None, getattr(inner, "model", None)):
+    for decoder in (
+        inner.get_decoder() if hasattr(inner, "get_decoder") else None,
+        getattr(inner, "model", None),
+    ):
         if isinstance(decoder, nn.Module) and decoder is not inner:
             return decoder
     return None
@@ -285,7 +288,9 @@ def probe_tolerance(dtype: torch.dtype) -> float:
 def _run_probe(inner: nn.Module) -> ModelProbe:
     config = inner.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    family = str(getattr(text, "model_type", None) or getattr(config, "model_type", None) or type(inner).__name__)
+    family = str(
+        getattr(text, "model_type", None) or getattr(config, "model_type", None) or type(inner).__name__
+    )
     backbone, head, softcap = _split_unchecked(inner)
     first = next(inner.parameters())
     device, tol = first.device, probe_tolerance(first.dtype)

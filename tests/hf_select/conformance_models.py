@@ -105,7 +105,7 @@ def build_family(model_type: str, seed: int = 0, attn_implementation: str | None
     return _build(model_type, seed, attn_implementation, tuple(sorted(overrides.items())))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _build(model_type: str, seed: int, attn_implementation: str | None, overrides: tuple):
     overrides = dict(overrides)
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING

@@ -24,7 +24,7 @@ from hf_select.testing import tiny_tokenizer
 from hf_select.token_loss import final_hidden_states, per_token_loss
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conformance_models import CONFORMANCE_FAMILIES, build_family, uniform_attention_reference  # noqa: E402
+from conformance_models import CONFORMANCE_FAMILIES, build_family, uniform_attention_reference
 
 TOL = 2e-5  # float32; losses of a few nats, 2-layer models
 FAMILIES = tuple(CONFORMANCE_FAMILIES)
@@ -107,9 +107,8 @@ def test_masking_equals_uniform_attention_kernel(family):
     expected = _expect(family, "masking")
     ids, mask = _padded_batch(_ids(20, 14))
     if expected is not None:
-        with expected:
-            with mask_heads(model, HEADS):
-                pass
+        with expected, mask_heads(model, HEADS):
+            pass
         return
     with mask_heads(model, HEADS):
         got = per_token_loss(model, ids, mask)
@@ -222,9 +221,8 @@ def test_detection_argmax(family):
     rows = torch.arange(6, 19)
     expected = _expect(family, "detection")
     if expected is not None:
-        with expected:
-            with record_attention_argmax(model):
-                pass
+        with expected, record_attention_argmax(model):
+            pass
         return
     eager = build_family(family, initializer_range=0.2, attn_implementation="eager")
     with torch.no_grad():

@@ -17,7 +17,7 @@ from hf_select.testing import tiny_model
 from hf_select.token_loss import per_token_loss, probe_model, split_causal_lm
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conformance_models import build_family  # noqa: E402
+from conformance_models import build_family
 
 
 def _ce(model, ids):
@@ -189,3 +189,35 @@ def test_token_dynamics_delta_reads_slope_times_n_by_default():
     assert classify_token_dynamics(steeper, span="n-1")[0] != 2  # delta = -0.176
     with pytest.raises(ValueError, match="span"):
         loss_deltas(losses, span="end")
+
+
+def test_attention_influence_config_is_the_single_source_and_the_fingerprint_sees_the_weights():
+    from datasets import Dataset
+
+    from hf_select.attention_influence import AttentionInfluence, AttentionInfluenceConfig
+    from hf_select.testing import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    model = tiny_model("llama")
+    data = Dataset.from_dict({"text": ["a b c", "d e f"]})
+    config = AttentionInfluenceConfig(heads=[(1, 0)], max_length=64)
+    scorer = AttentionInfluence(model, tokenizer, config=config)
+    same = AttentionInfluence(model, tokenizer, [(1, 0)], max_length=64)  # the old kwargs still work
+    assert scorer.config == same.config and scorer.max_length == 64 and scorer.heads == [(1, 0)]
+    assert scorer.fingerprint(data) == same.fingerprint(data)
+    retrained = copy.deepcopy(model)  # same path and config, other weights
+    with torch.no_grad():
+        retrained.lm_head.weight.add_(1e-3)
+    other_dtype = copy.deepcopy(model).to(torch.bfloat16)
+    prints = {
+        AttentionInfluence(m, tokenizer, config=config).fingerprint(data)
+        for m in (model, retrained, other_dtype)
+    }
+    assert len(prints) == 3
+    longer = AttentionInfluence(
+        model, tokenizer, config=AttentionInfluenceConfig(heads=[(1, 0)], max_length=32)
+    )
+    assert longer.fingerprint(data) != scorer.fingerprint(data)
+    assert all(f.metadata.get("help") for f in __import__("dataclasses").fields(AttentionInfluenceConfig))
+    with pytest.raises(ValueError, match="max_length"):
+        AttentionInfluenceConfig(heads=[(1, 0)], max_length=1)
