@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "detect_retrieval_heads": "hf_select.attention_influence.retrieval_heads",
     "mask_heads": "hf_select.attention_influence.head_masking",
     "AttentionInfluence": "hf_select.attention_influence.scorer",
+    "AttentionInfluenceConfig": "hf_select.attention_influence.scorer",
     "select_top_fraction": "hf_select.selection",
     "upweighted_mix": "hf_select.selection",
     "combine_by_rank": "hf_select.selection",

@@ -13,7 +13,8 @@ head_dim]`` with head ``h`` at ``[h * head_dim, (h + 1) * head_dim)``; query hea
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,22 @@ _FAMILIES: dict[str, tuple[str, str, str, tuple[str, str]]] = {
 
 SUPPORTED_FAMILIES = tuple(sorted(_FAMILIES)) + ("any model with the Llama attention layout",)
 
+# Families whose layers look like the Llama layout but whose per-head outputs are not "attention weights times
+# the value projection's output" over a plain causal (or sliding-window) mask: refused with the reason.
+_REFUSED: dict[str, str] = {
+    "llama4_text": (
+        "its chunked-attention layers (attention_chunk_size) restrict each query to its chunk and its NoPE "
+        "layers scale queries by position; causal-uniform masking and attention capture would average across "
+        "chunk boundaries"
+    ),
+    "gemma3n_text": (
+        "its value vectors are RMS-normed after v_proj (v_norm) and its last layers reuse the keys and values "
+        "of earlier layers (KV sharing); the value projection's output is not what the heads average"
+    ),
+}
+_REFUSED["llama4"] = _REFUSED["llama4_text"]
+_REFUSED["gemma3n"] = _REFUSED["gemma3n_text"]
+
 
 class UnsupportedModelError(ValueError):
     """Raised for a model whose attention layout hf-select does not know."""
@@ -64,6 +81,9 @@ class ModelAdapter:
     """Attention layout of one decoder-only causal LM.
 
     Build it with :func:`get_model_adapter`. All per-layer lists are indexed by decoder layer.
+    ``sliding_windows[layer]`` is the layer's sliding window ``w`` (query ``i`` sees keys ``i - w < j <= i``,
+    transformers' convention) or None for full causal attention. ``probe`` is the model's
+    :class:`hf_select.token_loss.ModelProbe` (head and packing checks, run once per model).
     """
 
     model: nn.Module
@@ -77,6 +97,8 @@ class ModelAdapter:
     output_projections: list[nn.Module]
     value_projections: list[nn.Module]
     value_split: str
+    sliding_windows: list[int | None] = field(default_factory=list)
+    probe: Any = None
 
     @property
     def heads_per_kv(self) -> int:
@@ -156,6 +178,9 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
             f"{name} is not a decoder-only transformers model; supported: {SUPPORTED_FAMILIES}"
         )
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    refused = _REFUSED.get(model_type) or _REFUSED.get(getattr(text_config, "model_type", None))
+    if refused:
+        raise UnsupportedModelError(f"{model_type} ({name}) is not supported for per-head methods: {refused}")
     backbone = getattr(model, "base_model", model)
     layout = _FAMILIES.get(model_type)
     if layout is None:
@@ -172,13 +197,26 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
         layout = _LLAMA_LAYOUT
     layers_attr, attn_attr, out_attr, (value_attr, value_split) = layout
     layers = list(getattr(backbone, layers_attr))
+    missing = [
+        i for i, layer in enumerate(layers) if not isinstance(getattr(layer, attn_attr, None), nn.Module)
+    ]
+    if missing:
+        types = getattr(text_config, "layer_types", None)
+        raise UnsupportedModelError(
+            f"{model_type}: decoder layers {missing} have no attention module"
+            + (f" (layer types {[types[i] for i in missing]})" if types else "")
+            + "; per-head methods need softmax attention in every layer (hybrid linear-attention / "
+            "state-space models are not supported)"
+        )
     attentions = [getattr(layer, attn_attr) for layer in layers]
     num_heads = _config_value(text_config, "num_attention_heads", "n_head")
     num_kv_heads = _config_value(text_config, "num_key_value_heads", default=num_heads)
     hidden = _config_value(text_config, "hidden_size", "n_embd")
     head_dim = _config_value(text_config, "head_dim", default=hidden // num_heads)
-    if model_type == "gpt_neox":
-        head_dim = hidden // num_heads
+    if model_type in ("gpt2", "gpt_neox"):  # no grouped-query attention; head_dim is never a config field
+        num_kv_heads, head_dim = num_heads, hidden // num_heads
+    from .token_loss import probe_model  # token_loss imports this module
+
     return ModelAdapter(
         model=model,
         family=model_type if model_type in _FAMILIES else f"{model_type} (Llama layout)",
@@ -191,4 +229,21 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
         output_projections=[getattr(attn, out_attr) for attn in attentions],
         value_projections=[getattr(attn, value_attr) for attn in attentions],
         value_split=value_split,
+        sliding_windows=[_sliding_window(attn, text_config) for attn in attentions],
+        probe=probe_model(model),
     )
+
+
+def _sliding_window(attention: nn.Module, config) -> int | None:
+    """The layer's sliding window: the config's window on layers whose attention says ``is_sliding`` (EXAONE-4,
+    Gemma 3), the attention module's own ``sliding_window`` where it keeps one (Gemma 2, Qwen2, gpt-oss,
+    Cohere2: None on full layers), else the config's (Mistral, Mixtral, Phi-3: every layer)."""
+    if isinstance(
+        getattr(attention, "is_sliding", None), bool
+    ):  # EXAONE-4 keeps the window on full layers too
+        window = getattr(config, "sliding_window", None) if attention.is_sliding else None
+    elif hasattr(attention, "sliding_window"):
+        window = attention.sliding_window
+    else:
+        window = getattr(config, "sliding_window", None)
+    return int(window) if window else None

@@ -11,7 +11,8 @@ gradient-accumulation micro-batch, computes the reference values and the number 
 summed over micro-batches and processes:
 
 - "sequence" / "microbatch": ``ceil(ratio * n)`` per row / per micro-batch -- known from the labels alone;
-- "global": one threshold (the k-th largest score over all micro-batches of all processes). When the score
+- "global": one threshold (the k-th largest score over all micro-batches of all processes; ties at it are kept
+  in order of process, micro-batch, row and position, so exactly ``ceil(ratio * n)`` are selected). When the score
   needs the student's loss and the step has several micro-batches, a no-grad forward of the student (in eval
   mode) over the micro-batches ranks the tokens first; with one micro-batch per step the ranking uses the
   training forward itself and only the scores are exchanged between processes.
@@ -43,8 +44,9 @@ from transformers.utils import logging
 from hf_select.packing import PackedCollator
 from hf_select.slm.reference_losses import reference_token_stats
 from hf_select.slm.token_selection import (
+    global_cutoff,
+    select_by_cutoff,
     select_top_tokens,
-    selected_count,
     selection_count,
     selective_loss_sum,
 )
@@ -219,13 +221,18 @@ class SLMTrainer(Trainer):
         everything = self.accelerator.gather(padded)
         return everything[~torch.isnan(everything)]
 
-    def _global_threshold(self, valid_scores: torch.Tensor) -> torch.Tensor:
-        everything = self._gather_scores(valid_scores.float())
-        n = everything.numel()
-        if n == 0:
-            return torch.tensor(float("inf"), device=valid_scores.device)
-        k = int(selected_count(torch.tensor(n), self.args.token_select_ratio))
-        return torch.kthvalue(everything, n - k + 1).values
+    def _global_selection(self, scores: list[torch.Tensor], valid: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Exactly ``ceil(ratio * n)`` tokens over all micro-batches of all processes
+        (:func:`hf_select.slm.token_selection.global_cutoff`): ties at the threshold go to earlier processes, then
+        earlier micro-batches, rows and positions."""
+        flat = torch.cat([s.detach().float()[v] for s, v in zip(scores, valid)])
+        threshold, ties = global_cutoff(self._gather_scores(flat), self.args.token_select_ratio)
+        threshold = threshold.to(flat.device)
+        if self.accelerator.num_processes > 1:
+            local = torch.tensor([int((flat == threshold).sum())], device=flat.device)
+            counts = self.accelerator.gather(local)
+            ties = max(ties - int(counts[: self.accelerator.process_index].sum()), 0)
+        return select_by_cutoff(scores, valid, threshold, ties)
 
     def _scores(self, batch: dict[str, Any], student_loss: torch.Tensor | None) -> torch.Tensor:
         if self.args.score == "excess_loss":
@@ -283,8 +290,7 @@ class SLMTrainer(Trainer):
             for batch in batches:
                 batch[_STUDENT] = self._student_losses_no_grad(batch)
         scores = [self._scores(b, b.get(_STUDENT)) for b in batches]
-        threshold = self._global_threshold(torch.cat([s[b[_VALID]] for s, b in zip(scores, batches)]))
-        selected = [b[_VALID] & (s >= threshold) for s, b in zip(scores, batches)]
+        selected = self._global_selection(scores, [b[_VALID] for b in batches])
         total = self._sum_over_processes(sum(s.sum() for s in selected))
         for batch, sel in zip(batches, selected):
             batch[_SELECTED], batch[_TOTAL] = sel, total
@@ -304,7 +310,7 @@ class SLMTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids = inputs["input_ids"]
         model_inputs, positions = prepare_model_inputs(
-            input_ids, inputs.get("attention_mask"), inputs.get("position_ids")
+            input_ids, inputs.get("attention_mask"), inputs.get("position_ids"), model
         )
         labels = inputs.get("labels")
         valid = inputs.get(_VALID)
@@ -337,8 +343,7 @@ class SLMTrainer(Trainer):
         if _SELECTED in inputs:
             return inputs[_SELECTED], inputs[_TOTAL]
         if self.args.select_scope == "global":
-            threshold = self._global_threshold(scores[valid])
-            selected = valid & (scores >= threshold)
+            selected = self._global_selection([scores], [valid])[0]
             return selected, self._sum_over_processes(selected.sum())
         selected = select_top_tokens(scores, valid, self.args.token_select_ratio, self.args.select_scope)
         return selected, inputs[_TOTAL]

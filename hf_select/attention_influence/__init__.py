@@ -11,10 +11,11 @@ from .head_masking import HeadMasker, mask_heads, normalize_heads
 from .proxy_accuracy import proxy_task_accuracy
 from .proxy_task import build_proxy_samples, proxy_dataset
 from .retrieval_heads import RetrievalHeads, detect_retrieval_heads, record_attention_argmax
-from .scorer import AttentionInfluence, base_and_reference_losses, score_dataset
+from .scorer import AttentionInfluence, AttentionInfluenceConfig, base_and_reference_losses, score_dataset
 
 __all__ = [
     "AttentionInfluence",
+    "AttentionInfluenceConfig",
     "HeadMasker",
     "RetrievalHeads",
     "base_and_reference_losses",

@@ -12,7 +12,8 @@ masked heads' slices with that running mean. Values are never rotated by RoPE, s
 family of :mod:`hf_select.model_adapter`, grouped-query attention and value biases included.
 
 Document boundaries follow :mod:`hf_select.token_loss`: a row is packed when its ``position_ids`` restart;
-the running mean restarts there. Padding (``attention_mask == 0``) contributes nothing.
+the running mean restarts there. Padding (``attention_mask == 0``) contributes nothing. Sliding-window layers
+average over their window only (uniform over the keys the layer can see), so masking is exact at any length.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def causal_running_mean(
     values: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
+    window: int | None = None,
 ) -> torch.Tensor:
     """Causal uniform attention output: mean of the visible real value vectors of the same document.
 
@@ -63,10 +65,14 @@ def causal_running_mean(
         attention_mask: ``[batch, seq]`` 1 for real tokens (None: all real).
         position_ids: ``[batch, seq]``; a position that is not its predecessor + 1 starts a new document
             (None: one document per row).
+        window: sliding window ``w`` of the layer (None: full causal). Query ``i`` then averages only the
+            positions ``i - w < j <= i``, transformers' sliding-window rule (Mistral, Gemma 2/3, gpt-oss).
 
     Returns ``values``-shaped running means (accumulated in float32). Positions with nothing visible get 0.
     """
     batch, seq = values.shape[:2]
+    if window is not None and window < 1:
+        raise ValueError(f"window must be >= 1 or None, got {window}")
     flat = values.reshape(batch, seq, -1).float()
     real = (
         torch.ones(batch, seq, device=values.device)
@@ -75,12 +81,16 @@ def causal_running_mean(
     )
     sums = torch.cumsum(flat * real[..., None], dim=1)
     counts = torch.cumsum(real, dim=1)
+    index = torch.arange(seq, device=values.device).expand(batch, seq)
+    first = torch.zeros_like(index)  # first visible position of every query
     if position_ids is not None:
-        start = document_start_index(position_ids.to(values.device))
-        prev = (start - 1).clamp(min=0)
-        has_prev = (start > 0).float()
-        sums = sums - torch.gather(sums, 1, prev[..., None].expand_as(sums)) * has_prev[..., None]
-        counts = counts - torch.gather(counts, 1, prev) * has_prev
+        first = document_start_index(position_ids.to(values.device))
+    if window is not None:
+        first = torch.maximum(first, index - window + 1)
+    prev = (first - 1).clamp(min=0)
+    has_prev = (first > 0).float()
+    sums = sums - torch.gather(sums, 1, prev[..., None].expand_as(sums)) * has_prev[..., None]
+    counts = counts - torch.gather(counts, 1, prev) * has_prev
     mean = sums / counts.clamp(min=1)[..., None]
     return mean.to(values.dtype).reshape(values.shape)
 
@@ -106,6 +116,10 @@ class HeadMasker:
         self.position_ids: torch.Tensor | None = None
 
     def set_sequence_info(self, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None):
+        if isinstance(attention_mask, dict) and position_ids is not None:
+            # explicit per-layer-type masks of packed rows (token_loss.packed_attention_masks): the documents
+            # follow from the restarting positions, padding is a singleton segment
+            attention_mask = None
         if attention_mask is not None and attention_mask.ndim != 2:
             raise ValueError(
                 "mask_heads needs a 2D [batch, seq] attention_mask (or None with position_ids for packed rows); "
@@ -144,7 +158,9 @@ class HeadMasker:
                     f"{values.shape[1]} (KV cache in use?)"
                 )
             kv_heads = sorted({self.adapter.kv_head_of(h) for h in self.by_layer[layer]})
-            means = causal_running_mean(values[:, :, kv_heads], mask, self.position_ids)
+            means = causal_running_mean(
+                values[:, :, kv_heads], mask, self.position_ids, self.adapter.sliding_windows[layer]
+            )
             concat = concat.clone()
             for head in self.by_layer[layer]:
                 concat[..., self.adapter.head_slice(head)] = means[
@@ -180,9 +196,10 @@ def mask_heads(model: nn.Module, heads: Iterable[Sequence[int]]) -> Iterator[Hea
     AttentionInfluence (arXiv 2505.07293, appendix C) builds its weak reference model this way. Each masked
     head's output at position ``i`` becomes the mean of the value vectors (of its KV head) over the real
     positions ``<= i`` of the same packed document. The model is exactly as before on exit (hooks only).
-    Sliding-window layers (Gemma, Mistral) also average over every visible position of the document: the
-    window is not applied (identical for sequences shorter than the window). Needs full-sequence passes: an
-    incremental KV-cache step raises an error.
+    On sliding-window layers (Mistral, Gemma 2/3, gpt-oss, Cohere2) the mean covers only the window: the
+    positions ``i - w < j <= i`` (``ModelAdapter.sliding_windows``), i.e. uniform weights over exactly the keys
+    the layer's softmax attention may see. Needs full-sequence passes: an incremental KV-cache step raises an
+    error.
 
     Example::
 

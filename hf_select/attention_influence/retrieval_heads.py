@@ -210,6 +210,18 @@ def _encode(tokenizer, sample: dict[str, Any]) -> tuple[list[int], int, set[int]
     return enc["input_ids"], start, value_positions
 
 
+def answer_quality(correct: torch.Tensor) -> float:
+    """Teacher-forced quality of one proxy answer from its per-token correctness ``[answer_len]`` (bool).
+
+    The token accuracy, or 0 when the first answer token is wrong: the first token is the key lookup itself,
+    and once the gold prefix is given the later tokens of the value are easy to copy, so accuracy alone keeps
+    samples whose lookup failed (issue 15, item 6).
+    """
+    if correct.numel() == 0 or not bool(correct[0]):
+        return 0.0
+    return float(correct.float().mean())
+
+
 def _rouge1_recall(prediction: str, reference: str) -> float:
     predicted = set(normalize_text(prediction).split())
     words = normalize_text(reference).split()
@@ -224,7 +236,8 @@ def _score_teacher_forced(model, recorder, head, ids, start, value_positions, nu
     recorder.rows, recorder.argmax = rows, {}
     hidden = final_hidden_states(model, input_ids=input_ids)
     targets = input_ids[0, start:]
-    accuracy = float((head(hidden[0, rows]).argmax(-1) == targets).float().mean())
+    correct = head(hidden[0, rows]).argmax(-1) == targets
+    accuracy = answer_quality(correct)
     in_value = torch.zeros(len(ids), dtype=torch.bool, device=device)
     in_value[list(value_positions)] = True
     copies = []
@@ -319,8 +332,9 @@ def detect_retrieval_heads(
             query row ``t - 1``) or ``"generation"`` (greedy decoding as Wu et al.; the score divides by the
             number of value tokens).
         drop_failed: drop samples the model fails (Wu et al.) instead of scoring them; failure is teacher-forced
-            token accuracy < ``min_accuracy`` (teacher forced) or ROUGE-1 recall < ``min_accuracy``
-            (generation). If every sample fails, all are kept with a warning.
+            token accuracy < ``min_accuracy`` or a wrong first answer token, the lookup itself
+            (teacher forced, :func:`answer_quality`), or ROUGE-1 recall < ``min_accuracy`` (generation). If
+            every sample fails, all are kept with a warning.
         values, num_samples, context_tokens, seed, key_length: for building the default proxy (shorter keys
             suit models with short contexts).
         max_new_tokens: generation budget (default: answer length + 4).

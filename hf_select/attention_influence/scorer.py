@@ -13,16 +13,16 @@ builds masks and rotary embeddings, so this works for every supported family).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 from transformers.utils import logging
 
+from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
 from .head_masking import mask_heads, normalize_heads
@@ -72,7 +72,7 @@ def base_and_reference_losses(
     heads = normalize_heads(heads, adapter)
     if not heads:
         raise ValueError("AttentionInfluence needs at least one head to mask")
-    model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids)
+    model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids, model)
     lowest = heads[0][0]
     cache: dict[str, Any] = {}
     handle = None
@@ -97,6 +97,38 @@ def base_and_reference_losses(
     return base.losses, ref.losses, base.mask
 
 
+@dataclass
+class AttentionInfluenceConfig:
+    """Every parameter of the AttentionInfluence scorer (arXiv 2505.07293), in one place.
+
+    The scorer reads only this; :meth:`AttentionInfluence.fingerprint` hashes it whole, so a new field can
+    never be left out of the cache key.
+    """
+
+    heads: list[tuple[int, int]] = field(
+        default_factory=list,
+        metadata={"help": "(layer, query head) pairs to mask, e.g. RetrievalHeads.selected (paper: top 5%)."},
+    )
+    max_length: int = field(
+        default=2048, metadata={"help": "Tokens per chunk; longer documents are cut into chunks."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Chunks per forward pass."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
+    reuse_lower_layers: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the layers below the lowest masked layer once instead of twice (same result)."
+        },
+    )
+
+    def __post_init__(self):
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {self.max_length}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.heads = [tuple(int(x) for x in head) for head in self.heads]
+
+
 def _device_of(model: nn.Module) -> torch.device:
     return next(unwrap_model(model).parameters()).device
 
@@ -116,11 +148,10 @@ class AttentionInfluence:
     Args:
         model: base causal LM (any family of :mod:`hf_select.model_adapter`), in eval mode.
         tokenizer: its tokenizer.
-        heads: ``(layer, query head)`` pairs to mask, e.g. ``RetrievalHeads.selected``.
-        max_length: tokens per chunk.
-        batch_size: chunks per forward pass.
-        text_column: column holding the documents.
-        reuse_lower_layers: run the layers below the lowest masked layer once (default) instead of twice.
+        heads, max_length, batch_size, text_column, reuse_lower_layers: the fields of
+            :class:`AttentionInfluenceConfig` (see there), when no ``config`` is given.
+        config: an :class:`AttentionInfluenceConfig`, the single source of the parameters (``heads``, if given
+            too, replaces its heads).
 
     Example::
 
@@ -134,42 +165,47 @@ class AttentionInfluence:
         self,
         model: nn.Module,
         tokenizer,
-        heads: Iterable[Sequence[int]],
+        heads: Iterable[Sequence[int]] | None = None,
         max_length: int = 2048,
         batch_size: int = 8,
         text_column: str = "text",
         reuse_lower_layers: bool = True,
+        config: AttentionInfluenceConfig | None = None,
     ):
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if config is None:
+            config = AttentionInfluenceConfig(
+                heads=list(heads or []),
+                max_length=max_length,
+                batch_size=batch_size,
+                text_column=text_column,
+                reuse_lower_layers=reuse_lower_layers,
+            )
+        elif heads is not None:
+            config = replace(config, heads=list(heads))
+        config = replace(config, heads=normalize_heads(config.heads, get_model_adapter(model)))
+        if not config.heads:
+            raise ValueError("AttentionInfluence needs at least one head to mask")
+        self.config = config
         self.model = model
         self.tokenizer = tokenizer
-        self.heads = normalize_heads(heads, get_model_adapter(model))
-        if not self.heads:
-            raise ValueError("AttentionInfluence needs at least one head to mask")
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.text_column = text_column
-        self.reuse_lower_layers = reuse_lower_layers
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
+    heads = property(lambda self: self.config.heads)
+    max_length = property(lambda self: self.config.max_length)
+    batch_size = property(lambda self: self.config.batch_size)
+    text_column = property(lambda self: self.config.text_column)
+    reuse_lower_layers = property(lambda self: self.config.reuse_lower_layers)
+
     def fingerprint(self, dataset=None) -> str:
-        """A ``new_fingerprint`` for ``Dataset.map`` from the dataset, model, revision, heads and parameters."""
-        config = unwrap_model(self.model).config
-        payload = {
-            "scorer": "attention_influence/v1",
-            "dataset": getattr(dataset, "_fingerprint", None),
-            "model": getattr(config, "_name_or_path", ""),
-            "revision": getattr(config, "_commit_hash", None),
-            "heads": self.heads,
-            "max_length": self.max_length,
-            "text_column": self.text_column,
-            "tokenizer": getattr(self.tokenizer, "name_or_path", ""),
-            "vocab": len(self.tokenizer),
-        }
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:32]
+        """A ``new_fingerprint`` for ``Dataset.map``: the whole :class:`AttentionInfluenceConfig`, the model
+        (:func:`hf_select.fingerprint.model_fingerprint`: weights checksum, dtype, tokenizer) and the dataset's
+        own fingerprint. A checkpoint retrained in place, or the same weights in another dtype, scores anew."""
+        return fingerprint(
+            "attention_influence/v2",
+            self.config,
+            model_fingerprint(unwrap_model(self.model), self.tokenizer),
+            getattr(dataset, "_fingerprint", None),
+        )
 
     def _encode(self, texts: list[Any]) -> list[list[int]]:
         for i, text in enumerate(texts):

@@ -21,7 +21,13 @@ from torch import nn
 from transformers.utils import logging
 
 from ..packing import PackedCollator
-from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs, split_causal_lm
+from ..token_loss import (
+    final_hidden_states,
+    per_token_loss,
+    prepare_model_inputs,
+    softcap_logits,
+    split_causal_lm,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -34,9 +40,7 @@ def token_entropy(
     """Float32 next-token entropy ``-sum_v p log p`` from hidden states ``[N, E]``, in chunks."""
     out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     for start in range(0, hidden.shape[0], chunk_size):
-        logits = head(hidden[start : start + chunk_size]).float()
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
+        logits = softcap_logits(head(hidden[start : start + chunk_size]).float(), softcap)
         logp = F.log_softmax(logits, dim=-1)
         out[start : start + chunk_size] = -(logp.exp() * logp).sum(-1)
     return out
@@ -53,7 +57,7 @@ def reference_token_stats(
 ) -> dict[str, torch.Tensor]:
     """Per-token ``ref_loss`` (and ``ref_entropy`` of the distribution that predicts the token) ``[batch, seq]``
     float32, plus the prediction ``mask``; one backbone forward, no gradients."""
-    model_inputs, _ = prepare_model_inputs(input_ids, attention_mask, position_ids)
+    model_inputs, _ = prepare_model_inputs(input_ids, attention_mask, position_ids, model)
     with torch.no_grad():
         hidden = final_hidden_states(model, **model_inputs)
         losses, mask = per_token_loss(

@@ -1,7 +1,9 @@
 """Token-loss dynamics across checkpoints (RHO-1, Lin et al., arXiv 2404.07965, section 2.1).
 
 For every trainable token of a fixed set of rows, its loss at ``n`` checkpoints is fit with a least-squares line
-over the checkpoint index ``0 .. n-1``; ``delta = slope * n`` (the paper's rule). ``delta < -threshold`` ->
+over the checkpoint index ``0 .. n-1``; ``delta = slope * n`` (the paper's rule, read literally: the slope
+times the number of checkpoints). A second reading, the fitted end minus the fitted start (``slope * (n - 1)``),
+moves a few percent of the tokens across the threshold; it is available as ``span="n-1"``. ``delta < -threshold`` ->
 ``H->L`` (learned), ``delta > threshold`` -> ``L->H`` (forgotten / getting harder); otherwise the token's loss at
 the last checkpoint is compared with the mean loss of all tokens at the last checkpoint: ``<= mean`` -> ``L->L``
 (already easy), else ``H->H`` (persistently hard, often noise). The paper reports, for a 1B model, H->H 11%,
@@ -21,23 +23,33 @@ from ..packing import PackedCollator
 from ..token_loss import per_token_loss
 
 CLASSES = ("H->H", "L->H", "H->L", "L->L")
+SPANS = ("n", "n-1")
 
 
-def loss_deltas(losses: np.ndarray) -> np.ndarray:
-    """``slope * n`` of the least-squares line through each column of ``losses [n_checkpoints, n_tokens]``."""
+def loss_deltas(losses: np.ndarray, span: str = "n") -> np.ndarray:
+    """``delta`` of every column of ``losses [n_checkpoints, n_tokens]`` from its least-squares line.
+
+    Args:
+        losses: per-checkpoint losses of every token.
+        span: ``"n"`` (default, the paper: ``delta = slope * n``) or ``"n-1"`` (fitted end minus fitted start,
+            ``slope * (n - 1)``).
+    """
+    if span not in SPANS:
+        raise ValueError(f"span must be one of {SPANS}, got {span!r}")
     losses = np.asarray(losses, dtype=np.float64)
     n = losses.shape[0]
     if n < 2:
         raise ValueError(f"token-loss dynamics need at least 2 checkpoints, got {n}")
     x = np.arange(n, dtype=np.float64) - (n - 1) / 2
     slope = (x[:, None] * (losses - losses.mean(0))).sum(0) / (x**2).sum()
-    return slope * n
+    return slope * (n if span == "n" else n - 1)
 
 
-def classify_token_dynamics(losses: np.ndarray, threshold: float = 0.2) -> np.ndarray:
-    """Class index into :data:`CLASSES` for every token (column) of ``losses [n_checkpoints, n_tokens]``."""
+def classify_token_dynamics(losses: np.ndarray, threshold: float = 0.2, span: str = "n") -> np.ndarray:
+    """Class index into :data:`CLASSES` for every token (column) of ``losses [n_checkpoints, n_tokens]``;
+    ``span`` as in :func:`loss_deltas`."""
     losses = np.asarray(losses, dtype=np.float64)
-    delta = loss_deltas(losses)
+    delta = loss_deltas(losses, span)
     last = losses[-1]
     classes = np.where(last <= last.mean(), CLASSES.index("L->L"), CLASSES.index("H->H"))
     classes = np.where(delta > threshold, CLASSES.index("L->H"), classes)
@@ -83,6 +95,7 @@ def token_loss_dynamics(
     pad_token_id: int = 0,
     threshold: float = 0.2,
     device: str | None = None,
+    span: str = "n",
 ) -> dict:
     """Classify the loss dynamics of every trainable token of ``dataset`` over ``checkpoints``.
 
@@ -93,6 +106,7 @@ def token_loss_dynamics(
         pad_token_id: padding id inside a batch.
         threshold: ``|delta|`` above which a token counts as changing (paper: 0.2).
         device: where to run the checkpoints loaded from paths (default: CUDA if available).
+        span: how ``delta`` reads the fitted line: ``"n"`` (paper, ``slope * n``) or ``"n-1"``.
 
     Returns:
         ``losses`` ``[n_checkpoints, n_tokens]``, ``delta``, ``classes`` (indices into :data:`CLASSES`),
@@ -110,14 +124,14 @@ def token_loss_dynamics(
         )
         rows.append(checkpoint_token_losses(model, dataset, batch_size, pad_token_id))
     losses = np.stack(rows)
-    classes = classify_token_dynamics(losses, threshold)
+    classes = classify_token_dynamics(losses, threshold, span)
     mean_loss = {
         name: losses[:, classes == i].mean(1).tolist() if (classes == i).any() else []
         for i, name in enumerate(CLASSES)
     }
     return {
         "losses": losses,
-        "delta": loss_deltas(losses),
+        "delta": loss_deltas(losses, span),
         "classes": classes,
         "shares": dynamics_shares(classes),
         "mean_loss": mean_loss,

@@ -2,12 +2,16 @@
 
 Conventions: ``scores``, ``valid`` and per-token losses are ``[batch, seq]`` tensors aligned like
 :mod:`hf_select.token_loss` (position ``t`` = predicting token ``t``); higher scores are kept. A scope with ``n``
-trainable tokens keeps ``ceil(ratio * n)`` of them (at least one when ``n > 0``): exactly that many for the
-"sequence" and "microbatch" scopes (ties broken by position), all tokens at or above the k-th largest score for
-a threshold (the "global" scope, where ties may keep a few more).
+trainable tokens keeps ``ceil(ratio * n)`` of them (at least one when ``n > 0``), exactly that many in every
+scope. Ties are broken by position (earlier first): in the "sequence" and "microbatch" scopes within the row /
+micro-batch; in the "global" scope everything above the k-th largest score is kept and the tokens *at* it are
+taken in order (process rank, micro-batch, row, position) until ``k`` are kept. Without the tie rule a
+student equal to its reference (a LoRA reference at step 0: every excess loss is 0) would select every token.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -49,11 +53,46 @@ def select_top_tokens(scores: torch.Tensor, valid: torch.Tensor, ratio: float, s
 
 def global_threshold(valid_scores: torch.Tensor, ratio: float) -> torch.Tensor:
     """The k-th largest of a flat tensor of scores with ``k = ceil(ratio * n)`` (``+inf`` when empty)."""
+    return global_cutoff(valid_scores, ratio)[0]
+
+
+def global_cutoff(valid_scores: torch.Tensor, ratio: float) -> tuple[torch.Tensor, int]:
+    """The global scope's cut: the k-th largest score ``t`` (``k = ceil(ratio * n)``) of a flat tensor of all
+    valid scores, and how many of the tokens scoring exactly ``t`` to keep (``k - #(score > t)``) so that
+    exactly ``k`` are selected. ``(+inf, 0)`` when empty."""
     n = valid_scores.numel()
     if n == 0:
-        return torch.tensor(float("inf"), device=valid_scores.device)
+        return torch.tensor(float("inf"), device=valid_scores.device), 0
+    scores = valid_scores.float()
     k = int(selected_count(torch.tensor(n), ratio))
-    return torch.kthvalue(valid_scores.float(), n - k + 1).values
+    threshold = torch.kthvalue(scores.cpu(), n - k + 1).values.to(scores.device)
+    return threshold, k - int((scores > threshold).sum())
+
+
+def select_by_cutoff(
+    scores: Sequence[torch.Tensor],
+    valid: Sequence[torch.Tensor],
+    threshold: torch.Tensor,
+    ties_to_keep: int,
+) -> list[torch.Tensor]:
+    """Selection masks of several ``[batch, seq]`` tensors (one per micro-batch) for a global cut: every valid
+    token above ``threshold`` and the first ``ties_to_keep`` valid tokens *at* it, in order (micro-batch, row,
+    position)."""
+    out = []
+    for score, mask in zip(scores, valid):
+        score = score.detach().float()
+        ties = mask & (score == threshold)
+        rank = ties.reshape(-1).long().cumsum(0).reshape(ties.shape)  # 1-based order of the ties
+        keep = ties & (rank <= ties_to_keep)
+        ties_to_keep = max(ties_to_keep - int(ties.sum()), 0)
+        out.append((mask & (score > threshold)) | keep)
+    return out
+
+
+def select_top_global(scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Exactly ``ceil(ratio * n)`` tokens of one tensor by a global cut (ties by position)."""
+    threshold, ties = global_cutoff(scores.detach()[valid], ratio)
+    return select_by_cutoff([scores], [valid], threshold, ties)[0]
 
 
 def selection_count(valid: torch.Tensor, ratio: float, scope: str) -> torch.Tensor:
@@ -84,8 +123,7 @@ def selective_loss(
 ) -> torch.Tensor:
     """Mean loss over the selected tokens of one batch (the reference formula of SLM, for one micro-batch)."""
     if scope == "global":
-        threshold = global_threshold(scores[valid].detach(), ratio)
-        selected = valid & (scores.detach() >= threshold)
+        selected = select_top_global(scores, valid, ratio)
     else:
         selected = select_top_tokens(scores, valid, ratio, scope)
     return selective_loss_sum(token_losses, selected) / selected.sum().clamp(min=1)
