@@ -20,7 +20,7 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from .data_whisperer import answer_metric
+from .text_metrics import answer_metric
 from .loading import require_columns
 from .token_loss import IGNORE_INDEX, per_token_loss
 

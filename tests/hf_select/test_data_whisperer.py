@@ -97,31 +97,34 @@ def test_weights_and_score_hand_computation():
     np.testing.assert_allclose(w, [a0 / (a0 + a1), a1 / (a0 + a1)])
 
 
-def _fake_generate(outputs):
-    calls = iter(outputs)
-
-    def generate(self, input_ids):
-        return next(calls)
-
-    return generate
+def _stats(dw):
+    return {k: dw.stats[k] for k in ("groups", "invalid_groups", "retries")}
 
 
-def test_scores_equal_hand_computation_with_eager_reference(monkeypatch):
+def test_scores_equal_hand_computation_with_eager_reference():
     tok = tiny_tokenizer()
     model = tiny_model("llama")
     data = _pool(10)  # halves of 5: one group per half with n_demos=5
-    dw = DataWhisperer(model, tok, n_demos=5, n_queries=2, attn_layer=1, seed=3, use_chat_template=False)
     # first group: both answers right; second: one right, one wrong
     answers = {}
 
-    def generate(self, input_ids):
+    def generate(input_ids):
         k = len(answers)
         answers[k] = input_ids
         return " 0\nAnswer 2: 0" if k == 0 else " 999\nAnswer 2: 999"
 
-    monkeypatch.setattr(DataWhisperer, "generate", generate)
+    dw = DataWhisperer(
+        model,
+        tok,
+        n_demos=5,
+        n_queries=2,
+        attn_layer=1,
+        seed=3,
+        use_chat_template=False,
+        generate_fn=generate,
+    )
     scores = dw.score(data)
-    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 0}
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 0, "retries": 0}
     eager = tiny_model("llama", attn_implementation="eager")
     expected = np.zeros(10)
     for g in dw.groups:
@@ -144,26 +147,58 @@ def test_scores_equal_hand_computation_with_eager_reference(monkeypatch):
         assert not set(g.demos) & set(g.queries)
 
 
-def test_invalid_groups_are_retried_not_zeroed(monkeypatch):
+def test_invalid_groups_are_retried_not_zeroed():
     outputs = iter(["gibberish", " 1\nno second label", " 2\nAnswer 2: 4", " 6\nAnswer 2: 8"])
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: next(outputs))
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, use_chat_template=False)
+    dw = DataWhisperer(
+        tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, use_chat_template=False,
+        generate_fn=lambda ids: next(outputs),
+    )  # fmt: skip
     scores = dw.score(_pool(10))
-    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 2}
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 0, "retries": 2}
     assert np.all(np.isfinite(scores)) and len(dw.groups) == 2
 
 
-def test_group_that_never_parses_gets_nan_not_zero(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: "???")
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, max_retries=1)
+def test_group_that_never_parses_gets_no_score_and_all_nan_is_an_error():
+    """Issue 18: a pool where no group parses is an error (never all-NaN scores written with exit code 0)."""
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=5,
+        n_queries=2,
+        max_retries=1,
+        generate_fn=lambda ids: "???",
+    )
+    with pytest.raises(ValueError, match="no example got a score.*all 2 groups stayed unparseable"):
+        dw.score(_pool(10))
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 2, "retries": 2}
+    assert dw.groups == [] and dw.unparsed[0] == "???"
+
+
+def test_one_invalid_group_gives_nan_for_its_demos_only():
+    outputs = iter(["???", " 2\nAnswer 2: 4"])  # the first group never parses (no retries)
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=5,
+        n_queries=2,
+        max_retries=0,
+        generate_fn=lambda ids: next(outputs),
+    )
     scores = dw.score(_pool(10))
-    assert dw.stats == {"groups": 2, "invalid_groups": 2, "retries": 2}
-    assert np.all(np.isnan(scores))
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 1, "retries": 0}
+    scored = dw.groups[0].demos
+    assert np.isfinite(scores[scored]).all() and np.isnan(np.delete(scores, scored)).all()
 
 
-def test_rounds_average_and_seeded(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
-    kw = dict(n_demos=3, n_queries=2, rounds=2, seed=1, use_chat_template=False)
+def test_rounds_average_and_seeded():
+    kw = dict(
+        n_demos=3,
+        n_queries=2,
+        rounds=2,
+        seed=1,
+        use_chat_template=False,
+        generate_fn=lambda ids: " 0\nAnswer 2: 2",
+    )
     dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw)
     a = dw.score(_pool(8))
     b = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw).score(_pool(8))
@@ -176,10 +211,14 @@ def test_rounds_average_and_seeded(monkeypatch):
     np.testing.assert_allclose(a, sums / counts)
 
 
-def test_dataset_map_path(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2\nAnswer 3: 4")
+def test_dataset_map_path():
     data = _pool(12)
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=3)
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=3,
+        generate_fn=lambda ids: " 0\nAnswer 2: 2\nAnswer 3: 4",
+    )
     direct = dw.score(data)
     mapped = dw.add_scores(data, column="score")
     np.testing.assert_allclose(mapped["score"], direct)
@@ -218,8 +257,7 @@ def test_top_fraction_of_scores_skips_nan():
     assert top_fraction_indices([0.1, np.nan, 0.5, 0.3], 0.5).tolist() == [2, 3]
 
 
-def test_long_fields_are_clipped_to_fit_the_context(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+def test_long_fields_are_clipped_to_fit_the_context():
     long = Dataset.from_dict(
         {"question": ["What is the fox? " * 30] * 8, "answer": ["quick brown " * 40] * 8}
     )
