@@ -40,8 +40,9 @@ Choices where the paper is silent (all parameters):
 - Metric ``"auto"``: a GSM8K reference (``#### N``) is graded by the prediction's last number; exact match
   (with number normalisation) when the gold answer is a number or has at most ``short_answer_words`` words;
   ROUGE-L F1 with the Porter stemmer (``rouge_score``, as the official code) otherwise.
-- Resume: with a ``state_dir`` every finished group is appended to ``groups.jsonl`` there (one line, flushed);
-  a re-run with the same fingerprint skips the groups it holds, a different fingerprint is refused.
+- Resume: with a ``state_dir`` every finished group is appended to ``run-<fingerprint>/groups.jsonl`` there
+  (one line, flushed and synced); a re-run with the same settings, data and weights skips the groups it holds
+  (each group has its own random stream, so the result equals a clean run); other settings start afresh.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ import json
 import math
 import os
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -441,6 +443,7 @@ class DataWhisperer:
         self.groups: list[GroupResult] = []
         self.unparsed: list[str] = []
         self.cached: bool | None = None
+        self.resumed_seconds = 0.0
         self._model_fingerprint = None
 
     def __getattr__(self, name):
@@ -623,7 +626,8 @@ class DataWhisperer:
 
         Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
         in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
-        groups are persisted and a re-run resumes. Raises ``ValueError`` when no example got a score.
+        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
+        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
         """
         from tqdm.auto import tqdm
 
@@ -665,8 +669,11 @@ class DataWhisperer:
                 attempt = _Attempt(r, g, 0, demos, [], np.random.default_rng([c.seed, r, g]))
                 self._draw(attempt, query_pool)
                 pending.append((attempt, query_pool))
+        self.resumed_seconds = float(sum(rec.get("seconds", 0.0) for rec in records.values()))
+        spent: dict[tuple[int, int], float] = {}
         bar = tqdm(total=len(pending), desc="data whisperer groups")
         while pending:
+            started = time.perf_counter()
             batch, size = [], 0
             while pending and (not batch or size + self._prompt_count() <= c.batch_prompts):
                 batch.append(pending.pop(0))
@@ -675,6 +682,9 @@ class DataWhisperer:
                 attempt.prompts = self._prompts(questions, answers, attempt)
             self._generate_batch([p for attempt, _ in batch for p in attempt.prompts])
             finished = []
+            for attempt, _ in batch:  # the batch's wall-clock, shared by its groups (resumed runs add it up)
+                key = (attempt.round, attempt.group)
+                spent[key] = spent.get(key, 0.0) + (time.perf_counter() - started) / len(batch)
             for attempt, query_pool in batch:
                 result = self._finish(answers, attempt)
                 if result is None and attempt.attempt < c.max_retries:
@@ -685,7 +695,8 @@ class DataWhisperer:
                     pending.insert(0, (retry, query_pool))
                     continue
                 record = {"round": attempt.round, "group": attempt.group, "retries": attempt.attempt,
-                          "demos": attempt.demos, "valid": result is not None}  # fmt: skip
+                          "demos": attempt.demos, "valid": result is not None,
+                          "seconds": spent[(attempt.round, attempt.group)]}  # fmt: skip
                 if result is not None:
                     record.update(queries=result.queries, weights=result.weights.tolist(),
                                   metrics=result.metrics, answers=result.answers)  # fmt: skip
@@ -757,7 +768,7 @@ class DataWhisperer:
         payload = asdict(self.config)
         if callable(self.config.metric):
             payload["metric"] = getattr(self.config.metric, "__qualname__", repr(self.config.metric))
-        return {"config": payload, "attn_layer": self.attn_layer, "generate_fn": repr(self.generate_fn),
+        return {"config": payload, "attn_layer": self.attn_layer, "custom_generate": self.generate_fn is not None,
                 "version": 2}  # fmt: skip
 
     def fingerprint(self, dataset) -> str:
@@ -790,10 +801,12 @@ class DataWhisperer:
 
 
 class _GroupLog:
-    """Finished groups of a scoring run, one JSON line each, under ``state_dir`` (None: not persisted)."""
+    """Finished groups of a scoring run, one JSON line each, under ``state_dir/run-<fingerprint>`` (None: not
+    persisted)."""
 
     def __init__(self, state_dir: Path | None, key: str):
-        self.dir, self.key = (None if state_dir is None else Path(state_dir)), key
+        # one sub-folder per fingerprint: a run with other settings, data or weights never resumes from it
+        self.dir, self.key = (None if state_dir is None else Path(state_dir) / f"run-{key[:16]}"), key
         self.path = None if self.dir is None else self.dir / "groups.jsonl"
 
     def load(self) -> dict[tuple[int, int], dict]:

@@ -20,8 +20,8 @@ import torch
 from transformers import TrainingArguments
 from transformers.utils import logging
 
-from .text_metrics import answer_metric
 from .loading import require_columns
+from .text_metrics import answer_metric
 from .token_loss import IGNORE_INDEX, per_token_loss
 
 logger = logging.get_logger(__name__)
