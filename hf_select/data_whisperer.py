@@ -329,7 +329,17 @@ def _answer_label(j: int) -> re.Pattern:
     return re.compile(rf"(?:\*\*)?Answer\s*{j}\s*:(?:\*\*)?")
 
 
-def _parse(generation: str, n_queries: int) -> tuple[list[str] | None, bool]:
+def _question_label(j: int) -> re.Pattern:
+    return re.compile(rf"(?:\*\*)?Question\s*{j}\s*:(?:\*\*)?")
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _parse(
+    generation: str, n_queries: int, questions: Sequence[str] | None = None
+) -> tuple[list[str] | None, bool]:
     """``(answers or None, closed)``: ``closed`` when the last answer ended at a cut, not at the end of text."""
     text = generation
     first = re.match(rf"\s*{_answer_label(1).pattern}", text)  # the model may repeat the prompted label
@@ -338,12 +348,26 @@ def _parse(generation: str, n_queries: int) -> tuple[list[str] | None, bool]:
     for j in range(1, n_queries + 1):
         if j > 1:
             label = _answer_label(j).search(text, pos)
-            if label is None:
-                return None, False
-            pos = label.end()
+            if label is None:  # instruct models (SmolLM2) often write "Question j:" before their answer
+                label = _question_label(j).search(text, pos)
+                if label is None:
+                    return None, False
+                pos = label.end()
+                rest = text[pos:].lstrip()
+                question = questions[j - 1].strip() if questions is not None else ""
+                if question and _squash(rest).startswith(_squash(question)):  # an echo of the question
+                    words = len(question.split())
+                    echo = re.match(r"\s*" + r"\s+".join([r"\S+"] * words), text[pos:])
+                    pos += echo.end() if echo else 0
+                    after = re.match(
+                        rf"\s*(?:{_answer_label(j).pattern}|(?:\*\*)?Answer\s*:(?:\*\*)?)", text[pos:]
+                    )
+                    pos += after.end() if after else 0
+            else:
+                pos = label.end()
+        pos += len(text[pos:]) - len(text[pos:].lstrip())  # blank lines before an answer do not end it
         cut = _CUT.search(text, pos)
         end = cut.start() if cut else len(text)
-        # a cut right at the start (e.g. "\n\nAnswer 2:" before any text) leaves this answer empty
         answer = text[pos:end].strip()
         if not answer:
             return None, False
@@ -353,14 +377,18 @@ def _parse(generation: str, n_queries: int) -> tuple[list[str] | None, bool]:
     return answers, closed
 
 
-def parse_answers(generation: str, n_queries: int) -> list[str] | None:
+def parse_answers(
+    generation: str, n_queries: int, questions: Sequence[str] | None = None
+) -> list[str] | None:
     """Answers from a generation that continues ``"Answer 1:"``; None when any label or answer is missing.
 
     The first answer may be unlabelled (the prompt already ends with its label); answer ``j > 1`` follows the
-    label ``Answer j:`` (optionally in markdown bold). Every answer ends at a blank line, at a ``Question``
-    label or at any ``Answer k:`` label.
+    label ``Answer j:`` (optionally in markdown bold), or -- when the generation has no such label -- the label
+    ``Question j:`` that instruct models write before their answer; an echo of query ``j``'s text
+    (``questions``) right after that label is skipped. Blank lines before an answer are skipped; every answer
+    ends at a blank line, at a ``Question`` label or at any ``Answer k:`` label.
     """
-    return _parse(generation, n_queries)[0]
+    return _parse(generation, n_queries, questions)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -534,6 +562,7 @@ class DataWhisperer:
                     "demo_tokens": demo_tokens,
                     "query_rows": np.concatenate(query_tokens),
                     "n_answers": len(queries),
+                    "questions": [questions[j] for j in queries],
                     "budget": budget,
                 }
             )
@@ -559,7 +588,7 @@ class DataWhisperer:
 
         def stop(i, new_ids):
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-            answers, closed = _parse(text, prompts[i]["n_answers"])
+            answers, closed = _parse(text, prompts[i]["n_answers"], prompts[i]["questions"])
             return answers is not None and closed
 
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
@@ -573,7 +602,7 @@ class DataWhisperer:
             self.stats["generated_tokens"] = self.stats.get("generated_tokens", 0) + len(new)
 
     def _finish(self, answers, attempt: _Attempt) -> GroupResult | None:
-        parsed = [parse_answers(p["text"], p["n_answers"]) for p in attempt.prompts]
+        parsed = [parse_answers(p["text"], p["n_answers"], p["questions"]) for p in attempt.prompts]
         if any(a is None for a in parsed):
             for p, a in zip(attempt.prompts, parsed):
                 if a is None and len(self.unparsed) < 5:  # a few, to diagnose prompts the model cannot answer

@@ -318,13 +318,21 @@ def test_llama3_style_trimming_template_spans():
         (" Answer 1: 5\nAnswer 2: 6", 2, ["5", "6"]),  # the model repeats the prompted label
         (" 5\n**Answer 2:** six\n\nmore", 2, ["5", "six"]),
         (" step one\nstep two #### 4\n\nQuestion: next", 1, ["step one\nstep two #### 4"]),  # worked answer
+        # SmolLM2-135M-Instruct: blank lines before answers, "Question j:" as its answer label
+        (
+            "\n\nuse str.\n\nQuestion 2:\n\nuse __package__.\n\nQuestion 3:\n\nstty.",
+            3,
+            ["use str.", "use __package__.", "stty."],
+        ),
+        (" 5\nQuestion 2: What is x?\n7\n\n", 2, ["5", "7"]),  # its echo of query 2 is skipped
+        (" 5\nQuestion 2: What is x?", 2, None),  # an echo alone is no answer
         (" 5\nAnswer 3: 9", 3, None),
         ("\n\nAnswer 2: 6", 2, None),  # empty first answer
     ],
 )
 def test_parse_answers_cuts_every_answer(generation, n, expected):
     """Issue 15 item 14."""
-    assert parse_answers(generation, n) == expected
+    assert parse_answers(generation, n, ["Q1?", "What is x?", "Q3?", "Q4?"][:n]) == expected
 
 
 def test_gsm8k_reference_is_graded_by_its_final_number():
