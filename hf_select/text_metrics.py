@@ -1,14 +1,16 @@
 """Answer-grading functions shared by Data Whisperer, the evaluation harness and the ``evaluate`` modules.
 
-Pure Python, no Hub. ``exact_match`` normalises numbers ("1,000.0" == "1000"); ``rouge_l_f1`` is the
-longest-common-subsequence F1 over lower-cased word tokens (Lin 2004), with optional Porter-style suffix
-stripping.
+No Hub. ``exact_match`` normalises numbers ("1,000.0" == "1000"); ``rouge_l_f1`` is the ROUGE-L F1 of the
+``rouge_score`` package (optionally with its Porter stemmer); ``answer_metric`` picks the metric per answer
+(GSM8K final number, exact match or ROUGE-L) as Data Whisperer grades answers.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
+from collections.abc import Callable
 
 _NUMBER = re.compile(r"^[-+]?\$?\s*(\d[\d,]*\.?\d*|\.\d+)\s*%?$")
 _LAST_NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
@@ -49,47 +51,60 @@ def exact_match(prediction: str, reference: str) -> float:
     return float(normalize_text(prediction) == normalize_text(reference))
 
 
-def _stem(word: str) -> str:
-    for suffix in (
-        "ational",
-        "ization",
-        "fulness",
-        "ousness",
-        "iveness",
-        "ing",
-        "edly",
-        "ed",
-        "ly",
-        "es",
-        "s",
-    ):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)]
-    return word
+@functools.lru_cache(maxsize=2)
+def _rouge_scorer(stem: bool):
+    from rouge_score import rouge_scorer
 
-
-def _tokens(text: str, stem: bool) -> list[str]:
-    words = re.findall(r"[a-z0-9]+", text.lower())
-    return [_stem(w) for w in words] if stem else words
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b):
-            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
 
 
 def rouge_l_f1(prediction: str, reference: str, stem: bool = False) -> float:
-    """ROUGE-L F1 (beta = 1) between two strings over word tokens."""
-    pred, ref = _tokens(prediction, stem), _tokens(reference, stem)
-    if not pred or not ref:
-        return float(pred == ref)
-    lcs = _lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F1 (beta = 1) between two strings, computed by the ``rouge_score`` package (Lin 2004).
+
+    Tokenisation is ``rouge_score``'s (lower-cased ``[a-z0-9]`` words); ``stem=True`` applies its Porter
+    stemmer, as the official Data Whisperer code does. A string without any such token (empty, CJK) scores 0.
+    """
+    return float(_rouge_scorer(bool(stem)).score(reference, prediction)["rougeL"].fmeasure)
+
+
+_GSM8K_FINAL = re.compile(r"####\s*([-+]?\$?\s*[\d,]*\.?\d+)")
+
+
+def gsm8k_final_number(reference: str) -> str | None:
+    """The canonical final answer ``N`` of a GSM8K-style reference ending in ``#### N``, or None."""
+    match = _GSM8K_FINAL.search(reference)
+    return normalize_number(match.group(1)) if match else None
+
+
+def answer_metric(
+    prediction: str,
+    reference: str,
+    metric: str | Callable = "auto",
+    short_answer_words: int = 3,
+    stem: bool = True,
+) -> float:
+    """Per-answer quality in [0, 1] (Data Whisperer's ``f_j``, arXiv 2505.12212; also used for held-out grading).
+
+    ``"auto"``: a GSM8K-style reference holding ``#### N`` is graded by the last number of the prediction against
+    ``N`` (as the official code does: the worked solution itself is never compared); a numeric gold answer or
+    one of at most ``short_answer_words`` words by :func:`exact_match`; anything else by ROUGE-L F1 (Porter
+    stemmer with ``stem``, as the official code). ``metric`` may also be ``"exact_match"``, ``"rouge_l"``,
+    ``"gsm8k"`` or ``f(prediction, reference) -> float``.
+    """
+    if callable(metric):
+        return float(metric(prediction, reference))
+    final = gsm8k_final_number(reference) if metric in ("auto", "gsm8k") else None
+    if metric == "gsm8k" or final is not None:
+        if final is None:
+            raise ValueError(f"metric 'gsm8k' needs references ending in '#### N', got {reference[:60]!r}")
+        return float(last_number(prediction) == final)
+    if metric == "auto":
+        short = normalize_number(reference) is not None or len(reference.split()) <= short_answer_words
+        metric = "exact_match" if short else "rouge_l"
+    if metric == "exact_match":
+        return exact_match(prediction, reference)
+    if metric == "rouge_l":
+        return rouge_l_f1(prediction, reference, stem=stem)
+    raise ValueError(
+        f"unknown metric {metric!r}; use 'auto', 'exact_match', 'rouge_l', 'gsm8k' or a callable"
+    )

@@ -6,10 +6,9 @@ context and the head's largest attention weight (over the visible prefix) falls 
 holding the same token. A sample's score for a head is (#answer tokens copied) / (answer length); a head's
 retrieval score is the mean over the samples the model answers. The top ``top_fraction`` heads are selected.
 
-Memory: full attention is never materialised. A custom attention function (registered with transformers'
-``AttentionInterface``, so it receives the post-RoPE queries and keys of every family) runs the model's
-normal kernel and, for the few query rows that predict answer tokens only, computes the query-key products
-of every query head against its KV head (grouped-query aware) and keeps their argmax.
+Memory: full attention is never materialised. The attention probe (:mod:`hf_select.attention_probe`) runs the
+model's normal kernel and, for the few query rows that predict answer tokens only, computes the query-key
+products of every query head against its KV head (grouped-query aware) and keeps their argmax.
 """
 
 from __future__ import annotations
@@ -18,8 +17,6 @@ import base64
 import contextlib
 import io
 import json
-import math
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,18 +25,14 @@ from typing import Any
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import AttentionInterface
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import logging
 
-from ..model_adapter import ModelAdapter, get_model_adapter, unwrap_model
+from ..attention_probe import AttentionProbe, attention_probe
+from ..model_adapter import get_model_adapter, unwrap_model
 from ..text_metrics import normalize_text
 from ..token_loss import final_hidden_states, split_causal_lm
 
 logger = logging.get_logger(__name__)
-
-_IMPL = "hf_select_retrieval_argmax"
 
 
 @dataclass
@@ -135,64 +128,16 @@ class RetrievalHeads:
         return base64.b64encode(buffer.getvalue()).decode()
 
 
-class _ArgmaxRecorder:
-    """Attention function: the model's own kernel plus the argmax key position of chosen query rows."""
-
-    def __init__(self, adapter: ModelAdapter, implementation: str):
-        self.adapter = adapter
-        self.implementation = implementation
-        self.layer_of = {id(m): i for i, m in enumerate(adapter.attention_modules)}
-        self.rows: torch.Tensor | None = None  # query positions; None = the last row
-        self.argmax: dict[int, torch.Tensor] = {}
-
-    def _kernel(self, module):
-        if self.implementation == "eager":
-            return sys.modules[type(module).__module__].eager_attention_forward
-        return ALL_ATTENTION_FUNCTIONS[self.implementation]
-
-    def __call__(self, module, query, key, value, attention_mask, **kwargs):
-        output = self._kernel(module)(module, query, key, value, attention_mask, **kwargs)
-        layer = self.layer_of.get(id(module))
-        if layer is not None:
-            self.argmax[layer] = self._argmax(query, key, attention_mask)
-        return output
-
-    def _argmax(self, query, key, attention_mask) -> torch.Tensor:
-        q_len, k_len = query.shape[2], key.shape[2]
-        rows = self.rows if self.rows is not None else torch.tensor([q_len - 1], device=query.device)
-        batch, heads, _, dim = query.shape
-        kv_heads = key.shape[1]
-        # GQA: query head h reads KV head h // group; group the query heads instead of repeating the keys
-        grouped = query[:, :, rows].float().reshape(batch, kv_heads, heads // kv_heads, len(rows), dim)
-        logits = torch.einsum("bvgrd,bvkd->bvgrk", grouped, key.float()).reshape(
-            batch, heads, len(rows), k_len
-        )
-        absolute = rows + (k_len - q_len)  # query position in key coordinates (KV cache)
-        allowed = torch.arange(k_len, device=query.device)[None, :] <= absolute[:, None]
-        if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 4:
-            rows_mask = attention_mask[:, :, rows, :k_len]
-            allowed = allowed & (rows_mask if rows_mask.dtype == torch.bool else rows_mask == 0)
-        return logits.masked_fill(~allowed, -math.inf).argmax(-1)  # [B, H, R]
-
-
 @contextlib.contextmanager
-def record_attention_argmax(model: nn.Module) -> Iterator[_ArgmaxRecorder]:
-    """Inside the block, every forward records per layer the argmax key position of ``recorder.rows``."""
-    inner = unwrap_model(model)
-    adapter = get_model_adapter(inner)
-    original = inner.config._attn_implementation or "eager"
-    if original.startswith(_IMPL):
-        raise RuntimeError("record_attention_argmax is already active on this model")
-    recorder = _ArgmaxRecorder(adapter, original)
-    name = f"{_IMPL}_{id(recorder)}"
-    AttentionInterface.register(name, recorder)
-    mask_impl = original if original in ALL_MASK_ATTENTION_FUNCTIONS else "sdpa"
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, ALL_MASK_ATTENTION_FUNCTIONS[mask_impl])
-    inner.set_attn_implementation(name)
-    try:
-        yield recorder
-    finally:
-        inner.set_attn_implementation(original)
+def record_attention_argmax(model: nn.Module) -> Iterator[AttentionProbe]:
+    """Inside the block, every forward records per layer the argmax key position of ``recorder.rows``
+    (``None``: the last row) in ``recorder.argmax[layer]`` (``[batch, heads, rows]``).
+
+    A thin wrapper over :func:`hf_select.attention_probe.attention_probe` (grouped-query, soft-cap, scaling and
+    sliding-window aware; registered once, removed on exit).
+    """
+    with attention_probe(model, mode="argmax") as probe:
+        yield probe
 
 
 def _encode(tokenizer, sample: dict[str, Any]) -> tuple[list[int], int, set[int]]:

@@ -102,6 +102,10 @@ def run(model_args: ModelArguments, data: FinetuneDataArguments, args: FinetuneA
         metric=data.metric,
         max_generate=data.max_generate,
     )
+    if selection and selection.get("cached"):
+        print(
+            "STR not computed: the selection's scores came from the datasets cache (no selection wall-clock)"
+        )
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(args.output_dir) / "comparison.json").write_text(json.dumps(results, indent=2))
     print(format_comparison(results))

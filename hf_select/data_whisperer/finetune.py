@@ -21,8 +21,8 @@ from transformers import TrainingArguments
 from transformers.utils import logging
 
 from ..loading import require_columns
+from ..text_metrics import answer_metric
 from ..token_loss import IGNORE_INDEX, per_token_loss
-from .scorer import answer_metric
 
 logger = logging.get_logger(__name__)
 

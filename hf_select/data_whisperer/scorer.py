@@ -4,57 +4,165 @@ Each example serves as a *demonstration* in a few-shot prompt; the untuned model
 examples in one greedy generation. An example's score is the share of attention the query tokens pay to it at
 one middle layer (length-normalised, normalised over the prompt's demonstrations), times the mean quality of
 the answers the prompt produced: ``score_i = w_i * mean_j f_j``, averaged over every prompt the example was a
-demonstration in.
+demonstration in. Every parameter lives in :class:`DataWhispererConfig` (the CLI parses it, the cache
+fingerprint hashes it whole).
 
 Choices where the paper is silent (all parameters):
 
 - Groups: every round shuffles the pool with ``seed + round`` and splits it into two halves; the
   demonstrations of one half are answered with queries drawn from the other half, and vice versa, so every
   example is a demonstration once per round and never its own query. A last short group is filled with
-  other examples of its half (their extra observation is averaged in).
+  other examples of its half (their extra observation is averaged in). Each group draws its queries (and
+  re-draws them on a retry) from its own random stream ``(seed, round, group)``, so a group's result does not
+  depend on which groups share its generation batch, and a resumed run equals a clean one.
 - Spans: the demonstration span runs from its question label to the end of its answer; the query span is the
-  query's question text. Both come from the character offsets of ONE tokenisation of the full prompt.
+  query's question text. Both come from the character offsets of ONE tokenisation of the full prompt; under a
+  chat template every span is located in the rendered text on its own (templates such as Llama-3's trim the
+  message, so the body is not found verbatim).
 - Attention: ``a_i = sum_heads sum_query_tokens sum_demo_tokens A[h, q, t] / len(demo_i)`` at layer
-  ``attn_layer`` (default ``num_layers // 2``); ``w_i = a_i / sum_k a_k``. Only the query rows of that layer are
-  computed, through a capture function registered with ``transformers.AttentionInterface`` that delegates every
-  layer to the model's own kernel (sdpa/eager); grouped-query attention reads the KV head of each query head.
-- Parsing: the prompt ends with ``"Answer 1:"``; the generation must contain ``Answer 2:`` ... ``Answer n:`` in
-  order with a non-empty answer after each label. A group that fails is *invalid*: it is re-drawn (new
-  queries, shuffled demonstration order) up to ``max_retries`` times; if it still fails its demonstrations
-  get no observation from that round (never a silent 0) and are counted in ``stats["invalid_groups"]``.
-  Examples without any valid observation get ``NaN``.
+  ``attn_layer`` (default ``round(0.4 * num_layers)``: the paper's layer 13 of 32); ``w_i = a_i / sum_k a_k``.
+  The rows come from the prefill of the generation itself (:mod:`hf_select.attention_probe`): one prompt
+  forward serves both.
+- Generation: the prompts of several groups (``batch_prompts``) run in one left-padded, KV-cached ``generate``;
+  a row ends once all its answers are parsed and the last one is closed (blank line, next label) or at EOS.
+  Each row's new-token budget comes from its gold answers: ``sum_j min(max_answer_tokens,
+  ceil(answer_budget_factor * len(gold_j)) + answer_budget_slack)`` tokens, so worked answers (GSM8K) fit.
+- Parsing: the prompt ends with ``"Answer 1:"``; the first answer may be unlabelled. Answer ``j > 1`` follows
+  the label ``Answer j:``. Every answer ends at a blank line, at a ``Question`` label and at any ``Answer k:``
+  label, so text the model echoes after an answer never joins it. A group whose answers cannot all be parsed
+  is *invalid*: it is re-drawn (new queries, shuffled demonstration order) up to ``max_retries`` times; if it
+  still fails its demonstrations get no observation from that round (never a silent 0) and are counted in
+  ``stats["invalid_groups"]``. Examples without any valid observation get ``NaN``; a pool where no example got
+  a score is an error.
 - Queries (``query_mode``): ``"joint"`` (the paper) -- one prompt lists the ``n_queries`` questions and one
   greedy generation answers them all; ``"separate"`` -- one prompt per query with the same demonstrations (the
-  query is "Question 1"), the ``n_queries`` prompts generated in one left-padded batch, each answer ending at a
-  blank line; the demonstration weights are the mean of the prompts' normalised weights. Small instruct models
-  rarely keep the numbered-answer format of the joint prompt (SmolLM2-135M-Instruct: 2 of 4 groups unparseable
-  after answer clipping, 4 of 4 before), while a single few-shot continuation is nearly always parseable.
-- Metric ``"auto"``: exact match (with number normalisation) when the gold answer is a number or has at most
-  ``short_answer_words`` words, ROUGE-L F1 otherwise.
+  query is "Question 1"); the demonstration weights are the mean of the prompts' normalised weights.
+- Metric ``"auto"``: a GSM8K reference (``#### N``) is graded by the prediction's last number; exact match
+  (with number normalisation) when the gold answer is a number or has at most ``short_answer_words`` words;
+  ROUGE-L F1 with the Porter stemmer (``rouge_score``, as the official code) otherwise.
+- Resume: with a ``state_dir`` every finished group is appended to ``run-<fingerprint>/groups.jsonl`` there
+  (one line, flushed and synced); a re-run with the same settings, data and weights skips the groups it holds
+  (each group has its own random stream, so the result equals a clean run); other settings start afresh.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import re
-import sys
-import threading
+import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers.utils import logging
 
+from ..attention_probe import attention_probe, probe_attention_rows
+from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
-from ..text_metrics import exact_match, normalize_number, rouge_l_f1
+from ..text_metrics import answer_metric
 
 logger = logging.get_logger(__name__)
+
+__all__ = [
+    "DEFAULT_INSTRUCTION",
+    "DataWhisperer",
+    "DataWhispererConfig",
+    "GroupResult",
+    "Prompt",
+    "answer_metric",
+    "build_prompt",
+    "demonstration_weights",
+    "layer_attention_rows",
+    "parse_answers",
+    "tokenize_prompt",
+]
 
 DEFAULT_INSTRUCTION = (
     "Here are some questions with their answers. Answer the questions at the end in the same style, "
     "one answer per line, each after its label."
 )
+
+
+@dataclass
+class DataWhispererConfig:
+    """Every parameter of Data Whisperer scoring (arXiv 2505.12212); the single source for the scorer, the CLI
+    (``hf-select score data-whisperer`` parses it with ``HfArgumentParser``) and the cache fingerprint."""
+
+    n_demos: int = field(default=5, metadata={"help": "Demonstrations per prompt (paper: 5)."})
+    n_queries: int = field(default=3, metadata={"help": "Queries answered per prompt (paper: 3-5)."})
+    attn_layer: int | None = field(
+        default=None,
+        metadata={"help": "Decoder layer whose attention weighs the demonstrations (default: ~40% depth, "
+                  "round(0.4 * num_layers), the paper's 13 of 32)."},
+    )  # fmt: skip
+    metric: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (GSM8K final number / exact match / ROUGE-L), exact_match, rouge_l or gsm8k."
+        },
+    )
+    rounds: int = field(
+        default=1, metadata={"help": "Passes over the pool; an example's scores are averaged."}
+    )
+    seed: int = field(default=0, metadata={"help": "Shuffling seed (round r uses seed + r)."})
+    question_column: str = field(default="question", metadata={"help": "Column holding the question."})
+    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
+    max_answer_tokens: int = field(
+        default=256,
+        metadata={"help": "Most new tokens for one query's answer (a cap on the gold-based budget)."},
+    )
+    answer_budget_factor: float = field(
+        default=1.5, metadata={"help": "New-token budget per query = factor x gold answer tokens + slack."}
+    )
+    answer_budget_slack: int = field(
+        default=8, metadata={"help": "Extra new tokens per query (labels, slack)."}
+    )
+    max_retries: int = field(default=3, metadata={"help": "Re-draws of an unparseable group per round."})
+    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "First line of the prompt."})
+    use_chat_template: bool | None = field(
+        default=None,
+        metadata={"help": "Wrap the prompt in the tokenizer's chat template (default: when it has one)."},
+    )
+    short_answer_words: int = field(
+        default=3,
+        metadata={"help": "metric=auto grades gold answers of at most this many words by exact match."},
+    )
+    rouge_stemmer: bool = field(
+        default=True, metadata={"help": "Porter stemming in ROUGE-L (the official code uses it)."}
+    )
+    max_chars_per_field: int | None = field(
+        default=600, metadata={"help": "Clip every question and answer to this many characters."}
+    )
+    max_prompt_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Longest prompt; longer ones get every field clipped further (default: the model's "
+                  "context minus the prompt's answer budget)."},
+    )  # fmt: skip
+    query_mode: str = field(
+        default="joint",
+        metadata={
+            "help": "joint: one generation answers every query (paper); separate: one prompt per query."
+        },
+    )
+    batch_prompts: int = field(
+        default=8, metadata={"help": "Prompts (of several groups) generated in one left-padded batch."}
+    )
+
+    def __post_init__(self):
+        if self.n_demos < 1 or self.n_queries < 1 or self.rounds < 1:
+            raise ValueError("n_demos, n_queries and rounds must be >= 1")
+        if self.query_mode not in ("joint", "separate"):
+            raise ValueError(f"query_mode must be 'joint' or 'separate', got {self.query_mode!r}")
+        if self.max_answer_tokens < 1 or self.batch_prompts < 1 or self.max_retries < 0:
+            raise ValueError("max_answer_tokens and batch_prompts must be >= 1, max_retries >= 0")
+        if isinstance(self.metric, str) and self.metric not in ("auto", "exact_match", "rouge_l", "gsm8k"):
+            raise ValueError(
+                f"unknown metric {self.metric!r}; use auto, exact_match, rouge_l, gsm8k or a callable"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -91,6 +199,24 @@ def _plain_body(
     return "".join(parts), demo_spans, query_spans
 
 
+def _relocate_spans(rendered: str, body: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each span of ``body`` located in ``rendered`` in order (a template may trim or re-wrap the body)."""
+    head = body.strip()[:64]
+    cursor = max(rendered.find(head), 0) if head else 0
+    out = []
+    for a, b in spans:
+        piece = body[a:b]
+        at = rendered.find(piece, cursor)
+        if at < 0:
+            raise ValueError(
+                f"the chat template changed the prompt text: cannot find {piece[:40]!r} in the rendered prompt "
+                "(set use_chat_template=False)"
+            )
+        out.append((at, at + len(piece)))
+        cursor = at + len(piece)
+    return out
+
+
 def build_prompt(
     tokenizer,
     demos: Sequence[tuple[str, str]],
@@ -102,7 +228,8 @@ def build_prompt(
     ending with ``"Answer 1:"``.
 
     With a chat template (``use_chat_template`` None = when the tokenizer has one, i.e. instruct models) the body
-    is the user turn and the answers are the assistant turn; base models get the plain text.
+    is the user turn and the answers are the assistant turn; base models get the plain text. The spans are
+    located in the rendered text one by one, so templates that trim or re-wrap the message (Llama-3) work.
     """
     body, demo_spans, query_spans = _plain_body(demos, queries, instruction)
     chat = (
@@ -112,14 +239,18 @@ def build_prompt(
     )
     if not chat:
         return Prompt(body + "\nAnswer 1:", demo_spans, query_spans, add_special_tokens=True)
+    if getattr(tokenizer, "chat_template", None) is None:
+        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
     rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
     )
-    shift = rendered.find(body)
-    if shift < 0:
-        raise ValueError("the chat template changed the prompt text; cannot locate the demonstrations in it")
-    shifted = [[(a + shift, b + shift) for a, b in spans] for spans in (demo_spans, query_spans)]
-    return Prompt(rendered + "Answer 1:", shifted[0], shifted[1], add_special_tokens=False)
+    located = _relocate_spans(rendered, body, [*demo_spans, *query_spans])
+    return Prompt(
+        rendered + "Answer 1:",
+        located[: len(demo_spans)],
+        located[len(demo_spans) :],
+        add_special_tokens=False,
+    )
 
 
 def _clip(text: str, limit: int | None) -> str:
@@ -154,112 +285,15 @@ def tokenize_prompt(tokenizer, prompt: Prompt) -> tuple[torch.Tensor, list[np.nd
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Attention rows of one layer, for the query tokens only
+# Attention weights
 # ----------------------------------------------------------------------------------------------------------
-
-_CAPTURE = threading.local()
-_REGISTERED: set[str] = set()
-
-
-class _StopForward(Exception):
-    """Raised after the captured layer when nothing later in the forward pass is needed."""
-
-
-def _query_rows(module, query, key, attention_mask, scaling, softcap=None, sliding_window=None):
-    """Softmax attention ``[batch, heads, rows, keys]`` of the captured query rows (float32, GQA-aware)."""
-    rows = _CAPTURE.rows
-    q = query[:, :, rows].float()
-    k = key.float()
-    if k.shape[1] != q.shape[1]:
-        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
-    scores = q @ k.transpose(-1, -2) * scaling
-    if softcap is not None:
-        scores = torch.tanh(scores / softcap) * softcap
-    if attention_mask is not None and attention_mask.ndim == 4:
-        mask = attention_mask[:, :, rows, : k.shape[2]]
-        scores = scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
-    else:
-        keys = torch.arange(k.shape[2], device=q.device)
-        allowed = keys[None, :] <= rows[:, None]
-        if sliding_window is not None:
-            allowed &= rows[:, None] - keys[None, :] < sliding_window
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return scores.softmax(-1)
-
-
-def _make_capture(delegate_name: str):
-    from transformers import AttentionInterface
-
-    def capture(module, query, key, value, attention_mask, scaling=None, **kwargs):
-        state = getattr(_CAPTURE, "layer", None)
-        if state is not None and getattr(module, "layer_idx", None) == state and query.shape[2] > 1:
-            scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-            _CAPTURE.result = _query_rows(
-                module, query, key, attention_mask, scale, kwargs.get("softcap"), kwargs.get("sliding_window")
-            )
-            if getattr(_CAPTURE, "stop", False):
-                raise _StopForward
-        if delegate_name in AttentionInterface._global_mapping:
-            delegate = AttentionInterface._global_mapping[delegate_name]
-        else:  # "eager": every modelling file defines its own eager_attention_forward
-            delegate = sys.modules[type(module).__module__].eager_attention_forward
-        return delegate(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
-
-    return capture
-
-
-def _capture_name(model) -> str:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-
-    original = unwrap_model(model).config._attn_implementation or "eager"
-    if original not in ("sdpa", "eager"):
-        raise ValueError(
-            f"Data Whisperer attention capture supports sdpa and eager attention, not {original!r}"
-        )
-    name = f"hf_select_dw_{original}"
-    if name not in _REGISTERED:
-        AttentionInterface.register(name, _make_capture(original))
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
-        _REGISTERED.add(name)
-    return name
-
-
-@contextmanager
-def capture_attention_rows(model, layer: int, rows: torch.Tensor, stop: bool = False):
-    """While active, forward passes of ``model`` record ``_CAPTURE.result``: the attention of the prompt rows
-    ``rows`` at decoder layer ``layer`` (``[batch, heads, len(rows), keys]``); every layer still runs through the
-    model's own attention kernel, so outputs are unchanged. With ``stop`` the forward pass is abandoned (a
-    private exception) right after the captured layer, skipping the later layers and the LM head."""
-    inner = unwrap_model(model)
-    original = inner.config._attn_implementation
-    name = _capture_name(inner)
-    _CAPTURE.layer, _CAPTURE.rows, _CAPTURE.result, _CAPTURE.stop = layer, rows, None, stop
-    inner.set_attn_implementation(name)
-    try:
-        yield _CAPTURE
-    finally:
-        inner.set_attn_implementation(original)
-        _CAPTURE.layer = None
 
 
 def layer_attention_rows(model, input_ids: torch.Tensor, layer: int, rows: Sequence[int]) -> torch.Tensor:
-    """Attention ``[heads, len(rows), seq]`` of prompt positions ``rows`` at ``layer``.
-
-    One forward pass without cache that stops right after ``layer``: only that layer's query rows are scored.
-    """
+    """Attention ``[heads, len(rows), seq]`` of prompt positions ``rows`` at ``layer`` (one forward pass that
+    stops after ``layer``; :func:`hf_select.attention_probe.probe_attention_rows`)."""
     rows_t = torch.as_tensor(np.asarray(rows), dtype=torch.long, device=input_ids.device)
-    with (
-        torch.no_grad(),
-        capture_attention_rows(model, layer, rows_t, stop=True) as cap,
-        suppress(_StopForward),
-    ):
-        model(input_ids=input_ids, use_cache=False)
-    if cap.result is None:
-        raise RuntimeError(
-            f"layer {layer} of {type(unwrap_model(model)).__name__} never called its attention function"
-        )
-    return cap.result[0]
+    return probe_attention_rows(model, input_ids, layer, rows_t)[0]
 
 
 def demonstration_weights(
@@ -282,57 +316,79 @@ def demonstration_weights(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Answers and metrics
+# Answers
 # ----------------------------------------------------------------------------------------------------------
 
+_ANY_ANSWER_LABEL = r"(?:\*\*)?Answer\s*\d+\s*:(?:\*\*)?"
+# an answer ends at a blank line, at a "Question" label (an echoed or invented next question) or at any
+# "Answer k:" label
+_CUT = re.compile(rf"\n\s*\n|(?:^|(?<=\s))(?:\*\*)?Question\b(?:\s*\d+)?\s*:?|{_ANY_ANSWER_LABEL}")
 
-def _label(j: int) -> re.Pattern:
-    # "Answer j:" as prompted; instruct models (SmolLM2) often label their answers "Question j:" instead
-    return re.compile(rf"(?:\*\*)?(?:Answer|Question)\s*{j}\s*:(?:\*\*)?")
+
+def _answer_label(j: int) -> re.Pattern:
+    return re.compile(rf"(?:\*\*)?Answer\s*{j}\s*:(?:\*\*)?")
 
 
-def parse_answers(generation: str, n_queries: int) -> list[str] | None:
+def _question_label(j: int) -> re.Pattern:
+    return re.compile(rf"(?:\*\*)?Question\s*{j}\s*:(?:\*\*)?")
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def _parse(
+    generation: str, n_queries: int, questions: Sequence[str] | None = None
+) -> tuple[list[str] | None, bool]:
+    """``(answers or None, closed)``: ``closed`` when the last answer ended at a cut, not at the end of text."""
+    text = generation
+    first = re.match(rf"\s*{_answer_label(1).pattern}", text)  # the model may repeat the prompted label
+    pos = first.end() if first else 0
+    answers, closed = [], False
+    for j in range(1, n_queries + 1):
+        if j > 1:
+            label = _answer_label(j).search(text, pos)
+            if label is None:  # instruct models (SmolLM2) often write "Question j:" before their answer
+                label = _question_label(j).search(text, pos)
+                if label is None:
+                    return None, False
+                pos = label.end()
+                rest = text[pos:].lstrip()
+                question = questions[j - 1].strip() if questions is not None else ""
+                if question and _squash(rest).startswith(_squash(question)):  # an echo of the question
+                    words = len(question.split())
+                    echo = re.match(r"\s*" + r"\s+".join([r"\S+"] * words), text[pos:])
+                    pos += echo.end() if echo else 0
+                    after = re.match(
+                        rf"\s*(?:{_answer_label(j).pattern}|(?:\*\*)?Answer\s*:(?:\*\*)?)", text[pos:]
+                    )
+                    pos += after.end() if after else 0
+            else:
+                pos = label.end()
+        pos += len(text[pos:]) - len(text[pos:].lstrip())  # blank lines before an answer do not end it
+        cut = _CUT.search(text, pos)
+        end = cut.start() if cut else len(text)
+        answer = text[pos:end].strip()
+        if not answer:
+            return None, False
+        answers.append(answer)
+        closed = cut is not None
+        pos = end
+    return answers, closed
+
+
+def parse_answers(
+    generation: str, n_queries: int, questions: Sequence[str] | None = None
+) -> list[str] | None:
     """Answers from a generation that continues ``"Answer 1:"``; None when any label or answer is missing.
 
-    Answer ``j`` follows the label ``Answer j:`` -- or ``Question j:``, which instruct models often write before
-    their answer (optionally in markdown bold) -- and runs to the next label; the last one ends at a blank line
-    or at the next question/answer label.
+    The first answer may be unlabelled (the prompt already ends with its label); answer ``j > 1`` follows the
+    label ``Answer j:`` (optionally in markdown bold), or -- when the generation has no such label -- the label
+    ``Question j:`` that instruct models write before their answer; an echo of query ``j``'s text
+    (``questions``) right after that label is skipped. Blank lines before an answer are skipped; every answer
+    ends at a blank line, at a ``Question`` label or at any ``Answer k:`` label.
     """
-    text = "Answer 1:" + generation
-    answers, pos = [], 0
-    for j in range(1, n_queries + 1):
-        match = _label(j).search(text, pos)
-        if match is None:
-            return None
-        pos = match.end()
-        answers.append(pos)
-    out = []
-    for j, start in enumerate(answers):
-        stop = _label(j + 2).search(text, start) if j + 1 < n_queries else None
-        chunk = text[start : stop.start() if stop else len(text)]
-        if stop is None:  # the last answer ends at a blank line or at the next question
-            chunk = re.split(r"\n\s*\n|\nQuestion\b|\nAnswer \d+\s*:", chunk.lstrip())[0]
-        chunk = chunk.strip()
-        if not chunk:
-            return None
-        out.append(chunk)
-    return out
-
-
-def answer_metric(
-    prediction: str, reference: str, metric: str | Callable = "auto", short_answer_words: int = 3
-):
-    """Per-query quality ``f_j``: exact match for numeric/short gold answers, ROUGE-L F1 for free text."""
-    if callable(metric):
-        return float(metric(prediction, reference))
-    if metric == "auto":
-        short = normalize_number(reference) is not None or len(reference.split()) <= short_answer_words
-        metric = "exact_match" if short else "rouge_l"
-    if metric == "exact_match":
-        return exact_match(prediction, reference)
-    if metric == "rouge_l":
-        return rouge_l_f1(prediction, reference)
-    raise ValueError(f"unknown metric {metric!r}; use 'auto', 'exact_match', 'rouge_l' or a callable")
+    return _parse(generation, n_queries, questions)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -355,6 +411,19 @@ class GroupResult:
         return self.weights * float(np.mean(self.metrics))
 
 
+@dataclass
+class _Attempt:
+    """One try of one group: its prompts (one, or one per query), filled in as they are generated."""
+
+    round: int
+    group: int
+    attempt: int
+    demos: list[int]
+    queries: list[int]
+    rng: np.random.Generator
+    prompts: list[dict] = field(default_factory=list)
+
+
 class DataWhisperer:
     """Training-free, attention-weighted in-context scoring of fine-tuning data (Data Whisperer, arXiv 2505.12212).
 
@@ -362,100 +431,108 @@ class DataWhisperer:
         model: the scoring causal LM (any supported family; it may differ from the model you fine-tune --
             weak-to-strong selection).
         tokenizer: its fast tokenizer; a chat template is used when present (instruct models).
-        n_demos: demonstrations per prompt (paper: 5).
-        n_queries: queries answered per prompt (paper: 3-5).
-        attn_layer: decoder layer whose attention weighs the demonstrations (default ``num_layers // 2``).
-        metric: ``"auto"``, ``"exact_match"``, ``"rouge_l"`` or ``f(prediction, reference) -> float``.
-        rounds: passes over the pool; an example's observations are averaged.
-        seed: shuffling seed (round ``r`` uses ``seed + r``).
-        question_column / answer_column: dataset columns.
-        max_answer_tokens: new-token budget per query (the generation gets ``n_queries x`` that).
-        max_retries: re-draws of an invalid group before giving up on it for the round.
-        instruction: first line of the prompt.
-        use_chat_template: force (True) or forbid (False) the chat template; None = when the tokenizer has one.
-        short_answer_words: ``"auto"`` grades gold answers of at most this many words by exact match.
-        max_chars_per_field: clip every question and answer to this many characters.
-        max_prompt_tokens: longest prompt; longer ones get every field clipped further until they fit (default:
-            the model's context minus the answer budget ``n_queries x max_answer_tokens``).
-        query_mode: ``"joint"`` (one prompt answers every query, the paper) or ``"separate"`` (one batched prompt
-            per query; see the module docstring).
+        config: a :class:`DataWhispererConfig` (every parameter, documented there).
+        generate_fn: optional ``f(input_ids [1, S]) -> str`` replacing the model's generation (tests, custom
+            decoders); the attention then comes from a separate forward pass per prompt.
+        state_dir: folder where finished groups are persisted, so that a killed run resumes (see the module
+            docstring).
+        **overrides: fields of :class:`DataWhispererConfig` (``DataWhisperer(model, tok, n_demos=3)``).
     """
+
+    generate_fn: Callable[[torch.Tensor], str] | None = None
 
     def __init__(
         self,
         model,
         tokenizer,
-        n_demos: int = 5,
-        n_queries: int = 3,
-        attn_layer: int | None = None,
-        metric: str | Callable = "auto",
-        rounds: int = 1,
-        seed: int = 0,
-        question_column: str = "question",
-        answer_column: str = "answer",
-        max_answer_tokens: int = 48,
-        max_retries: int = 3,
-        instruction: str = DEFAULT_INSTRUCTION,
-        use_chat_template: bool | None = None,
-        short_answer_words: int = 3,
-        max_chars_per_field: int | None = 600,
-        max_prompt_tokens: int | None = None,
-        query_mode: str = "joint",
+        config: DataWhispererConfig | None = None,
+        generate_fn: Callable[[torch.Tensor], str] | None = None,
+        state_dir: str | os.PathLike | None = None,
+        **overrides,
     ):
-        if n_demos < 1 or n_queries < 1 or rounds < 1:
-            raise ValueError("n_demos, n_queries and rounds must be >= 1")
-        if query_mode not in ("joint", "separate"):
-            raise ValueError(f"query_mode must be 'joint' or 'separate', got {query_mode!r}")
-        self.query_mode = query_mode
+        config = config or DataWhispererConfig()
+        names = {f.name for f in fields(DataWhispererConfig)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown Data Whisperer parameters {unknown}; the config has {sorted(names)}")
+        self.config = DataWhispererConfig(**{**asdict(config), **overrides})
         self.model, self.tokenizer = model, tokenizer
+        if generate_fn is not None:
+            self.generate_fn = generate_fn
+        self.state_dir = None if state_dir is None else Path(state_dir)
         adapter = get_model_adapter(model)
-        self.attn_layer = adapter.num_layers // 2 if attn_layer is None else attn_layer
-        if not 0 <= self.attn_layer < adapter.num_layers:
-            raise IndexError(
-                f"attn_layer {self.attn_layer} out of range: the model has {adapter.num_layers} layers"
-            )
-        self.n_demos, self.n_queries, self.metric, self.rounds, self.seed = (
-            n_demos,
-            n_queries,
-            metric,
-            rounds,
-            seed,
-        )
-        self.question_column, self.answer_column = question_column, answer_column
-        self.max_answer_tokens, self.max_retries = max_answer_tokens, max_retries
-        self.instruction, self.use_chat_template = instruction, use_chat_template
-        self.short_answer_words, self.max_chars_per_field = short_answer_words, max_chars_per_field
-        self.max_prompt_tokens = max_prompt_tokens
+        layers, layer = adapter.num_layers, self.config.attn_layer
+        if layer is None:  # the paper's layer 13 of 32: ~40% depth
+            layer = min(int(round(0.4 * layers)), layers - 1)
+        if not 0 <= layer < layers:
+            raise IndexError(f"attn_layer {layer} out of range: the model has {layers} layers")
+        self.attn_layer = layer
         self.stats: dict[str, int] = {}
         self.groups: list[GroupResult] = []
         self.unparsed: list[str] = []
+        self.cached: bool | None = None
+        self.resumed_seconds = 0.0
+        self._model_fingerprint = None
+
+    def __getattr__(self, name):
+        # the config's fields read as attributes (whisperer.n_demos); only called when normal lookup fails
+        config = self.__dict__.get("config")
+        if config is not None and name in DataWhispererConfig.__dataclass_fields__:
+            return getattr(config, name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     # -- one prompt --------------------------------------------------------------------------------------
 
     @property
-    def prompt_budget(self) -> int | None:
-        """Most prompt tokens that leave room for the answers in the model's context (None: unknown)."""
-        if self.max_prompt_tokens is not None:
-            return self.max_prompt_tokens
+    def context_length(self) -> int | None:
         config = unwrap_model(self.model).config
-        context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-        return None if context is None else context - self.n_queries * self.max_answer_tokens
+        return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
 
-    def _fit_prompt(self, questions, answers, demos, queries):
-        """Tokenised prompt, with every field clipped (characters) until it fits :attr:`prompt_budget`."""
-        budget = self.prompt_budget
+    @property
+    def prompt_budget(self) -> int | None:
+        """Most prompt tokens that leave room for the longest possible answers in the model's context (None:
+        unknown); a prompt is fitted to its own answer budget, which is at most this."""
+        if self.config.max_prompt_tokens is not None:
+            return self.config.max_prompt_tokens
+        context = self.context_length
+        return None if context is None else context - self.config.n_queries * self.config.max_answer_tokens
+
+    def answer_budget(self, answers: Sequence[str], queries: Sequence[int]) -> int:
+        """New tokens for a prompt answering ``queries``: per query ``min(max_answer_tokens, ceil(factor x gold
+        tokens) + slack)``."""
+        c = self.config
+        total = 0
+        for j in queries:
+            gold = len(self.tokenizer(answers[j], add_special_tokens=False).input_ids)
+            total += min(
+                c.max_answer_tokens, math.ceil(c.answer_budget_factor * gold) + c.answer_budget_slack
+            )
+        return total
+
+    def _fit_prompt(self, questions, answers, demos, queries, new_tokens: int | None = None):
+        """Tokenised prompt, with every field clipped (characters) until it fits the context less the answer
+        budget ``new_tokens`` (and ``max_prompt_tokens``); without ``new_tokens``, :attr:`prompt_budget`."""
+        c = self.config
+        context = self.context_length
+        if new_tokens is None or context is None:
+            budget = self.prompt_budget
+        else:
+            budget = context - new_tokens
+            if c.max_prompt_tokens is not None:
+                budget = min(budget, c.max_prompt_tokens)
         if budget is not None and budget < 16:
             raise ValueError(
-                f"no room for a prompt: the model's context minus n_queries x max_answer_tokens is {budget} tokens"
+                f"no room for a prompt: {budget} tokens are left for it after the answer budget in the model's "
+                f"context (lower max_answer_tokens or n_queries)"
             )
-        limit = self.max_chars_per_field
+        limit = c.max_chars_per_field
         while True:
             prompt = build_prompt(
                 self.tokenizer,
                 [(_clip(questions[i], limit), _clip(answers[i], limit)) for i in demos],
                 [_clip(questions[j], limit) for j in queries],
-                self.instruction,
-                self.use_chat_template,
+                c.instruction,
+                c.use_chat_template,
             )
             encoded = tokenize_prompt(self.tokenizer, prompt)
             if budget is None or encoded[0].shape[1] <= budget:
@@ -469,177 +546,328 @@ class DataWhisperer:
                     f"cannot fit {len(demos)} demonstrations and {len(queries)} queries in {budget} tokens"
                 )
 
-    def generate(self, input_ids: torch.Tensor) -> str:
-        """Greedy continuation of the prompt (one generation answers every query)."""
-        device = next(self.model.parameters()).device
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
-        with torch.no_grad():
-            out = self.model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=torch.ones_like(input_ids, device=device),
-                max_new_tokens=self.max_answer_tokens * self.n_queries,
-                do_sample=False,
-                pad_token_id=pad,
+    def _prompts(self, questions, answers, attempt: _Attempt) -> list[dict]:
+        per_prompt = (
+            [attempt.queries] if self.config.query_mode == "joint" else [[j] for j in attempt.queries]
+        )
+        out = []
+        for queries in per_prompt:
+            budget = self.answer_budget(answers, queries)
+            ids, demo_tokens, query_tokens = self._fit_prompt(
+                questions, answers, attempt.demos, queries, budget
             )
-        return self.tokenizer.decode(out[0, input_ids.shape[1] :], skip_special_tokens=True)
+            out.append(
+                {
+                    "ids": ids[0].tolist(),
+                    "demo_tokens": demo_tokens,
+                    "query_rows": np.concatenate(query_tokens),
+                    "n_answers": len(queries),
+                    "questions": [questions[j] for j in queries],
+                    "budget": budget,
+                }
+            )
+        return out
+
+    def _generate_batch(self, prompts: list[dict]) -> None:
+        """Fill ``text`` and ``weights`` of every prompt: one batched generate whose prefill gives the attention."""
+        device = next(self.model.parameters()).device
+        if self.generate_fn is not None:
+            for p in prompts:
+                ids = torch.tensor([p["ids"]], device=device)
+                rows = layer_attention_rows(self.model, ids, self.attn_layer, p["query_rows"])
+                p["weights"] = demonstration_weights(rows, p["query_rows"], p["demo_tokens"])
+                p["text"] = self.generate_fn(ids)
+            return
+        pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
+        _, _, offsets = left_pad([p["ids"] for p in prompts], 0 if pad is None else pad)
+        rows = [torch.as_tensor(p["query_rows"] + off, device=device) for p, off in zip(prompts, offsets)]
+
+        def stop(i, new_ids):
+            text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+            answers, closed = _parse(text, prompts[i]["n_answers"], prompts[i]["questions"])
+            return answers is not None and closed
+
+        with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
+            tokens = generate_greedy(
+                self.model, self.tokenizer, [p["ids"] for p in prompts], [p["budget"] for p in prompts], stop
+            )
+        attention = probe.results[self.attn_layer]
+        for p, off, att, new in zip(prompts, offsets, attention, tokens):
+            p["weights"] = demonstration_weights(att[:, :, off:], p["query_rows"], p["demo_tokens"])
+            p["text"] = self.tokenizer.decode(new, skip_special_tokens=True)
+            self.stats["generated_tokens"] = self.stats.get("generated_tokens", 0) + len(new)
+
+    def _finish(self, answers, attempt: _Attempt) -> GroupResult | None:
+        parsed = [parse_answers(p["text"], p["n_answers"], p["questions"]) for p in attempt.prompts]
+        if any(a is None for a in parsed):
+            for p, a in zip(attempt.prompts, parsed):
+                if a is None and len(self.unparsed) < 5:  # a few, to diagnose prompts the model cannot answer
+                    self.unparsed.append(p["text"])
+            return None
+        flat = [a for group in parsed for a in group]
+        metrics = [
+            answer_metric(
+                p, answers[j], self.config.metric, self.config.short_answer_words, self.config.rouge_stemmer
+            )
+            for p, j in zip(flat, attempt.queries)
+        ]
+        weights = np.mean([p["weights"] for p in attempt.prompts], axis=0)
+        return GroupResult(list(attempt.demos), list(attempt.queries), weights, metrics, flat)
 
     def score_group(
         self, questions: Sequence[str], answers: Sequence[str], demos: Sequence[int], queries: Sequence[int]
     ) -> GroupResult | None:
-        """Score one prompt (or, with ``query_mode="separate"``, one batch of prompts); None when a generation
+        """Score one group (one prompt, or one per query with ``query_mode="separate"``); None when a generation
         cannot be parsed (an invalid group)."""
-        if self.query_mode == "separate":
-            return self._score_separate(questions, answers, demos, queries)
-        input_ids, demo_tokens, query_tokens = self._fit_prompt(questions, answers, demos, queries)
-        query_rows = np.concatenate(query_tokens)
-        device = next(self.model.parameters()).device
-        rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_rows)
-        generation = self.generate(input_ids)
-        parsed = parse_answers(generation, len(queries))
-        if parsed is None:
-            if len(self.unparsed) < 5:  # a few examples, to diagnose prompts the model cannot answer
-                self.unparsed.append(generation)
-            return None
-        weights = demonstration_weights(rows, query_rows, demo_tokens)
-        return self._result(answers, demos, queries, weights, parsed)
-
-    def _result(self, answers, demos, queries, weights, parsed) -> GroupResult:
-        metrics = [
-            answer_metric(p, answers[j], self.metric, self.short_answer_words)
-            for p, j in zip(parsed, queries)
-        ]
-        return GroupResult(list(demos), list(queries), weights, metrics, parsed)
-
-    def _score_separate(self, questions, answers, demos, queries) -> GroupResult | None:
-        from ..generation import greedy_generate
-
-        device = next(self.model.parameters()).device
-        weights, prompts = [], []
-        for j in queries:
-            input_ids, demo_tokens, query_tokens = self._fit_prompt(questions, answers, demos, [j])
-            rows = layer_attention_rows(self.model, input_ids.to(device), self.attn_layer, query_tokens[0])
-            weights.append(demonstration_weights(rows, query_tokens[0], demo_tokens))
-            prompts.append(input_ids[0].tolist())
-        generations = greedy_generate(
-            self.model, self.tokenizer, None, self.max_answer_tokens, batch_size=len(prompts),
-            add_special_tokens=False, stop_strings=["\nQuestion"], input_ids=prompts,
-        )  # fmt: skip
-        parsed = [parse_answers(g, 1) for g in generations]
-        if any(p is None for p in parsed):
-            if len(self.unparsed) < 5:
-                self.unparsed.extend(g for g, p in zip(generations, parsed) if p is None)
-            return None
-        return self._result(answers, demos, queries, np.mean(weights, axis=0), [p[0] for p in parsed])
+        attempt = _Attempt(0, 0, 0, list(demos), list(queries), np.random.default_rng(0))
+        attempt.prompts = self._prompts(questions, answers, attempt)
+        self._generate_batch(attempt.prompts)
+        return self._finish(answers, attempt)
 
     # -- the pool ----------------------------------------------------------------------------------------
 
     def _groups(self, rng: np.random.Generator, n: int):
         order = rng.permutation(n)
         halves = (order[: n // 2], order[n // 2 :])
+        n_demos = self.config.n_demos
         for side in (0, 1):
             demo_half, query_half = halves[side], halves[1 - side]
-            for start in range(0, len(demo_half), self.n_demos):
-                group = list(demo_half[start : start + self.n_demos])
-                if len(group) < self.n_demos:  # fill a short last group with other demos of this half
-                    others = [i for i in demo_half if i not in group]
-                    group += list(rng.choice(others, self.n_demos - len(group), replace=False))
+            for start in range(0, len(demo_half), n_demos):
+                group = [int(i) for i in demo_half[start : start + n_demos]]
+                if len(group) < n_demos:  # fill a short last group with other demos of this half
+                    others = [int(i) for i in demo_half if i not in group]
+                    group += [int(i) for i in rng.choice(others, n_demos - len(group), replace=False)]
                 yield group, query_half
 
-    def score(self, dataset) -> np.ndarray:
+    def _draw(self, attempt: _Attempt, query_pool) -> None:
+        if attempt.attempt > 0:
+            attempt.rng.shuffle(attempt.demos)
+        attempt.queries = [
+            int(j) for j in attempt.rng.choice(query_pool, self.config.n_queries, replace=False)
+        ]
+
+    def score(self, dataset, state_dir: str | os.PathLike | None = None) -> np.ndarray:
         """Score every example of ``dataset`` (a ``datasets.Dataset`` or a dict of columns).
 
         Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
-        in ``self.groups`` and counters in ``self.stats``.
+        in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
+        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
+        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
         """
+        from tqdm.auto import tqdm
+
+        c = self.config
         questions, answers = self._columns(dataset)
         n = len(questions)
         half = n // 2
-        if half < max(self.n_demos, self.n_queries):
-            need = 2 * max(self.n_demos, self.n_queries)
+        if half < max(c.n_demos, c.n_queries):
+            need = 2 * max(c.n_demos, c.n_queries)
             raise ValueError(
                 f"Data Whisperer needs at least {need} examples, got {n}: each prompt takes n_demos="
-                f"{self.n_demos} demonstrations and n_queries={self.n_queries} queries from disjoint halves "
-                f"of the pool"
+                f"{c.n_demos} demonstrations and n_queries={c.n_queries} queries from disjoint halves of the pool"
             )
-        sums, counts = np.zeros(n), np.zeros(n)
-        self.stats = {"groups": 0, "invalid_groups": 0, "retries": 0}
+        empty = [i for i, a in enumerate(answers) if not a.strip()]
+        if empty:
+            raise ValueError(
+                f"{len(empty)} examples have an empty {c.answer_column!r} (first: row {empty[0]}); Data Whisperer "
+                "grades answers against the gold ones -- drop or fill them"
+            )
+        state = _GroupLog(state_dir or self.state_dir, self._state_key(dataset, questions, answers))
+        done = state.load()
+        self.stats = {
+            "groups": 0,
+            "invalid_groups": 0,
+            "retries": 0,
+            "resumed_groups": 0,
+            "generated_tokens": 0,
+        }
         self.groups, self.unparsed = [], []
-        from tqdm.auto import tqdm
-
-        for r in range(self.rounds):
-            rng = np.random.default_rng(self.seed + r)
-            n_groups = -(-half // self.n_demos) + -(-(n - half) // self.n_demos)
-            for demos, query_pool in tqdm(
-                self._groups(rng, n), total=n_groups, desc=f"data whisperer round {r}"
-            ):
-                result = self._score_with_retries(questions, answers, demos, query_pool, rng)
-                self.stats["groups"] += 1
-                if result is None:
-                    self.stats["invalid_groups"] += 1
+        records: dict[tuple[int, int], dict] = {}
+        pending: list[tuple[_Attempt, np.ndarray]] = []
+        for r in range(c.rounds):
+            rng = np.random.default_rng(c.seed + r)
+            for g, (demos, query_pool) in enumerate(self._groups(rng, n)):
+                if (r, g) in done:
+                    records[(r, g)] = done[(r, g)]
+                    self.stats["resumed_groups"] += 1
                     continue
-                self.groups.append(result)
-                np.add.at(sums, result.demos, result.scores)
-                np.add.at(counts, result.demos, 1)
+                attempt = _Attempt(r, g, 0, demos, [], np.random.default_rng([c.seed, r, g]))
+                self._draw(attempt, query_pool)
+                pending.append((attempt, query_pool))
+        self.resumed_seconds = float(sum(rec.get("seconds", 0.0) for rec in records.values()))
+        spent: dict[tuple[int, int], float] = {}
+        bar = tqdm(total=len(pending), desc="data whisperer groups")
+        while pending:
+            started = time.perf_counter()
+            batch, size = [], 0
+            while pending and (not batch or size + self._prompt_count() <= c.batch_prompts):
+                batch.append(pending.pop(0))
+                size += self._prompt_count()
+            for attempt, _ in batch:
+                attempt.prompts = self._prompts(questions, answers, attempt)
+            self._generate_batch([p for attempt, _ in batch for p in attempt.prompts])
+            finished = []
+            for attempt, _ in batch:  # the batch's wall-clock, shared by its groups (resumed runs add it up)
+                key = (attempt.round, attempt.group)
+                spent[key] = spent.get(key, 0.0) + (time.perf_counter() - started) / len(batch)
+            for attempt, query_pool in batch:
+                result = self._finish(answers, attempt)
+                if result is None and attempt.attempt < c.max_retries:
+                    retry = _Attempt(
+                        attempt.round, attempt.group, attempt.attempt + 1, attempt.demos, [], attempt.rng
+                    )
+                    self._draw(retry, query_pool)
+                    pending.insert(0, (retry, query_pool))
+                    continue
+                record = {"round": attempt.round, "group": attempt.group, "retries": attempt.attempt,
+                          "demos": attempt.demos, "valid": result is not None,
+                          "seconds": spent[(attempt.round, attempt.group)]}  # fmt: skip
+                if result is not None:
+                    record.update(queries=result.queries, weights=result.weights.tolist(),
+                                  metrics=result.metrics, answers=result.answers)  # fmt: skip
+                records[(attempt.round, attempt.group)] = record
+                finished.append(record)
+                bar.update(1)
+            state.append(finished)
+        bar.close()
+        return self._aggregate(records, n)
+
+    def _prompt_count(self) -> int:
+        return 1 if self.config.query_mode == "joint" else self.config.n_queries
+
+    def _aggregate(self, records: dict, n: int) -> np.ndarray:
+        sums, counts = np.zeros(n), np.zeros(n)
+        for key in sorted(records):  # a fixed order: resumed and clean runs sum alike
+            record = records[key]
+            self.stats["groups"] += 1
+            self.stats["retries"] += record["retries"]
+            if not record["valid"]:
+                self.stats["invalid_groups"] += 1
+                continue
+            result = GroupResult(record["demos"], record["queries"], np.asarray(record["weights"]),
+                                 record["metrics"], record["answers"])  # fmt: skip
+            self.groups.append(result)
+            np.add.at(sums, result.demos, result.scores)
+            np.add.at(counts, result.demos, 1)
         if self.stats["invalid_groups"]:
             logger.warning(
-                f"Data Whisperer: {self.stats['invalid_groups']} of {self.stats['groups']} prompts stayed "
-                f"unparseable after {self.max_retries} retries; their demonstrations got no score from them"
+                f"Data Whisperer: {self.stats['invalid_groups']} of {self.stats['groups']} groups stayed "
+                f"unparseable after {self.config.max_retries} retries; their demonstrations got no score from them"
+            )
+        if not counts.any():
+            raise ValueError(
+                f"Data Whisperer: no example got a score -- all {self.stats['groups']} groups stayed unparseable "
+                f"after {self.config.max_retries} retries (first unparsed generations: {self.unparsed[:2]!r}); "
+                "check the prompt format (use_chat_template, instruction) and the answer budget"
             )
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
-    def _score_with_retries(self, questions, answers, demos, query_pool, rng):
-        demos = list(demos)
-        for attempt in range(self.max_retries + 1):
-            queries = list(rng.choice(query_pool, self.n_queries, replace=False))
-            result = self.score_group(questions, answers, demos, queries)
-            if result is not None:
-                return result
-            if attempt < self.max_retries:
-                self.stats["retries"] += 1
-                rng.shuffle(demos)
-        return None
-
     def _columns(self, dataset) -> tuple[list[str], list[str]]:
+        c = self.config
         names = list(dataset.column_names) if hasattr(dataset, "column_names") else list(dataset)
-        missing = [c for c in (self.question_column, self.answer_column) if c not in names]
+        missing = [col for col in (c.question_column, c.answer_column) if col not in names]
         if missing:
             raise ValueError(
                 f"Data Whisperer needs question/answer columns: missing {missing}; the data has {names} "
                 f"(set question_column= / answer_column=)"
             )
-        return [str(x) for x in dataset[self.question_column]], [str(x) for x in dataset[self.answer_column]]
+        return [str(x) for x in dataset[c.question_column]], [str(x) for x in dataset[c.answer_column]]
+
+    # -- caching and resume ------------------------------------------------------------------------------
+
+    def model_fingerprint(self) -> dict:
+        """:func:`hf_select.fingerprint.model_fingerprint` of the scoring model (computed once)."""
+        from ..fingerprint import model_fingerprint
+
+        if self._model_fingerprint is None:
+            self._model_fingerprint = model_fingerprint(self.model, self.tokenizer)
+        return self._model_fingerprint
+
+    def _state_key(self, dataset, questions, answers) -> str:
+        from ..fingerprint import fingerprint
+
+        return fingerprint(self._config_payload(), self.model_fingerprint(), questions, answers)
+
+    def _config_payload(self) -> dict:
+        payload = asdict(self.config)
+        if callable(self.config.metric):
+            payload["metric"] = getattr(self.config.metric, "__qualname__", repr(self.config.metric))
+        return {"config": payload, "attn_layer": self.attn_layer, "custom_generate": self.generate_fn is not None,
+                "version": 2}  # fmt: skip
+
+    def fingerprint(self, dataset) -> str:
+        """A ``new_fingerprint`` for ``Dataset.map``: the whole config, the model's weights checksum, dtype and
+        tokenizer, the data's fingerprint and its column names."""
+        from ..fingerprint import fingerprint
+
+        return fingerprint(
+            self._config_payload(),
+            self.model_fingerprint(),
+            getattr(dataset, "_fingerprint", None),
+            list(getattr(dataset, "column_names", [])),
+        )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         """``Dataset.map(whisperer, batched=True, batch_size=None)``: adds ``dw_score`` (the batch is the pool,
         so ``batch_size=None`` scores the whole dataset as one pool)."""
+        self.cached = False
         return {"dw_score": self.score(batch).tolist()}
 
-    def fingerprint(self, dataset) -> str:
-        """A ``new_fingerprint`` for ``Dataset.map`` built from the data, the model and the parameters."""
-        from datasets.fingerprint import Hasher
-
-        inner = unwrap_model(self.model)
-        params = (
-            self.n_demos,
-            self.n_queries,
-            self.attn_layer,
-            str(self.metric),
-            self.rounds,
-            self.seed,
-            self.max_answer_tokens,
-            self.max_retries,
-            self.instruction,
-            self.query_mode,
-            self.max_chars_per_field,
-            self.use_chat_template,
-        )
-        model_id = (getattr(inner.config, "_name_or_path", ""), getattr(inner.config, "_commit_hash", None))
-        return Hasher.hash((getattr(dataset, "_fingerprint", None), model_id, params))
-
     def add_scores(self, dataset, column: str = "dw_score"):
-        """``dataset`` with a ``column`` of Data Whisperer scores (through ``Dataset.map``, cached by fingerprint)."""
+        """``dataset`` with a ``column`` of Data Whisperer scores (through ``Dataset.map``, cached by fingerprint).
+
+        ``self.cached`` tells whether the scores came from the ``datasets`` cache (then no scoring ran and its
+        wall-clock must not be used, e.g. for STR).
+        """
+        self.cached = True
         scored = dataset.map(self, batched=True, batch_size=None, new_fingerprint=self.fingerprint(dataset))
         return scored if column == "dw_score" else scored.rename_column("dw_score", column)
+
+
+class _GroupLog:
+    """Finished groups of a scoring run, one JSON line each, under ``state_dir/run-<fingerprint>`` (None: not
+    persisted)."""
+
+    def __init__(self, state_dir: Path | None, key: str):
+        # one sub-folder per fingerprint: a run with other settings, data or weights never resumes from it
+        self.dir, self.key = (None if state_dir is None else Path(state_dir) / f"run-{key[:16]}"), key
+        self.path = None if self.dir is None else self.dir / "groups.jsonl"
+
+    def load(self) -> dict[tuple[int, int], dict]:
+        if self.dir is None:
+            return {}
+        self.dir.mkdir(parents=True, exist_ok=True)
+        header = self.dir / "state.json"
+        if header.exists():
+            saved = json.loads(header.read_text()).get("fingerprint")
+            if saved != self.key:
+                raise ValueError(
+                    f"{self.dir} holds a Data Whisperer run with other settings, data or weights (fingerprint "
+                    f"{saved} != {self.key}); use another folder or delete it to start over"
+                )
+        else:
+            header.write_text(json.dumps({"fingerprint": self.key}))
+            self.path.write_text("")
+        text = self.path.read_text() if self.path.exists() else ""
+        if text and not text.endswith("\n"):  # a line cut by a kill: drop it, that group is scored again
+            text = text[: text.rfind("\n") + 1]
+            self.path.write_text(text)
+        done = {}
+        for line in text.splitlines():
+            record = json.loads(line)
+            done[(record["round"], record["group"])] = record
+        return done
+
+    def append(self, records: list[dict]) -> None:
+        if self.path is None or not records:
+            return
+        with open(self.path, "a") as f:
+            for record in records:
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())

@@ -25,4 +25,19 @@ def test_rouge_l_known_values():
     # LCS = "police killed the gunman"? pred: police killed the gunman; ref: police kill the gunman -> 3/4
     assert rouge_l_f1("police killed the gunman", "police kill the gunman") == pytest.approx(0.75)
     assert rouge_l_f1("police killed the gunman", "police kill the gunman", stem=True) == pytest.approx(1.0)
-    assert rouge_l_f1("", "") == 1.0 and rouge_l_f1("a", "") == 0.0
+    # issue 15 item 16: strings without word tokens (empty, CJK) score 0, as rouge_score does
+    assert rouge_l_f1("", "") == 0.0 and rouge_l_f1("a", "") == 0.0 and rouge_l_f1("日本語", "日本語") == 0.0
+
+
+@pytest.mark.parametrize(
+    "prediction, reference, lcs, n_pred, n_ref",
+    [
+        # Porter stems: running -> run, ponies -> poni, caresses -> caress, generalization -> gener
+        ("running ponies", "the pony runs", 1, 2, 3),  # pony -> poni, so only "run" matches in order
+        ("caresses generalization", "caress generalizations", 2, 2, 2),
+        ("he was happily running", "happily runs", 2, 4, 2),
+    ],
+)
+def test_rouge_l_porter_stemmer_hand_computed(prediction, reference, lcs, n_pred, n_ref):
+    p, r = lcs / n_pred, lcs / n_ref
+    assert rouge_l_f1(prediction, reference, stem=True) == pytest.approx(2 * p * r / (p + r))

@@ -22,7 +22,7 @@ def world(tmp_path):
 
 @pytest.mark.slow
 def test_score_then_finetune_commands(world, monkeypatch, capsys):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    monkeypatch.setattr(DataWhisperer, "generate_fn", staticmethod(lambda ids: " 0\nAnswer 2: 2"))
     model = str(world / "model")
     rc = main(
         [
@@ -94,7 +94,7 @@ def test_finetune_command_errors(world):
 
 
 def test_score_command_quick(world, monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+    monkeypatch.setattr(DataWhisperer, "generate_fn", staticmethod(lambda ids: " 0\nAnswer 2: 2"))
     rc = main(
         [
             "score",
@@ -116,3 +116,45 @@ def test_score_command_quick(world, monkeypatch):
 
     scored = load_from_disk(str(world / "scored" / "dataset"))
     assert len(scored) == 12 and all(s >= 0 for s in scored["dw_score"])  # no NaN: every prompt parsed
+
+
+def _score(world, *extra):
+    return main(
+        ["score", "data-whisperer", "--model_name_or_path", str(world / "model"), "--dataset_name_or_path",
+         str(world / "data"), "--output_dir", str(world / "scored"), "--n_demos", "3", "--n_queries", "2", *extra]
+    )  # fmt: skip
+
+
+def test_score_command_parses_the_config_and_reports_a_cache_hit(world, monkeypatch, capsys):
+    """Issue 16 build 4 (the CLI parses DataWhispererConfig), issue 15 item 12 (--use_chat_template) and issue
+    18 build 2: a cached re-run says so and records no selection wall-clock (no STR from a cache hit)."""
+    from hf_select.commands.score_data_whisperer import CONFIG_CLASSES
+    from hf_select.data_whisperer import DataWhispererConfig
+
+    seen = []
+    original = DataWhisperer.__init__
+
+    def spy(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        seen.append(self.config)
+
+    monkeypatch.setattr(DataWhisperer, "__init__", spy)
+    monkeypatch.setattr(DataWhisperer, "generate_fn", staticmethod(lambda ids: " 0\nAnswer 2: 2"))
+    assert DataWhispererConfig in CONFIG_CLASSES
+    assert _score(world, "--use_chat_template", "false", "--answer_budget_factor", "2.5") == 0
+    assert seen[-1] == DataWhispererConfig(
+        n_demos=3, n_queries=2, use_chat_template=False, answer_budget_factor=2.5
+    )
+    first = json.loads((world / "scored" / "selection.json").read_text())
+    assert first["cached"] is False and first["selection_seconds"] > 0 and first["stats"]["groups"] == 4
+    assert "loaded from the datasets cache" not in capsys.readouterr().out
+    assert _score(world, "--use_chat_template", "false", "--answer_budget_factor", "2.5") == 0
+    second = json.loads((world / "scored" / "selection.json").read_text())
+    assert second["cached"] is True and second["selection_seconds"] is None
+    assert (
+        second["selected_indices"] == first["selected_indices"]
+        and second["fingerprint"] == first["fingerprint"]
+    )
+    assert "loaded from the datasets cache" in capsys.readouterr().out
+    assert _score(world, "--use_chat_template", "false") == 0  # another setting: scored again
+    assert json.loads((world / "scored" / "selection.json").read_text())["cached"] is False

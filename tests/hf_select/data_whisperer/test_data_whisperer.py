@@ -97,31 +97,34 @@ def test_weights_and_score_hand_computation():
     np.testing.assert_allclose(w, [a0 / (a0 + a1), a1 / (a0 + a1)])
 
 
-def _fake_generate(outputs):
-    calls = iter(outputs)
-
-    def generate(self, input_ids):
-        return next(calls)
-
-    return generate
+def _stats(dw):
+    return {k: dw.stats[k] for k in ("groups", "invalid_groups", "retries")}
 
 
-def test_scores_equal_hand_computation_with_eager_reference(monkeypatch):
+def test_scores_equal_hand_computation_with_eager_reference():
     tok = tiny_tokenizer()
     model = tiny_model("llama")
     data = _pool(10)  # halves of 5: one group per half with n_demos=5
-    dw = DataWhisperer(model, tok, n_demos=5, n_queries=2, attn_layer=1, seed=3, use_chat_template=False)
     # first group: both answers right; second: one right, one wrong
     answers = {}
 
-    def generate(self, input_ids):
+    def generate(input_ids):
         k = len(answers)
         answers[k] = input_ids
         return " 0\nAnswer 2: 0" if k == 0 else " 999\nAnswer 2: 999"
 
-    monkeypatch.setattr(DataWhisperer, "generate", generate)
+    dw = DataWhisperer(
+        model,
+        tok,
+        n_demos=5,
+        n_queries=2,
+        attn_layer=1,
+        seed=3,
+        use_chat_template=False,
+        generate_fn=generate,
+    )
     scores = dw.score(data)
-    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 0}
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 0, "retries": 0}
     eager = tiny_model("llama", attn_implementation="eager")
     expected = np.zeros(10)
     for g in dw.groups:
@@ -144,26 +147,58 @@ def test_scores_equal_hand_computation_with_eager_reference(monkeypatch):
         assert not set(g.demos) & set(g.queries)
 
 
-def test_invalid_groups_are_retried_not_zeroed(monkeypatch):
+def test_invalid_groups_are_retried_not_zeroed():
     outputs = iter(["gibberish", " 1\nno second label", " 2\nAnswer 2: 4", " 6\nAnswer 2: 8"])
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: next(outputs))
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, use_chat_template=False)
+    dw = DataWhisperer(
+        tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, use_chat_template=False,
+        generate_fn=lambda ids: next(outputs),
+    )  # fmt: skip
     scores = dw.score(_pool(10))
-    assert dw.stats == {"groups": 2, "invalid_groups": 0, "retries": 2}
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 0, "retries": 2}
     assert np.all(np.isfinite(scores)) and len(dw.groups) == 2
 
 
-def test_group_that_never_parses_gets_nan_not_zero(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: "???")
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=5, n_queries=2, max_retries=1)
+def test_group_that_never_parses_gets_no_score_and_all_nan_is_an_error():
+    """Issue 18: a pool where no group parses is an error (never all-NaN scores written with exit code 0)."""
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=5,
+        n_queries=2,
+        max_retries=1,
+        generate_fn=lambda ids: "???",
+    )
+    with pytest.raises(ValueError, match="no example got a score.*all 2 groups stayed unparseable"):
+        dw.score(_pool(10))
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 2, "retries": 2}
+    assert dw.groups == [] and dw.unparsed[0] == "???"
+
+
+def test_one_invalid_group_gives_nan_for_its_demos_only():
+    outputs = iter(["???", " 2\nAnswer 2: 4"])  # the first group never parses (no retries)
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=5,
+        n_queries=2,
+        max_retries=0,
+        generate_fn=lambda ids: next(outputs),
+    )
     scores = dw.score(_pool(10))
-    assert dw.stats == {"groups": 2, "invalid_groups": 2, "retries": 2}
-    assert np.all(np.isnan(scores))
+    assert _stats(dw) == {"groups": 2, "invalid_groups": 1, "retries": 0}
+    scored = dw.groups[0].demos
+    assert np.isfinite(scores[scored]).all() and np.isnan(np.delete(scores, scored)).all()
 
 
-def test_rounds_average_and_seeded(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
-    kw = dict(n_demos=3, n_queries=2, rounds=2, seed=1, use_chat_template=False)
+def test_rounds_average_and_seeded():
+    kw = dict(
+        n_demos=3,
+        n_queries=2,
+        rounds=2,
+        seed=1,
+        use_chat_template=False,
+        generate_fn=lambda ids: " 0\nAnswer 2: 2",
+    )
     dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw)
     a = dw.score(_pool(8))
     b = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), **kw).score(_pool(8))
@@ -176,10 +211,14 @@ def test_rounds_average_and_seeded(monkeypatch):
     np.testing.assert_allclose(a, sums / counts)
 
 
-def test_dataset_map_path(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2\nAnswer 3: 4")
+def test_dataset_map_path():
     data = _pool(12)
-    dw = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_demos=3)
+    dw = DataWhisperer(
+        tiny_model("llama"),
+        tiny_tokenizer(),
+        n_demos=3,
+        generate_fn=lambda ids: " 0\nAnswer 2: 2\nAnswer 3: 4",
+    )
     direct = dw.score(data)
     mapped = dw.add_scores(data, column="score")
     np.testing.assert_allclose(mapped["score"], direct)
@@ -218,8 +257,7 @@ def test_top_fraction_of_scores_skips_nan():
     assert top_fraction_indices([0.1, np.nan, 0.5, 0.3], 0.5).tolist() == [2, 3]
 
 
-def test_long_fields_are_clipped_to_fit_the_context(monkeypatch):
-    monkeypatch.setattr(DataWhisperer, "generate", lambda self, ids: " 0\nAnswer 2: 2")
+def test_long_fields_are_clipped_to_fit_the_context():
     long = Dataset.from_dict(
         {"question": ["What is the fox? " * 30] * 8, "answer": ["quick brown " * 40] * 8}
     )
@@ -231,3 +269,214 @@ def test_long_fields_are_clipped_to_fit_the_context(monkeypatch):
         DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_queries=2, max_answer_tokens=10).prompt_budget
         == 492
     )
+
+
+# -- issue 15 items 12-16, issue 16 build 4, issue 18, issue 19 build 1 ------------------------------------
+
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def _chat_tokenizer(template):
+    tok = tiny_tokenizer()
+    tok = tok.__class__(
+        tokenizer_object=tok.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    tok.chat_template = template
+    return tok
+
+
+def test_llama3_style_trimming_template_spans():
+    """Issue 15 item 12: a template that trims the message (Llama-3-Instruct) no longer crashes span finding."""
+    tok = _chat_tokenizer(LLAMA3_TEMPLATE)
+    prompt = build_prompt(tok, DEMOS, QUERIES)
+    assert "<|start_header_id|>user<|end_header_id|>" in prompt.text and prompt.text.endswith("Answer 1:")
+    ids, demo_tokens, query_tokens = tokenize_prompt(tok, prompt)
+    for (question, answer), (a, b), idx in zip(DEMOS, prompt.demo_spans, demo_tokens):
+        assert prompt.text[a:b] == f"Question: {question}\nAnswer: {answer}"
+        assert tok.decode(ids[0, idx[0] : idx[-1] + 1]).strip() == prompt.text[a:b]
+    for question, (a, b), idx in zip(QUERIES, prompt.query_spans, query_tokens):
+        assert prompt.text[a:b] == question
+        assert tok.decode(ids[0, idx[0] : idx[-1] + 1]).strip() == question
+    with pytest.raises(ValueError, match="no chat template"):
+        build_prompt(tiny_tokenizer(), DEMOS, QUERIES, use_chat_template=True)
+
+
+@pytest.mark.parametrize(
+    "generation, n, expected",
+    [
+        (" a small dog\n\nQuestion 2: What is x?", 1, ["a small dog"]),  # sensible text, then an echo
+        (
+            " 5\nQuestion 2: what is x?\nAnswer 2: 7",
+            2,
+            ["5", "7"],
+        ),  # an echoed question never joins an answer
+        (" 5\nAnswer 2: 6\nAnswer 3: 9\nQuestion 4: y", 3, ["5", "6", "9"]),
+        (" Answer 1: 5\nAnswer 2: 6", 2, ["5", "6"]),  # the model repeats the prompted label
+        (" 5\n**Answer 2:** six\n\nmore", 2, ["5", "six"]),
+        (" step one\nstep two #### 4\n\nQuestion: next", 1, ["step one\nstep two #### 4"]),  # worked answer
+        # SmolLM2-135M-Instruct: blank lines before answers, "Question j:" as its answer label
+        (
+            "\n\nuse str.\n\nQuestion 2:\n\nuse __package__.\n\nQuestion 3:\n\nstty.",
+            3,
+            ["use str.", "use __package__.", "stty."],
+        ),
+        (" 5\nQuestion 2: What is x?\n7\n\n", 2, ["5", "7"]),  # its echo of query 2 is skipped
+        (" 5\nQuestion 2: What is x?", 2, None),  # an echo alone is no answer
+        (" 5\nAnswer 3: 9", 3, None),
+        ("\n\nAnswer 2: 6", 2, None),  # empty first answer
+    ],
+)
+def test_parse_answers_cuts_every_answer(generation, n, expected):
+    """Issue 15 item 14."""
+    assert parse_answers(generation, n, ["Q1?", "What is x?", "Q3?", "Q4?"][:n]) == expected
+
+
+def test_gsm8k_reference_is_graded_by_its_final_number():
+    """Issue 15 item 13: the last number of the prediction against N of '#### N', never the worked solution."""
+    reference = (
+        "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    )
+    assert answer_metric("72", reference) == 1.0
+    assert answer_metric("She sold 24 in May, so 48 + 24 = 72 clips in total.", reference) == 1.0
+    assert answer_metric("24 + 48 = 73", reference) == 0.0
+    assert answer_metric("#### 1,000", "so #### 1000") == 1.0
+    with pytest.raises(ValueError, match="#### N"):
+        answer_metric("5", "5", metric="gsm8k")
+
+
+def test_answer_budget_follows_the_gold_answers():
+    tok = tiny_tokenizer()
+    dw = DataWhisperer(tiny_model("llama"), tok, n_demos=3, n_queries=2, max_answer_tokens=40)
+    answers = ["4", "the quick brown fox jumps over the lazy dog " * 3]
+    gold = [len(tok(a, add_special_tokens=False).input_ids) for a in answers]
+    assert dw.answer_budget(answers, [0]) == int(np.ceil(1.5 * gold[0])) + 8
+    assert dw.answer_budget(answers, [0, 1]) == int(np.ceil(1.5 * gold[0])) + 8 + min(
+        40, int(np.ceil(1.5 * gold[1])) + 8
+    )
+
+
+def test_default_attention_layer_is_40_percent_depth():
+    """Issue 15 item 16: the paper's layer 13 of 32."""
+    assert DataWhisperer(tiny_model("llama", num_hidden_layers=32), tiny_tokenizer()).attn_layer == 13
+    assert DataWhisperer(tiny_model("llama", num_hidden_layers=30), tiny_tokenizer()).attn_layer == 12
+
+
+def test_config_is_the_single_source_and_every_field_changes_the_fingerprint():
+    """Issue 16 build 4 / issue 15 item 15: the config is hashed whole."""
+    from dataclasses import fields
+
+    from hf_select.data_whisperer import DataWhispererConfig
+
+    model, tok, data = tiny_model("llama"), tiny_tokenizer(), _pool(12)
+    base = DataWhisperer(model, tok).fingerprint(data)
+    changed = {
+        "n_demos": 4, "n_queries": 2, "attn_layer": 0, "metric": "rouge_l", "rounds": 2, "seed": 1,
+        "question_column": "q", "answer_column": "a", "max_answer_tokens": 9, "answer_budget_factor": 2.0,
+        "answer_budget_slack": 1, "max_retries": 0, "instruction": "x", "use_chat_template": False,
+        "short_answer_words": 1, "rouge_stemmer": False, "max_chars_per_field": 10, "max_prompt_tokens": 99,
+        "query_mode": "separate", "batch_prompts": 2,
+    }  # fmt: skip
+    assert set(changed) == {f.name for f in fields(DataWhispererConfig)}  # a new field must be listed here
+    for name, value in changed.items():
+        assert DataWhisperer(model, tok, **{name: value}).fingerprint(data) != base, name
+    assert DataWhisperer(model, tok, DataWhispererConfig(n_demos=4)).fingerprint(data) == (
+        DataWhisperer(model, tok, n_demos=4).fingerprint(data)
+    )
+    # weights changed in place, other data, other column names
+    other = tiny_model("llama")
+    with torch.no_grad():
+        other.lm_head.weight[0, 0] += 1e-3
+    assert DataWhisperer(other, tok).fingerprint(data) != base
+    assert DataWhisperer(model, tok).fingerprint(_pool(13)) != base
+    assert DataWhisperer(model, tok).fingerprint(data.add_column("extra", [0] * 12)) != base
+    with pytest.raises(TypeError, match="unknown Data Whisperer parameters"):
+        DataWhisperer(model, tok, n_demo=3)
+    with pytest.raises(ValueError, match="query_mode"):
+        DataWhispererConfig(query_mode="both")
+
+
+def test_empty_gold_answers_are_refused():
+    data = Dataset.from_dict({"question": [f"q{i}" for i in range(10)], "answer": ["1"] * 9 + [" "]})
+    with pytest.raises(ValueError, match=r"1 examples have an empty 'answer' \(first: row 9\)"):
+        DataWhisperer(tiny_model("llama"), tiny_tokenizer(), n_queries=2, generate_fn=lambda ids: " 1").score(
+            data
+        )
+
+
+@pytest.mark.parametrize("query_mode, n_queries", [("joint", 1), ("separate", 2)])
+def test_batched_generation_equals_one_at_a_time(query_mode, n_queries):
+    """Issue 19: several groups' prompts in one left-padded generate give the parsed answers and weights of the
+    prompts generated alone -- and of a plain ``model.generate`` + a separate attention forward per prompt."""
+    model, tok = tiny_model("qwen2"), tiny_tokenizer()
+    data = Dataset.from_dict(
+        {"question": [f"the fox {i}?" if i % 2 else f"What is {i} + {i}?" for i in range(12)],
+         "answer": [str(2 * i) if i % 3 else "quick brown fox" for i in range(12)]}
+    )  # fmt: skip
+    kw = dict(n_demos=3, n_queries=n_queries, query_mode=query_mode, use_chat_template=False, max_retries=1)
+    batched = DataWhisperer(model, tok, batch_prompts=8, **kw)
+    alone = DataWhisperer(model, tok, batch_prompts=1, **kw)
+    a, b = batched.score(data), alone.score(data)
+    assert batched.stats["groups"] == 4 and len(batched.groups) >= 2
+    assert [g.answers for g in batched.groups] == [g.answers for g in alone.groups]
+    assert [g.demos for g in batched.groups] == [g.demos for g in alone.groups]
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    questions, answers = data["question"], data["answer"]
+    for g in batched.groups:  # independent path: a plain generate to the budget, a separate attention pass
+        per_prompt = [g.queries] if query_mode == "joint" else [[j] for j in g.queries]
+        parsed, weights = [], []
+        for queries in per_prompt:
+            budget = batched.answer_budget(answers, queries)
+            ids, demo_tokens, query_tokens = batched._fit_prompt(questions, answers, g.demos, queries, budget)
+            with torch.no_grad():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=budget,
+                                     do_sample=False, pad_token_id=0)  # fmt: skip
+            parsed += parse_answers(
+                tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True), len(queries)
+            )
+            rows = np.concatenate(query_tokens)
+            weights.append(demonstration_weights(layer_attention_rows(model, ids, batched.attn_layer, rows),
+                                                 rows, demo_tokens))  # fmt: skip
+        assert parsed == g.answers
+        np.testing.assert_allclose(np.mean(weights, axis=0), g.weights, rtol=1e-4, atol=1e-7)
+
+
+def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
+    """Issue 18: finished groups are persisted; a killed run re-run with the same settings equals a clean run."""
+    data = _pool(16)
+    outputs = lambda ids: " 0\nAnswer 2: 4"  # noqa: E731
+    kw = dict(n_demos=3, n_queries=2, rounds=2, batch_prompts=2, use_chat_template=False)
+    clean = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), generate_fn=outputs, **kw).score(data)
+    calls = []
+
+    def dies(ids):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt  # killed while generating the third batch
+        return outputs(ids)
+
+    state = tmp_path / "state"
+    with pytest.raises(KeyboardInterrupt):
+        DataWhisperer(tiny_model("llama"), tiny_tokenizer(), generate_fn=dies, state_dir=state, **kw).score(
+            data
+        )
+    (log,) = state.glob("run-*/groups.jsonl")
+    assert len(log.read_text().splitlines()) == 4
+    with open(log, "a") as f:
+        f.write('{"round": 1, "gro')  # a line cut by the kill
+    count = []
+    resumed = DataWhisperer(
+        tiny_model("llama"), tiny_tokenizer(), generate_fn=lambda ids: count.append(1) or outputs(ids),
+        state_dir=state, **kw,
+    )  # fmt: skip
+    np.testing.assert_array_equal(resumed.score(data), clean)
+    assert resumed.stats["resumed_groups"] == 4 and len(count) == resumed.stats["groups"] - 4
+    other = DataWhisperer(tiny_model("llama"), tiny_tokenizer(), generate_fn=outputs, state_dir=state,
+                          **{**kw, "seed": 5})  # fmt: skip
+    other.score(data)
+    assert (
+        other.stats["resumed_groups"] == 0 and len(list(state.glob("run-*"))) == 2
+    )  # other settings: afresh
