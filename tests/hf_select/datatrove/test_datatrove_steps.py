@@ -332,3 +332,50 @@ def test_make_executor_sets_threads_and_checks_arguments(world):
         make_executor(pipeline(), "dask")
     with pytest.raises(TypeError, match="Hub id or a local folder"):
         attention_influence_pipeline("in", "out", torch.nn.Linear(1, 1), HEADS)
+
+
+def _filter_run(folder, pipeline, tasks):
+    from datatrove.executor import LocalPipelineExecutor
+
+    LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=str(folder)).run()
+
+
+def test_top_fraction_filter_equals_select_top_fraction(tmp_path):
+    """Two passes (ScoreCollector, then TopFractionFilter) keep exactly select_top_fraction's rows, ties and
+    NaN scores included; a second pass with another task layout is refused."""
+    import pyarrow.parquet as pq
+    from datatrove.pipeline.readers import JsonlReader, ParquetReader
+    from datatrove.pipeline.writers import ParquetWriter
+
+    from hf_select.datatrove import ScoreCollector, TopFractionFilter
+    from hf_select.selection import select_top_fraction
+
+    rng = random.Random(3)
+    values = [0.5, 0.5, 0.5, 0.25, 1.0, None, 0.75]  # ties at the cut-off, and unscorable documents (null)
+    (tmp_path / "in").mkdir()
+    for f in range(4):
+        with open(tmp_path / "in" / f"{f}.jsonl", "w") as out:
+            for i in range(9):
+                doc = {"id": f"{f}-{i}", "text": "x", "domain": rng.choice("ab"), "ai_score": rng.choice(values)}
+                out.write(json.dumps(doc) + "\n")
+    scores, scored, kept = tmp_path / "scores", tmp_path / "scored", tmp_path / "kept"
+    _filter_run(
+        tmp_path / "logs1",
+        [JsonlReader(str(tmp_path / "in")), ScoreCollector(str(scores)), ParquetWriter(str(scored), expand_metadata=True)],
+        tasks=2,
+    )
+    reader = ParquetReader(str(scored))
+    _filter_run(
+        tmp_path / "logs2",
+        [reader, TopFractionFilter(str(scores), 0.45), ParquetWriter(str(kept), expand_metadata=True)],
+        tasks=2,
+    )
+    # the exact selection over the pass-1 output in task order
+    rows = [row for path in sorted(scored.glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    expected = select_top_fraction(Dataset.from_list(rows), "ai_score", 0.45, by="domain")["id"]
+    got = [row["id"] for path in sorted(kept.glob("*.parquet")) for row in pq.read_table(path).to_pylist()]
+    assert sorted(got) == sorted(expected) and 0 < len(got) < len(rows)
+    tied = [r["id"] for r in rows if r["ai_score"] == 0.5]
+    assert any(i in got for i in tied) and not all(i in got for i in tied)  # the ties were split
+    with pytest.raises(ValueError, match="same number of tasks"):
+        list(TopFractionFilter(str(scores), 0.3).run(iter([]), rank=0, world_size=3))
