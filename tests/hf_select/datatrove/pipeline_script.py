@@ -27,11 +27,12 @@ def main() -> None:
     args = parser.parse_args()
 
     # imported before the pool starts, so that forked workers need not import torch/transformers again
-    import hf_select.attention_influence  # noqa: F401
-    import hf_select.loading  # noqa: F401
-    import hf_select.reference_losses  # noqa: F401
     import transformers.models.llama.modeling_llama  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    import hf_select.attention_influence
+    import hf_select.loading
+    import hf_select.reference_losses  # noqa: F401
     from hf_select.datatrove import attention_influence_pipeline, make_executor, reference_loss_pipeline
 
     output, ckpt = f"{args.run_dir}/output", f"{args.run_dir}/ckpt"

@@ -21,11 +21,11 @@ import torch
 pytest.importorskip("datatrove")
 pytest.importorskip("orjson")
 
-from datasets import Dataset  # noqa: E402
+from datasets import Dataset
 
-from hf_select.attention_influence import SCORE_COLUMNS, AttentionInfluence, score_dataset  # noqa: E402
-from hf_select.loading import load_causal_lm, load_tokenizer  # noqa: E402
-from hf_select.testing import TINY_WORDS, tiny_model, tiny_tokenizer  # noqa: E402
+from hf_select.attention_influence import SCORE_COLUMNS, AttentionInfluence, score_dataset
+from hf_select.loading import load_causal_lm, load_tokenizer
+from hf_select.testing import TINY_WORDS, tiny_model, tiny_tokenizer
 
 SCRIPT = Path(__file__).with_name("pipeline_script.py")
 HEADS = [(1, 0), (1, 2)]  # as in pipeline_script.py
@@ -142,29 +142,28 @@ def test_local_executor_matches_single_process_map(world, clean_runs):
 def _kill_mid_way(kind, world, run_dir):
     """Start a run whose tasks 2 and 3 are slow; SIGKILL the executor's whole process group once tasks 0 and 1
     are complete and task 2 or 3 has a checkpointed chunk but no completion marker."""
-    log = open(Path(str(run_dir) + ".log"), "w")
-    proc = subprocess.Popen(
-        _run(kind, world, run_dir, "--slow_ranks", "2,3"),
-        env=_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     completions = Path(run_dir) / "logs" / "completions"
     chunks = [Path(run_dir) / "ckpt" / f"{r:05d}-of-{TASKS:05d}" / "chunk-000000.json" for r in (2, 3)]
     deadline = time.time() + 400
-    try:
-        while True:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            assert time.time() < deadline, "the run did not reach the kill point in time"
-            done = {p.name for p in completions.glob("*")} if completions.exists() else set()
-            if {"00000", "00001"} <= done and any(c.exists() for c in chunks):
-                break
-            time.sleep(0.1)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        log.close()
+    with open(Path(str(run_dir) + ".log"), "w") as log:
+        proc = subprocess.Popen(
+            _run(kind, world, run_dir, "--slow_ranks", "2,3"),
+            env=_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            while True:
+                assert proc.poll() is None, "the run ended before it could be killed"
+                assert time.time() < deadline, "the run did not reach the kill point in time"
+                done = {p.name for p in completions.glob("*")} if completions.exists() else set()
+                if {"00000", "00001"} <= done and any(c.exists() for c in chunks):
+                    break
+                time.sleep(0.1)
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)  # the executor and its pool workers (one process group)
+            proc.wait()
     done = {p.name for p in completions.glob("*")}
     assert done == {"00000", "00001"}, f"tasks 2 and 3 must be unfinished at the kill, completions: {done}"
 
