@@ -46,6 +46,19 @@ class ScoreAttentionInfluenceArguments:
     device: str | None = field(
         default=None, metadata={"help": "Device (default: cuda:<local rank> if any, else cpu)."}
     )
+    executor: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run on datatrove instead: local, slurm or ray (pip install 'hf-select[datatrove]'); "
+            "--dataset_name is then a folder of JSONL/parquet files (see hf_select.datatrove).",
+            "choices": ["local", "slurm", "ray"],
+        },
+    )
+    tasks: int = field(default=1, metadata={"help": "datatrove tasks (shards, the unit of resumption)."})
+    workers: int = field(default=-1, metadata={"help": "datatrove tasks running at once (-1: all)."})
+    executor_config: str | None = field(
+        default=None, metadata={"help": "JSON/YAML of further executor arguments (Slurm partition, time ...)."}
+    )
 
 
 CONFIG_CLASSES = (ModelArguments, ScoreAttentionInfluenceArguments)
@@ -63,6 +76,10 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
         wait_for_ranks,
     )
 
+    if args.executor:
+        from ..datatrove.pipelines import run_attention_influence_command
+
+        return run_attention_influence_command(model_args, args)
     if not args.dataset_name or not args.heads_file:
         raise ValueError("--dataset_name and --heads_file are required")
     rank, world_size = distributed_rank_and_world_size()

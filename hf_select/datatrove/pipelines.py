@@ -155,3 +155,63 @@ def _set_threads(pipeline: list, threads: int) -> None:
     for step in pipeline:
         if hasattr(step, "num_threads") and step.num_threads is None:
             step.num_threads = threads
+
+
+def _input_format(folder: str) -> str:
+    from datatrove.io import get_datafolder
+
+    files = get_datafolder(folder).list_files()
+    if any(f.endswith(".parquet") for f in files):
+        return "parquet"
+    if any(".jsonl" in f or f.endswith(".json") for f in files):
+        return "jsonl"
+    raise ValueError(f"{folder} holds no .jsonl(.gz) or .parquet files for a datatrove reader")
+
+
+def run_attention_influence_command(model_args, args) -> int:
+    """``hf-select score attention-influence --executor local|slurm|ray``: reader -> scorer -> ParquetWriter.
+
+    ``--dataset_name`` is a folder (local, ``s3://``, ``hf://datasets/<repo>``) of JSONL or parquet files;
+    results go to ``<output_dir>/scored/<rank>.parquet``, datatrove's logs, stats and completion markers to
+    ``<output_dir>/logs``, in-task checkpoints to ``<output_dir>/checkpoints``. Re-running the same command
+    resumes. ``--executor_config`` (JSON or YAML) holds the executor's other arguments (Slurm: ``partition``,
+    ``time``, ``gpus_per_task``, ``cpus_per_task``, ``sbatch_args``, ``venv_path`` ...; Ray: ``cpus_per_task``,
+    ``gpus_per_task``, ``ray_remote_kwargs`` ...).
+    """
+    from pathlib import Path
+
+    if not args.dataset_name or not args.heads_file:
+        raise ValueError("--dataset_name and --heads_file are required")
+    if getattr(model_args, "gguf_file", None):
+        raise ValueError("--gguf_file is not supported with --executor: convert the model to safetensors first")
+    if args.max_samples is not None:
+        raise ValueError("--max_samples is not supported with --executor: point --dataset_name at fewer files")
+    extra: dict[str, Any] = {}
+    if args.executor_config:
+        import yaml
+
+        extra = yaml.safe_load(Path(args.executor_config).read_text()) or {}
+    out = Path(args.output_dir)
+    pipeline = attention_influence_pipeline(
+        args.dataset_name,
+        str(out / "scored"),
+        model_args.model_name_or_path,
+        args.heads_file,
+        input_format=_input_format(args.dataset_name),
+        text_key=args.text_column,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        docs_per_chunk=args.map_batch_size,
+        checkpoint_dir=str(out / "checkpoints"),
+        tokenizer=model_args.tokenizer_name_or_path,
+        revision=model_args.revision,
+        dtype=model_args.dtype,
+        attn_implementation=model_args.attn_implementation,
+        trust_remote_code=model_args.trust_remote_code,
+        device=args.device,
+    )
+    executor = make_executor(
+        pipeline, args.executor, tasks=args.tasks, workers=args.workers, logging_dir=str(out / "logs"), **extra
+    )
+    executor.run()
+    return 0

@@ -378,3 +378,27 @@ def test_top_fraction_filter_equals_select_top_fraction(tmp_path):
     assert any(i in got for i in tied) and not all(i in got for i in tied)  # the ties were split
     with pytest.raises(ValueError, match="same number of tasks"):
         list(TopFractionFilter(str(scores), 0.3).run(iter([]), rank=0, world_size=3))
+
+
+def test_cli_executor_flag_scores_like_the_pipeline(world, clean_runs, tmp_path):
+    """``hf-select score attention-influence --executor local`` writes the same scores as the pipeline."""
+    import pyarrow.parquet as pq
+
+    from hf_select.cli import main
+    from hf_select.retrieval_heads import RetrievalHeads
+
+    scores = torch.zeros(2, 4)
+    for layer, head in HEADS:
+        scores[layer, head] = 1.0
+    heads = RetrievalHeads.from_scores(scores, top_fraction=0.25).save(tmp_path / "heads.json")
+    assert RetrievalHeads.load(heads).selected == HEADS
+    out = tmp_path / "cli"
+    argv = ["score", "attention-influence", "--model_name_or_path", str(world["model"])]
+    argv += ["--dataset_name", str(world["ai_in"]), "--heads_file", str(heads), "--output_dir", str(out)]
+    argv += ["--max_length", "24", "--batch_size", "3", "--executor", "local", "--tasks", "2", "--workers", "1"]
+    assert main(argv) == 0
+    assert len(list((out / "logs" / "completions").glob("*"))) == 2
+    got = {r["id"]: r for p in (out / "scored").glob("*.parquet") for r in pq.read_table(p).to_pylist()}
+    clean = _output(clean_runs["ai"])
+    assert sorted(got) == sorted(clean)
+    assert max(abs(got[i]["ai_score"] - clean[i]["ai_score"]) for i in clean) <= 1e-6
