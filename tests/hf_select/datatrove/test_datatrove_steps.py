@@ -402,3 +402,39 @@ def test_cli_executor_flag_scores_like_the_pipeline(world, clean_runs, tmp_path)
     clean = _output(clean_runs["ai"])
     assert sorted(got) == sorted(clean)
     assert max(abs(got[i]["ai_score"] - clean[i]["ai_score"]) for i in clean) <= 1e-6
+
+
+def test_slurm_array_job_as_written_runs_its_tasks(world, clean_runs, tmp_path, monkeypatch):
+    """The Slurm configuration up to the scheduler: the generated sbatch script asks for an array of ``tasks``
+    jobs with the given resources, and each array task, started the way the script starts it
+    (``launch_pickled_pipeline executor.pik`` with ``SLURM_ARRAY_TASK_ID``), scores its shard. No sbatch/srun
+    here: the two array tasks run as local processes."""
+    import datatrove.executor.slurm as slurm
+
+    from hf_select.datatrove import attention_influence_pipeline, make_executor
+
+    scripts = []
+    monkeypatch.setattr(slurm, "launch_slurm_job", lambda contents, *_: scripts.append(contents) or "4242")
+    pipeline = attention_influence_pipeline(
+        str(world["ai_in"]), str(tmp_path / "output"), str(world["model"]), HEADS, max_length=24, batch_size=3
+    )
+    logs = tmp_path / "logs"
+    executor = make_executor(
+        pipeline, "slurm", tasks=2, partition="cpu", time="00:20:00", cpus_per_task=1, logging_dir=str(logs)
+    )
+    executor.run()
+    job = scripts[0]
+    for directive in ("--array=0-1", "--partition=cpu", "--time=00:20:00", "--cpus-per-task=1"):
+        assert f"#SBATCH {directive}" in job, job
+    assert "launch_pickled_pipeline" in job and (logs / "executor.pik").exists()
+    assert "afterok:4242" in scripts[1]  # the stats-merging job waits for the array
+    launcher = Path(sys.executable).with_name("launch_pickled_pipeline")
+    procs = [
+        subprocess.Popen([str(launcher), str(logs / "executor.pik")], env={**_env(), "SLURM_ARRAY_TASK_ID": str(i)})
+        for i in range(2)
+    ]
+    assert [p.wait(timeout=600) for p in procs] == [0, 0]
+    assert {p.name for p in (logs / "completions").glob("*")} == {"00000", "00001"}
+    got, clean = _output(tmp_path), _output(clean_runs["ai"])
+    assert sorted(got) == sorted(clean)
+    assert max(abs(got[i]["ai_score"] - clean[i]["ai_score"]) for i in clean) <= 1e-6
