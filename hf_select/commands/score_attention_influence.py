@@ -2,7 +2,8 @@
 
 Runs unchanged on one process or under ``torchrun`` / ``accelerate launch``: every rank scores its shard and
 writes parquet parts with completion markers (:mod:`hf_select.sharded_map`), so a killed job resumes. Rank 0
-then merges the parts into ``<output_dir>/scored`` (``save_to_disk``).
+then merges the parts into ``<output_dir>/scored`` (``save_to_disk``). With ``--executor local|slurm|ray`` the
+same scorer runs as a datatrove pipeline instead (:mod:`hf_select.datatrove`, for multi-node corpora).
 """
 
 from __future__ import annotations

@@ -35,14 +35,13 @@ from ..fingerprint import fingerprint
 _WORKER_MODELS: dict[tuple, tuple[Any, Any, dict]] = {}
 
 
-def worker_device(rank: int = 0) -> str:
+def worker_device() -> str:
     """Device of this worker: ``cpu`` without CUDA, else ``cuda:<local rank>``.
 
     The local rank is ``LOCAL_RANK`` (torchrun), else ``SLURM_LOCALID`` (srun), else the index of the worker in
     the Local executor's process pool (stable for the process lifetime, so two concurrent workers never share
-    a GPU when there are as many GPUs as workers), modulo the number of visible GPUs. Slurm (``gpus_per_task``)
-    and Ray (``gpus_per_task``) make one GPU visible per task, which is then ``cuda:0``. ``rank`` (the task)
-    is used only when none of these is known.
+    a GPU when there are as many GPUs as workers; 0 without a pool, where tasks run one after another), modulo
+    the number of visible GPUs. Slurm and Ray (``gpus_per_task=1``) make one GPU visible per task: ``cuda:0``.
     """
     import torch
 
@@ -52,17 +51,13 @@ def worker_device(rank: int = 0) -> str:
     if local is not None:
         index = int(local)
     else:
-        import multiprocessing
+        try:
+            import multiprocess  # datatrove's process pool
 
-        identity = multiprocessing.current_process()._identity
-        if not identity:
-            try:
-                import multiprocess  # datatrove's pool library
-
-                identity = multiprocess.current_process()._identity
-            except ImportError:
-                identity = ()
-        index = identity[0] - 1 if identity else rank
+            identity = multiprocess.current_process()._identity
+        except ImportError:
+            identity = ()
+        index = identity[0] - 1 if identity else 0
     return f"cuda:{index % torch.cuda.device_count()}"
 
 
@@ -193,9 +188,9 @@ class _ModelScoringStep(PipelineStep):
             torch.set_num_threads(threads)
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    def load_model(self, rank: int = 0):
+    def load_model(self):
         """The worker's ``(model, tokenizer, model fingerprint)``, loaded once per process."""
-        device = self.device or worker_device(rank)
+        device = self.device or worker_device()
         return _load_worker_model(
             self.model_name,
             self.tokenizer_name,
@@ -210,7 +205,7 @@ class _ModelScoringStep(PipelineStep):
         if data is None:
             return
         self._set_threads()
-        model, tokenizer, model_fp = self.load_model(rank)
+        model, tokenizer, model_fp = self.load_model()
         self.prepare(model, tokenizer)
         checkpoint = None
         if self.checkpoint_dir:

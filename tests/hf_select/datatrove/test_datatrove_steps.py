@@ -407,8 +407,8 @@ def test_cli_executor_flag_scores_like_the_pipeline(world, clean_runs, tmp_path)
 def test_slurm_array_job_as_written_runs_its_tasks(world, clean_runs, tmp_path, monkeypatch):
     """The Slurm configuration up to the scheduler: the generated sbatch script asks for an array of ``tasks``
     jobs with the given resources, and each array task, started the way the script starts it
-    (``launch_pickled_pipeline executor.pik`` with ``SLURM_ARRAY_TASK_ID``), scores its shard. No sbatch/srun
-    here: the two array tasks run as local processes."""
+    (``launch_pickled_pipeline executor.pik`` with ``SLURM_ARRAY_TASK_ID``), scores its shard. No sbatch, srun
+    or scontrol here: the two array tasks run as local processes (a stub ``scontrol`` names the node)."""
     import datatrove.executor.slurm as slurm
 
     from hf_select.datatrove import attention_influence_pipeline, make_executor
@@ -429,8 +429,13 @@ def test_slurm_array_job_as_written_runs_its_tasks(world, clean_runs, tmp_path, 
     assert "launch_pickled_pipeline" in job and (logs / "executor.pik").exists()
     assert "afterok:4242" in scripts[1]  # the stats-merging job waits for the array
     launcher = Path(sys.executable).with_name("launch_pickled_pipeline")
+    fake_bin = tmp_path / "bin"  # datatrove asks `scontrol show hostnames $SLURM_NODELIST` for the node list
+    fake_bin.mkdir()
+    (fake_bin / "scontrol").write_text("#!/bin/sh\necho localhost\n")
+    (fake_bin / "scontrol").chmod(0o755)
+    env = {**_env(), "SLURM_NODELIST": "localhost", "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}
     procs = [
-        subprocess.Popen([str(launcher), str(logs / "executor.pik")], env={**_env(), "SLURM_ARRAY_TASK_ID": str(i)})
+        subprocess.Popen([str(launcher), str(logs / "executor.pik")], env={**env, "SLURM_ARRAY_TASK_ID": str(i)})
         for i in range(2)
     ]
     assert [p.wait(timeout=600) for p in procs] == [0, 0]
@@ -438,3 +443,23 @@ def test_slurm_array_job_as_written_runs_its_tasks(world, clean_runs, tmp_path, 
     got, clean = _output(tmp_path), _output(clean_runs["ai"])
     assert sorted(got) == sorted(clean)
     assert max(abs(got[i]["ai_score"] - clean[i]["ai_score"]) for i in clean) <= 1e-6
+
+
+def test_worker_device_follows_the_local_rank(monkeypatch):
+    import multiprocess
+
+    from hf_select.datatrove import worker_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert worker_device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("SLURM_LOCALID", raising=False)
+    assert worker_device() == "cuda:0"  # no pool: tasks run one after another
+    monkeypatch.setattr(multiprocess.current_process(), "_identity", (2,))  # second worker of a pool
+    assert worker_device() == "cuda:1"
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    assert worker_device() == "cuda:0"
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert worker_device() == "cuda:1"
