@@ -2,7 +2,8 @@
 
 Runs unchanged on one process or under ``torchrun`` / ``accelerate launch``: every rank scores its shard and
 writes parquet parts with completion markers (:mod:`hf_select.sharded_map`), so a killed job resumes. Rank 0
-then merges the parts into ``<output_dir>/scored`` (``save_to_disk``).
+then merges the parts into ``<output_dir>/scored`` (``save_to_disk``). With ``--executor local|slurm|ray`` the
+same scorer runs as a datatrove pipeline instead (:mod:`hf_select.datatrove`, for multi-node corpora).
 """
 
 from __future__ import annotations
@@ -46,6 +47,19 @@ class ScoreAttentionInfluenceArguments:
     device: str | None = field(
         default=None, metadata={"help": "Device (default: cuda:<local rank> if any, else cpu)."}
     )
+    executor: str | None = field(
+        default=None,
+        metadata={
+            "help": "Run on datatrove instead: local, slurm or ray (pip install 'hf-select[datatrove]'); "
+            "--dataset_name is then a folder of JSONL/parquet files (see hf_select.datatrove).",
+            "choices": ["local", "slurm", "ray"],
+        },
+    )
+    tasks: int = field(default=1, metadata={"help": "datatrove tasks (shards, the unit of resumption)."})
+    workers: int = field(default=-1, metadata={"help": "datatrove tasks running at once (-1: all)."})
+    executor_config: str | None = field(
+        default=None, metadata={"help": "JSON/YAML of further executor arguments (Slurm partition, time ...)."}
+    )
 
 
 CONFIG_CLASSES = (ModelArguments, ScoreAttentionInfluenceArguments)
@@ -63,6 +77,10 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
         wait_for_ranks,
     )
 
+    if args.executor:
+        from ..datatrove.pipelines import run_attention_influence_command
+
+        return run_attention_influence_command(model_args, args)
     if not args.dataset_name or not args.heads_file:
         raise ValueError("--dataset_name and --heads_file are required")
     rank, world_size = distributed_rank_and_world_size()

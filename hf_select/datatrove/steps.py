@@ -1,0 +1,484 @@
+"""Scoring steps: the existing scorers (:class:`~hf_select.AttentionInfluence`, RHO-1 reference losses) wrapped
+as datatrove ``PipelineStep`` s. No scoring logic lives here, only the datatrove plumbing:
+
+* **one model per worker process**: the step holds only the model's name or path (steps are pickled to the
+  workers); the model is loaded on first use in each process and cached for the tasks that process runs
+  next, on :func:`worker_device`;
+* **length-sorted batches**: documents are taken ``docs_per_chunk`` at a time and handed to the scorer, which
+  sorts the chunk by length and runs ``batch_size`` sequences per forward pass;
+* **stats**: ``documents``, ``tokens`` (predicted tokens), ``too_short`` (rows with nothing to predict),
+  ``restored_documents`` (taken from a checkpoint) in datatrove's per-task stats;
+* **resume**: datatrove never re-runs a task that has its completion marker. Inside a task, every scored chunk
+  is saved to ``checkpoint_dir`` (atomically, with the document ids and a fingerprint of the step and the
+  weights) before its documents go downstream, so a killed task that re-runs restores its finished chunks
+  instead of scoring them again (datatrove has no intermediate state, datatrove issue #316). The re-run
+  rewrites the task's output file from the start, so nothing is duplicated. A checkpoint whose ids or
+  fingerprint differ from the re-run's is an error, never silently reused. ``checkpoint_dir`` must be a
+  POSIX path visible to every worker (local disk for the Local executor, a shared file system on Slurm/Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.batching import batched
+
+from ..fingerprint import fingerprint
+
+# process-wide cache: (loading arguments) -> (model, tokenizer, model fingerprint); one entry per worker
+_WORKER_MODELS: dict[tuple, tuple[Any, Any, dict]] = {}
+
+
+def worker_device() -> str:
+    """Device of this worker: ``cpu`` without CUDA, else ``cuda:<local rank>``.
+
+    The local rank is ``LOCAL_RANK`` (torchrun), else ``SLURM_LOCALID`` (srun), else the index of the worker in
+    the Local executor's process pool (stable for the process lifetime, so two concurrent workers never share
+    a GPU when there are as many GPUs as workers; 0 without a pool, where tasks run one after another), modulo
+    the number of visible GPUs. Slurm and Ray (``gpus_per_task=1``) make one GPU visible per task: ``cuda:0``.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    local = os.environ.get("LOCAL_RANK") or os.environ.get("SLURM_LOCALID")
+    if local is not None:
+        index = int(local)
+    else:
+        try:
+            import multiprocess  # datatrove's process pool
+
+            identity = multiprocess.current_process()._identity
+        except ImportError:
+            identity = ()
+        index = identity[0] - 1 if identity else 0
+    return f"cuda:{index % torch.cuda.device_count()}"
+
+
+def _load_worker_model(
+    model: str,
+    tokenizer: str | None,
+    revision: str | None,
+    dtype: str,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+    device: str,
+):
+    key = (model, tokenizer, revision, dtype, attn_implementation, trust_remote_code, device)
+    if key not in _WORKER_MODELS:
+        from ..fingerprint import model_fingerprint
+        from ..loading import load_causal_lm, load_tokenizer
+
+        lm = load_causal_lm(model, revision, dtype, attn_implementation, trust_remote_code, device)
+        tok = load_tokenizer(tokenizer or model, None if tokenizer else revision, trust_remote_code)
+        _WORKER_MODELS[key] = (lm, tok, model_fingerprint(lm, tok))
+    return _WORKER_MODELS[key]
+
+
+class ChunkCheckpoint:
+    """Scored chunks of one task: ``<folder>/<rank>-of-<world_size>/chunk-<index>.json``.
+
+    Each file holds the chunk's document ids, the run's fingerprint and one metadata dict per document.
+    Files are written to a temporary name and renamed, so a kill never leaves a half-written chunk.
+    """
+
+    def __init__(self, folder: str | os.PathLike, rank: int, world_size: int, run_fingerprint: str):
+        self.folder = Path(folder) / f"{rank:05d}-of-{world_size:05d}"
+        self.run_fingerprint = run_fingerprint
+
+    def path(self, index: int) -> Path:
+        return self.folder / f"chunk-{index:06d}.json"
+
+    def load(self, index: int, ids: list[str]) -> list[dict] | None:
+        path = self.path(index)
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        if data["fingerprint"] != self.run_fingerprint:
+            raise ValueError(
+                f"checkpoint {path} was written by another run (fingerprint {data['fingerprint']} != "
+                f"{self.run_fingerprint}: other model, weights or parameters); use a new checkpoint_dir"
+            )
+        if data["ids"] != ids:
+            raise ValueError(
+                f"checkpoint {path} holds other documents than this task reads now (changed input files, "
+                "tasks or docs_per_chunk); use a new checkpoint_dir"
+            )
+        return data["values"]
+
+    def save(self, index: int, ids: list[str], values: list[dict]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(index)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.run_fingerprint, "ids": ids, "values": values}))
+        os.replace(tmp, path)
+
+
+class _ModelScoringStep(PipelineStep):
+    """Shared plumbing of the scoring steps (see the module docstring). Subclasses implement
+    :meth:`score_chunk` (documents -> one metadata dict each) and :meth:`_count`."""
+
+    type = "🎯 - SCORER"
+
+    def __init__(
+        self,
+        model: str,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+        batch_size: int = 8,
+        docs_per_chunk: int = 1000,
+        checkpoint_dir: str | None = None,
+        num_threads: int | None = None,
+    ):
+        super().__init__()
+        if not isinstance(model, str):
+            raise TypeError(
+                "model must be a Hub id or a local folder (steps are pickled to the workers, which load the "
+                f"model themselves), got {type(model).__name__}"
+            )
+        if batch_size < 1 or docs_per_chunk < 1:
+            raise ValueError(f"batch_size and docs_per_chunk must be >= 1, got {batch_size}, {docs_per_chunk}")
+        self.model_name = model
+        self.tokenizer_name = tokenizer
+        self.revision = revision
+        self.dtype = dtype
+        self.attn_implementation = attn_implementation
+        self.trust_remote_code = trust_remote_code
+        self.device = device
+        self.batch_size = batch_size
+        self.docs_per_chunk = docs_per_chunk
+        self.checkpoint_dir = checkpoint_dir
+        self.num_threads = num_threads
+
+    # -- to implement ------------------------------------------------------------------------------------
+
+    def config(self) -> dict:
+        """Everything besides the weights that changes the scores (part of the checkpoint fingerprint)."""
+        return {"class": type(self).__name__, "dtype": self.dtype, "attn": self.attn_implementation}
+
+    def prepare(self, model, tokenizer) -> None:
+        """Build the wrapped scorer once per task (after the model is loaded)."""
+
+    def score_chunk(self, documents: list[Document]) -> list[dict]:
+        raise NotImplementedError
+
+    def _count(self, values: dict) -> None:
+        raise NotImplementedError
+
+    # -- plumbing ----------------------------------------------------------------------------------------
+
+    def _set_threads(self) -> None:
+        import torch
+
+        threads = self.num_threads
+        if threads is None:
+            cpus = int(os.environ.get("DATATROVE_CPUS_PER_TASK", "-1"))
+            threads = cpus if cpus > 0 else None
+        if threads is not None:
+            torch.set_num_threads(threads)
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    def load_model(self):
+        """The worker's ``(model, tokenizer, model fingerprint)``, loaded once per process."""
+        device = self.device or worker_device()
+        return _load_worker_model(
+            self.model_name,
+            self.tokenizer_name,
+            self.revision,
+            self.dtype,
+            self.attn_implementation,
+            self.trust_remote_code,
+            device,
+        )
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data is None:
+            return
+        self._set_threads()
+        model, tokenizer, model_fp = self.load_model()
+        self.prepare(model, tokenizer)
+        checkpoint = None
+        if self.checkpoint_dir:
+            run_fp = fingerprint(self.config(), model_fp, self.docs_per_chunk)
+            checkpoint = ChunkCheckpoint(self.checkpoint_dir, rank, world_size, run_fp)
+        for index, chunk in enumerate(batched(data, self.docs_per_chunk)):
+            ids = [str(doc.id) for doc in chunk]
+            values = checkpoint.load(index, ids) if checkpoint is not None else None
+            if values is None:
+                with self.track_time("chunk"):
+                    values = self.score_chunk(chunk)
+                if checkpoint is not None:
+                    checkpoint.save(index, ids, values)
+            else:
+                self.stat_update("restored_documents", value=len(chunk))
+            for doc, doc_values in zip(chunk, values):
+                doc.metadata.update(doc_values)
+                self.stat_update("documents")
+                self._count(doc_values)
+                yield doc
+
+
+def _load_heads(heads: str | os.PathLike | Iterable[Sequence[int]]) -> list[tuple[int, int]]:
+    if isinstance(heads, (str, os.PathLike)):
+        from ..retrieval_heads import RetrievalHeads
+
+        return [tuple(h) for h in RetrievalHeads.load(heads).selected]
+    pairs = [tuple(int(x) for x in h) for h in heads]
+    if not pairs or any(len(h) != 2 for h in pairs):
+        raise ValueError(f"heads must be (layer, head) pairs or a RetrievalHeads JSON file, got {heads!r}")
+    return pairs
+
+
+class AttentionInfluenceScorer(_ModelScoringStep):
+    """AttentionInfluence scores (arXiv 2505.07293, Eq. 5) as a datatrove step, by
+    :class:`hf_select.AttentionInfluence` (same chunking, sorting and values as its ``Dataset.map`` path).
+
+    Adds ``ai_loss_base``, ``ai_loss_ref``, ``ai_score``, ``ai_num_tokens`` and ``ai_too_short`` (True, with NaN
+    values, for documents with fewer than 2 tokens) to ``Document.metadata``.
+
+    Args:
+        model: Hub id or local folder of the base causal LM (loaded once per worker, see :func:`worker_device`).
+        heads: ``(layer, head)`` pairs to mask, or the path of a RetrievalHeads JSON (``hf-select detect-heads``).
+        max_length: tokens per chunk; longer documents are chunked and combined by token-weighted means.
+        batch_size: sequences per forward pass.
+        docs_per_chunk: documents sorted by length together, and the unit of the in-task checkpoint.
+        checkpoint_dir: folder of the in-task checkpoints (None: no in-task resume, only datatrove's per task).
+        num_threads: torch threads per worker (None: ``DATATROVE_CPUS_PER_TASK`` when the executor sets it;
+            :func:`make_executor` sets ``cpus // workers`` for the Local executor).
+        reuse_lower_layers: run the layers below the lowest masked layer once.
+        tokenizer, revision, dtype, attn_implementation, trust_remote_code, device: how to load the model
+            (``device`` None: :func:`worker_device`).
+    """
+
+    name = "AttentionInfluence"
+
+    def __init__(
+        self,
+        model: str,
+        heads: str | os.PathLike | Iterable[Sequence[int]],
+        max_length: int = 2048,
+        batch_size: int = 8,
+        docs_per_chunk: int = 1000,
+        checkpoint_dir: str | None = None,
+        num_threads: int | None = None,
+        reuse_lower_layers: bool = True,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+    ):
+        super().__init__(
+            model,
+            tokenizer,
+            revision,
+            dtype,
+            attn_implementation,
+            trust_remote_code,
+            device,
+            batch_size,
+            docs_per_chunk,
+            checkpoint_dir,
+            num_threads,
+        )
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.heads = _load_heads(heads)
+        self.max_length = max_length
+        self.reuse_lower_layers = reuse_lower_layers
+        self._scorer = None
+
+    def config(self) -> dict:
+        return {**super().config(), "heads": self.heads, "max_length": self.max_length}
+
+    def prepare(self, model, tokenizer) -> None:
+        from ..attention_influence import AttentionInfluence
+
+        self._scorer = AttentionInfluence(
+            model,
+            tokenizer,
+            self.heads,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            text_column="text",
+            reuse_lower_layers=self.reuse_lower_layers,
+        )
+
+    def score_chunk(self, documents: list[Document]) -> list[dict]:
+        from ..attention_influence import SCORE_COLUMNS
+
+        out = self._scorer({"text": [doc.text for doc in documents]})
+        return [{name: out[name][i] for name in SCORE_COLUMNS} for i in range(len(documents))]
+
+    def _count(self, values: dict) -> None:
+        self.stat_update("tokens", value=int(values["ai_num_tokens"]))
+        if values["ai_too_short"]:
+            self.stat_update("too_short")
+
+    def __getstate__(self):
+        return {**self.__dict__, "_scorer": None}  # the scorer holds the model: never pickle it
+
+
+ROW_COLUMNS = ("input_ids", "labels", "position_ids")
+
+
+def packed_row_adapter(self, data: dict, path: str, id_in_file: int | str) -> dict:
+    """Reader adapter (``JsonlReader(adapter=packed_row_adapter)``, ``ParquetReader(...)``) for packed training
+    rows (``input_ids`` and optionally ``labels``, ``position_ids``, ``num_documents``: the output of
+    ``hf_select.pack_documents`` / ``training_rows`` saved as JSONL or parquet).
+
+    The row's columns go to ``Document.metadata``. datatrove readers drop documents without text, so the row's
+    id (``id`` column, else ``<file>/<row>``) also stands in as its text.
+    """
+    data = dict(data)
+    if "input_ids" not in data:
+        raise KeyError(f"packed rows need an 'input_ids' column; {path} row {id_in_file} has {sorted(data)}")
+    row_id = str(data.pop(self.id_key, f"{path}/{id_in_file}"))
+    data.pop(self.text_key, None)
+    return {"text": row_id, "id": row_id, "metadata": data}
+
+
+class ReferenceLossScorer(_ModelScoringStep):
+    """RHO-1 reference losses (arXiv 2404.07965) of packed training rows as a datatrove step, by
+    :mod:`hf_select.reference_losses` (the same per-batch function as :func:`~hf_select.compute_reference_losses`).
+
+    Reads ``input_ids`` and optionally ``labels`` and ``position_ids`` from ``Document.metadata`` (read the rows
+    with :func:`packed_row_adapter`) and adds ``ref_loss`` (and ``ref_entropy`` with ``with_entropy``), one
+    float per token aligned with ``input_ids``: the row format SLMTrainer reads. Write with
+    ``ParquetWriter(..., expand_metadata=True)`` to get one column per field. The rows must be exactly the
+    packed rows used for training (a token's loss depends on its context); rows are batched sorted by length
+    (padding never changes a row's losses).
+
+    Args:
+        model: Hub id or local folder of the reference model (loaded once per worker).
+        batch_size: rows per forward pass.
+        storage_dtype: ``float32``, ``float16`` or ``bfloat16``: values are rounded to it.
+        with_entropy: also add ``ref_entropy`` (for the self-reference score).
+        chunk_size: predicted tokens projected through the LM head at once.
+        pad_token_id: padding id inside a batch (None: the tokenizer's, else 0).
+        docs_per_chunk, checkpoint_dir, num_threads, tokenizer, revision, dtype, attn_implementation,
+            trust_remote_code, device: as for :class:`AttentionInfluenceScorer`.
+    """
+
+    name = "RHO-1 reference losses"
+
+    def __init__(
+        self,
+        model: str,
+        batch_size: int = 8,
+        storage_dtype: str = "float32",
+        with_entropy: bool = False,
+        chunk_size: int = 2048,
+        pad_token_id: int | None = None,
+        docs_per_chunk: int = 1000,
+        checkpoint_dir: str | None = None,
+        num_threads: int | None = None,
+        tokenizer: str | None = None,
+        revision: str | None = None,
+        dtype: str = "auto",
+        attn_implementation: str | None = None,
+        trust_remote_code: bool = False,
+        device: str | None = None,
+    ):
+        from ..reference_losses import STORAGE_DTYPES
+
+        super().__init__(
+            model,
+            tokenizer,
+            revision,
+            dtype,
+            attn_implementation,
+            trust_remote_code,
+            device,
+            batch_size,
+            docs_per_chunk,
+            checkpoint_dir,
+            num_threads,
+        )
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+        self.storage_dtype = storage_dtype
+        self.with_entropy = with_entropy
+        self.chunk_size = chunk_size
+        self.pad_token_id = pad_token_id
+        self._model = None
+        self._pad = 0
+
+    def config(self) -> dict:
+        return {**super().config(), "storage_dtype": self.storage_dtype, "with_entropy": self.with_entropy}
+
+    def prepare(self, model, tokenizer) -> None:
+        self._model = model.eval()
+        pad = self.pad_token_id if self.pad_token_id is not None else tokenizer.pad_token_id
+        self._pad = pad if pad is not None else 0
+
+    def score_chunk(self, documents: list[Document]) -> list[dict]:
+        import torch
+
+        from ..reference_losses import _reference_batch
+
+        rows = []
+        for doc in documents:
+            if "input_ids" not in doc.metadata:
+                raise KeyError(
+                    f"document {doc.id} has no metadata 'input_ids': ReferenceLossScorer scores packed training "
+                    "rows (read them with hf_select.datatrove.packed_row_adapter)"
+                )
+            ids = list(doc.metadata["input_ids"])
+            labels, positions = doc.metadata.get("labels"), doc.metadata.get("position_ids")
+            rows.append(
+                {
+                    "input_ids": ids,
+                    "labels": ids if labels is None else list(labels),
+                    "position_ids": list(range(len(ids))) if positions is None else list(positions),
+                }
+            )
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]["input_ids"]))
+        columns = ("ref_loss", "ref_entropy") if self.with_entropy else ("ref_loss",)
+        values: list[dict | None] = [None] * len(rows)
+        for start in range(0, len(order), self.batch_size):
+            picked = order[start : start + self.batch_size]
+            batch = {k: [rows[i][k] for i in picked] for k in ROW_COLUMNS}
+            out = _reference_batch(
+                batch,
+                self._model,
+                self._pad,
+                self.with_entropy,
+                self.chunk_size,
+                getattr(torch, self.storage_dtype),
+            )
+            for j, i in enumerate(picked):
+                values[i] = {name: out[name][j] for name in columns}
+                values[i]["ref_num_tokens"] = _predicted_tokens(rows[i])
+        return values
+
+    def _count(self, values: dict) -> None:
+        self.stat_update("tokens", value=int(values["ref_num_tokens"]))
+        if values["ref_num_tokens"] == 0:
+            self.stat_update("too_short")
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None}
+
+
+def _predicted_tokens(row: dict) -> int:
+    """Tokens of a packed row whose loss is defined (same rule as :func:`hf_select.token_loss.prediction_mask`)."""
+    import torch
+
+    from ..token_loss import prediction_mask
+
+    ids = torch.tensor([row["input_ids"]])
+    positions = torch.tensor([row["position_ids"]])
+    return int(prediction_mask(ids, None, positions, torch.tensor([row["labels"]])).sum())
+
