@@ -91,7 +91,7 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
     )
     if rank == 0:
         wait_for_ranks(parts, world_size)
-        scored = load_sharded_output(parts, world_size)
+        scored = load_sharded_output(parts, world_size, expected_input_rows=len(dataset))
         scored.save_to_disk(str(Path(args.output_dir) / "scored"))
         logger.warning(f"scored {len(scored)} documents -> {Path(args.output_dir) / 'scored'}")
     return 0
