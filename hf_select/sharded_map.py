@@ -232,7 +232,9 @@ def load_sharded_output(
     for path in parts:
         marker = path.with_suffix(".done")
         if not marker.exists():
-            raise RuntimeError(f"{path.name} has no completion marker (an interrupted write); re-run to finish")
+            raise RuntimeError(
+                f"{path.name} has no completion marker (an interrupted write); re-run to finish"
+            )
         part_meta[path] = json.loads(marker.read_text())
     if all("input_rows" in m for m in rank_meta):
         covered = sum(m["input_rows"] for m in rank_meta)

@@ -23,6 +23,10 @@ class TokenDynamicsArguments:
         default=None, metadata={"help": "Tokenizer for raw text (default: the last checkpoint's)."}
     )
     seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw text)."})
+    overflow: str = field(
+        default="split",
+        metadata={"help": "Documents longer than a row: 'split' (default, further rows) or 'truncate'."},
+    )
     max_rows: int = field(default=256, metadata={"help": "Rows analysed (the first ones)."})
     batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
     threshold: float = field(
@@ -49,6 +53,7 @@ def run(args: TokenDynamicsArguments) -> int:
         tokenizer,
         args.text_column,
         args.seq_length,
+        overflow=args.overflow,
     )
     rows = rows.select(range(min(args.max_rows, len(rows))))
     result = token_loss_dynamics(

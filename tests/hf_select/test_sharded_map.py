@@ -126,7 +126,11 @@ def test_markers_record_part_size_range_and_fingerprint(tmp_path):
     sharded_map(_data(7), _Scorer(), tmp_path, "fp", part_size=4)
     meta = json.loads((tmp_path / "part-r00000-of-00001-000001.done").read_text())
     assert (meta["fingerprint"], meta["part_size"], meta["start"], meta["stop"], meta["rows"]) == (
-        "fp", 4, 4, 7, 3
+        "fp",
+        4,
+        4,
+        7,
+        3,
     )
 
 
