@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_causal_lm, load_model_and_tokenizer
+from ..loading import (
+    ModelArguments,
+    load_any_dataset,
+    load_causal_lm,
+    load_model_and_tokenizer,
+    load_tokenizer,
+)
 from ..trainer_ext.slm_config import SLMConfig
 
 logger = logging.get_logger(__name__)
@@ -108,11 +114,17 @@ def run(model_args: ModelArguments, data_args: SLMDataArguments, args: SLMConfig
     rows = training_rows(
         dataset, tokenizer, data_args.text_column, data_args.seq_length, overflow=data_args.overflow
     )
-    ref_model = None
+    ref_model = ref_tokenizer = None
     if data_args.ref_model_name_or_path and "ref_loss" not in rows.column_names:
         ref_model = load_causal_lm(data_args.ref_model_name_or_path, dtype=model_args.dtype)
+        ref_tokenizer = load_tokenizer(data_args.ref_model_name_or_path, pad=False)
     trainer = SLMTrainer(
-        model=model.train(), args=args, ref_model=ref_model, train_dataset=rows, processing_class=tokenizer
+        model=model.train(),
+        args=args,
+        ref_model=ref_model,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        ref_tokenizer=ref_tokenizer,
     )
     trainer.train()
     trainer.save_model(args.output_dir)
