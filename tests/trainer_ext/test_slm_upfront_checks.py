@@ -12,7 +12,7 @@ from hf_select.trainer_ext import SLMConfig, SLMTrainer
 from hf_select.trainer_ext.slm_trainer import check_same_tokenizer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from slm_helpers import packed_rows  # noqa: E402
+from slm_helpers import packed_rows
 
 
 def _trainer(rows, tmp_path, **kwargs):
