@@ -13,7 +13,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_model_and_tokenizer
+from ..loading import ModelArguments, load_any_dataset, load_model_and_tokenizer, write_output_manifest
 
 logger = logging.get_logger(__name__)
 
@@ -46,9 +46,35 @@ class ScoreAttentionInfluenceArguments:
     device: str | None = field(
         default=None, metadata={"help": "Device (default: cuda:<local rank> if any, else cpu)."}
     )
+    min_tokens: int = field(
+        default=16,
+        metadata={
+            "help": "Documents with fewer predicted tokens, and whitespace-only ones, are flagged ai_too_short "
+            "and get a NaN ai_score, so that no selection keeps them (a 1-3 token loss ratio is noise)."
+        },
+    )
 
 
 CONFIG_CLASSES = (ModelArguments, ScoreAttentionInfluenceArguments)
+
+
+def flag_short_documents(scored, text_column: str, min_tokens: int):
+    """Flag documents with fewer than ``min_tokens`` predicted tokens or only whitespace as ``ai_too_short``
+    and set their ``ai_score`` to NaN (never selected by :func:`hf_select.select_top_fraction`).
+
+    The paper scores documents of web corpora, where such documents are rare; their loss ratio over a few
+    tokens is noise that can land in any top fraction. The threshold is a parameter (``--min_tokens``)."""
+    import math
+
+    def flag(batch):
+        short = [
+            bool(too_short) or n < min_tokens or not str(text).strip()
+            for too_short, n, text in zip(batch["ai_too_short"], batch["ai_num_tokens"], batch[text_column])
+        ]
+        score = [math.nan if s else v for s, v in zip(short, batch["ai_score"])]
+        return {"ai_too_short": short, "ai_score": score}
+
+    return scored.map(flag, batched=True, keep_in_memory=True, desc="flag short documents")
 
 
 def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> int:
@@ -92,6 +118,16 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
     if rank == 0:
         wait_for_ranks(parts, world_size)
         scored = load_sharded_output(parts, world_size, expected_input_rows=len(dataset))
+        scored = flag_short_documents(scored, args.text_column, args.min_tokens)
+        short = sum(scored["ai_too_short"])
+        if len(scored) == 0 or short == len(scored):
+            raise ValueError(
+                f"no document of {args.dataset_name} could be scored: {short} of {len(scored)} have fewer than "
+                f"--min_tokens {args.min_tokens} predicted tokens or are whitespace only"
+            )
+        if short:
+            logger.warning(f"{short} of {len(scored)} documents flagged ai_too_short (never selected)")
         scored.save_to_disk(str(Path(args.output_dir) / "scored"))
+        write_output_manifest(args.output_dir, ["scored"], "scored")  # --scored_dataset <output_dir> reads it
         logger.warning(f"scored {len(scored)} documents -> {Path(args.output_dir) / 'scored'}")
     return 0
