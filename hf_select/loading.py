@@ -59,6 +59,23 @@ def _dtype(name: str):
         raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _check_local_source(name_or_path: str, what: str, needs: tuple[str, ...], option: str) -> None:
+    """A clear error for a local folder that does not exist or lacks the files of ``what``, before
+    transformers turns it into a Hub lookup or an unrelated message ("need sentencepiece", ...)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / name).exists() for name in needs):
+            raise ValueError(
+                f"{name_or_path} holds no {what} (none of {', '.join(needs)}); pass the right folder with "
+                f"{option}"
+            )
+    elif _looks_local(name_or_path):
+        raise FileNotFoundError(f"no such {what} folder: {name_or_path} (given with {option})")
+
+
 def load_tokenizer(
     name_or_path: str,
     revision: str | None = None,
@@ -72,6 +89,12 @@ def load_tokenizer(
     """
     from transformers import AutoTokenizer
 
+    _check_local_source(
+        name_or_path,
+        "tokenizer",
+        (*TOKENIZER_FILES, *([gguf_file] if gguf_file else [])),
+        "--tokenizer_name_or_path",
+    )
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(
         name_or_path, revision=revision, trust_remote_code=trust_remote_code, **kwargs
@@ -105,6 +128,9 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
+    _check_local_source(
+        name_or_path, "model", ("config.json", *([gguf_file] if gguf_file else [])), "--model_name_or_path"
+    )
     kwargs = {"revision": revision, "dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -214,7 +240,10 @@ def load_any_dataset(name_or_path: str, split: str | None = "train", config_name
     name_or_path = str(name_or_path)
     path = Path(name_or_path).expanduser()
     if _is_saved_dataset(path):
-        data = load_from_disk(str(path))
+        try:
+            data = load_from_disk(str(path))
+        except IndexError:  # datasets cannot read back a 0-row save_to_disk
+            raise ValueError(f"{name_or_path} holds no rows (an empty saved dataset)") from None
     elif path.is_dir():
         manifest = path / OUTPUT_MANIFEST
         if manifest.exists():
