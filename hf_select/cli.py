@@ -172,7 +172,22 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
     return int(result) if isinstance(result, int) else 0
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group (if a command created one, e.g. a Trainer under torchrun).
+
+    A process that exits with a live gloo process group tears its worker threads and pending work down
+    during interpreter finalization, and a rank then dies now and then with "terminate called without an
+    active exception" (pytorch/pytorch#190489) after all its work is done. Destroying the group while the
+    interpreter is alive avoids that; torch is only looked at when something already imported it.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

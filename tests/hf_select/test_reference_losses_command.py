@@ -75,7 +75,7 @@ def test_a_reference_changed_in_place_is_not_mixed_with_old_parts(world, monkeyp
         model.model.norm.weight.mul_(1.5)
     model.save_pretrained(model_dir)  # same path, other weights
     with pytest.raises(ValueError, match="another run"):
-        main(_args(model_dir, data, tmp / "run"))
+        main([*_args(model_dir, data, tmp / "run"), "--debug"])
 
 
 @pytest.mark.parametrize("overflow, kept", [("split", "all"), ("truncate", "some")])
