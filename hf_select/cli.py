@@ -121,6 +121,25 @@ def _read_config_file(path: str) -> dict:
     return data
 
 
+def _aliases_to_field_names(data: dict, config_classes) -> dict:
+    """Config-file keys spelt as a field's ``--alias`` (e.g. ``dataset_name``) renamed to the field's name."""
+    import dataclasses
+
+    renames = {}
+    for cls in config_classes:
+        for f in dataclasses.fields(cls):
+            aliases = f.metadata.get("aliases") or []
+            for alias in [aliases] if isinstance(aliases, str) else aliases:
+                renames[alias.lstrip("-")] = f.name
+    out = {}
+    for key, value in data.items():
+        name = renames.get(key, key)
+        if name in out:
+            raise ValueError(f"{key!r} and {name!r} are the same option; give it once")
+        out[name] = value
+    return out
+
+
 def parse_configs(config_classes, args: list[str], prog: str):
     """Parse ``args`` (or one YAML/JSON file) into instances of ``config_classes``.
 
@@ -131,7 +150,7 @@ def parse_configs(config_classes, args: list[str], prog: str):
 
     parser = HfArgumentParser(config_classes, prog=prog)
     if len(args) == 1 and args[0].endswith((".yaml", ".yml", ".json")):
-        data = _read_config_file(args[0])
+        data = _aliases_to_field_names(_read_config_file(args[0]), config_classes)
         try:
             return parser.parse_dict(data)
         except ValueError as exc:

@@ -50,6 +50,41 @@ class ModelArguments:
     )
 
 
+@dataclass
+class DatasetSourceArguments:
+    """Which dataset a command reads, spelt the same in every command (as TRL's ``ScriptArguments``).
+
+    Commands subclass it (:class:`DataArguments` adds ``text_column``) and may override a field's default or
+    help. The older per-command spellings stay accepted as aliases (``--dataset_name``, ``--dataset``,
+    ``--scored_dataset``, ``--dataset_split``), on the command line and as keys of a YAML/JSON config file.
+    """
+
+    dataset_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Dataset: Hub id, save_to_disk folder, Hub-layout folder or a .jsonl/.json/.parquet/.csv file.",
+            "aliases": ["--dataset_name"],
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Dataset configuration name (Hub datasets with several)."}
+    )
+    split: str = field(default="train", metadata={"help": "Split to read.", "aliases": ["--dataset_split"]})
+
+    def load_dataset(self):
+        """:func:`load_any_dataset` of these arguments."""
+        if not self.dataset_name_or_path:
+            raise ValueError("--dataset_name_or_path is required")
+        return load_any_dataset(self.dataset_name_or_path, self.split, self.dataset_config)
+
+
+@dataclass
+class DataArguments(DatasetSourceArguments):
+    """:class:`DatasetSourceArguments` plus the column holding the text."""
+
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+
+
 def _dtype(name: str):
     if name == "auto":
         return "auto"

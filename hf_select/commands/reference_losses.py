@@ -20,21 +20,16 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_model_and_tokenizer, load_tokenizer
+from ..loading import DataArguments, ModelArguments, load_model_and_tokenizer, load_tokenizer
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class ReferenceLossArguments:
-    """Rows to score and where the result goes."""
+class ReferenceLossArguments(DataArguments):
+    """Rows to score and where the result goes (the dataset: raw text in ``text_column`` or packed rows with
+    ``input_ids``, ``labels``, ``position_ids``)."""
 
-    dataset_name_or_path: str = field(
-        default=None,
-        metadata={"help": "Raw text (text_column) or packed rows (input_ids, labels, position_ids)."},
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to score."})
-    text_column: str = field(default="text", metadata={"help": "Text column of a raw-text dataset."})
     seq_length: int = field(
         default=1024, metadata={"help": "Tokens per packed row; must equal the training run's seq_length."}
     )
@@ -146,12 +141,13 @@ def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
         raise ValueError(f"--overflow must be one of {sorted(OVERFLOW_POLICIES)}, got {args.overflow!r}")
     rank, world_size = distributed_rank_and_world_size()
     model, tokenizer = load_model_and_tokenizer(model_args)
-    dataset = load_any_dataset(args.dataset_name_or_path, args.dataset_split)
+    dataset = args.load_dataset()
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     out = Path(args.output_dir)
     parts = out / "parts"
     settings = {k: v for k, v in asdict(args).items() if k not in ("output_dir", "batch_size")}
+    settings.pop("dataset_name_or_path")  # the data enters the key through its fingerprint
     key = [
         "reference-losses",
         getattr(dataset, "_fingerprint", None),

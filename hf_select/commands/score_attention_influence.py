@@ -13,19 +13,15 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_model_and_tokenizer, write_output_manifest
+from ..loading import DataArguments, ModelArguments, load_model_and_tokenizer, write_output_manifest
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class ScoreAttentionInfluenceArguments:
-    """Options of ``hf-select score attention-influence``."""
+class ScoreAttentionInfluenceArguments(DataArguments):
+    """Options of ``hf-select score attention-influence`` (the dataset options come from ``DataArguments``)."""
 
-    dataset_name: str = field(default=None, metadata={"help": "Dataset to score: Hub id or local path."})
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    split: str = field(default="train", metadata={"help": "Split to score."})
-    text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
     heads_file: str = field(
         default=None, metadata={"help": "RetrievalHeads JSON from hf-select detect-heads."}
     )
@@ -89,17 +85,17 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
         wait_for_ranks,
     )
 
-    if not args.dataset_name or not args.heads_file:
-        raise ValueError("--dataset_name and --heads_file are required")
+    if not args.dataset_name_or_path or not args.heads_file:
+        raise ValueError("--dataset_name_or_path and --heads_file are required")
     rank, world_size = distributed_rank_and_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = args.device or (f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(model_args, device=device)
     heads = RetrievalHeads.load(args.heads_file)
-    dataset = load_any_dataset(args.dataset_name, args.split, args.dataset_config)
+    dataset = args.load_dataset()
     if args.text_column not in dataset.column_names:
         raise ValueError(
-            f"text column {args.text_column!r} not in {args.dataset_name}: {dataset.column_names}"
+            f"text column {args.text_column!r} not in {args.dataset_name_or_path}: {dataset.column_names}"
         )
     if args.max_samples is not None:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
@@ -122,7 +118,7 @@ def run(model_args: ModelArguments, args: ScoreAttentionInfluenceArguments) -> i
         short = sum(scored["ai_too_short"])
         if len(scored) == 0 or short == len(scored):
             raise ValueError(
-                f"no document of {args.dataset_name} could be scored: {short} of {len(scored)} have fewer than "
+                f"no document of {args.dataset_name_or_path} could be scored: {short} of {len(scored)} have fewer than "
                 f"--min_tokens {args.min_tokens} predicted tokens or are whitespace only"
             )
         if short:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from transformers.utils import logging
 
 from ..loading import (
+    DataArguments,
     ModelArguments,
-    load_any_dataset,
     load_causal_lm,
     load_model_and_tokenizer,
     load_tokenizer,
@@ -19,18 +19,10 @@ logger = logging.get_logger(__name__)
 
 
 @dataclass
-class SLMDataArguments:
-    """Training data and reference model of ``hf-select train slm``."""
+class SLMDataArguments(DataArguments):
+    """Training data and reference model of ``hf-select train slm``: raw text (``text_column``) or packed rows
+    (``input_ids``, ``labels``, ``position_ids``, optionally ``ref_loss`` from ``hf-select reference-losses``)."""
 
-    dataset_name_or_path: str = field(
-        default=None,
-        metadata={
-            "help": "Hub id, save_to_disk folder or json/parquet file: raw text (text_column) or packed rows "
-            "(input_ids, labels, position_ids, optionally ref_loss from 'hf-select reference-losses')."
-        },
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
-    text_column: str = field(default="text", metadata={"help": "Text column of a raw-text dataset."})
     seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw-text datasets)."})
     overflow: str = field(
         default="split",
@@ -110,7 +102,7 @@ def run(model_args: ModelArguments, data_args: SLMDataArguments, args: SLMConfig
     if not data_args.dataset_name_or_path:
         raise ValueError("--dataset_name_or_path is required")
     model, tokenizer = load_model_and_tokenizer(model_args)
-    dataset = load_any_dataset(data_args.dataset_name_or_path, data_args.dataset_split)
+    dataset = data_args.load_dataset()
     rows = training_rows(
         dataset, tokenizer, data_args.text_column, data_args.seq_length, overflow=data_args.overflow
     )

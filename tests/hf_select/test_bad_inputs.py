@@ -95,7 +95,7 @@ CASES = [
     ("unknown command", ["frobnicate"], 2, "unknown command 'frobnicate'"),
     ("command group alone", ["score"], 2, "choose one of"),
     ("unknown option", ["select", "--scored_dataset", "{scored}", "--fractoin", "0.2"], 2, "not used by the HfArgumentParser: ['--fractoin'"),
-    ("required option missing", ["select"], 2, "--scored_dataset is required"),
+    ("required option missing", ["select"], 2, "--scored_dataset (or --dataset_name_or_path) is required"),
     ("missing local folder", ["select", "--scored_dataset", "./no_such_dir"], 2, "no such folder or file"),
     ("missing local file", ["select", "--scored_dataset", "nothere/scores.jsonl"], 2, "no such folder or file"),
     ("folder of several datasets", ["select", "--scored_dataset", "{root}/two"], 2, "several saved datasets"),
@@ -184,7 +184,7 @@ def test_push_drop_nan_publishes_exactly_the_scored_rows(world, capsys):
 
 
 def test_debug_shows_the_traceback(world):
-    with pytest.raises(ValueError, match="--scored_dataset is required"):
+    with pytest.raises(ValueError, match=r"--scored_dataset \(or --dataset_name_or_path\) is required"):
         main(["select", "--debug"])
 
 
