@@ -97,4 +97,7 @@ def test_short_and_whitespace_documents_are_flagged_and_never_selected(tmp_path)
     out = tmp_path / "sel"
     argv = ["select", "--scored_dataset", str(tmp_path / "scored"), "--by", "", "--fraction", "0.5"]
     assert main([*argv, "--output_dir", str(out)]) == 0
-    assert load_from_disk(str(out / "selected"))["text"] == ["a long enough document", "another long document"]
+    assert load_from_disk(str(out / "selected"))["text"] == [
+        "a long enough document",
+        "another long document",
+    ]
