@@ -63,7 +63,7 @@ def test_readme_quick_start_runs_and_trains_on_the_mix(tmp_path, monkeypatch):
     detect, score, select, train, _ = commands  # eval needs task files: tested in tests/eval
     detect = _replace(_replace(detect, "--model_name_or_path", str(model)), "--values_dataset", "values")
     detect += ["--num_samples", "2", "--context_tokens", "400", "--key_length", "6", "--top_fraction", "0.1"]
-    score = _drop(_replace(score, "--dataset_name", "corpus"), "--dataset_config")
+    score = _drop(_replace(score, "--dataset_name_or_path", "corpus"), "--dataset_config")
     score = _replace(score, "--model_name_or_path", str(model)) + ["--max_length", "16", "--min_tokens", "2"]
     train = _replace(
         _replace(train, "--model_name_or_path", str(model)), "--ref_model_name_or_path", str(model)
