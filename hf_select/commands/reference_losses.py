@@ -146,7 +146,8 @@ def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
     out = Path(args.output_dir)
     parts = out / "parts"
-    settings = {k: v for k, v in asdict(args).items() if k not in ("output_dir", "batch_size")}
+    # part_size is checked by sharded_map itself (a clearer message than a fingerprint mismatch)
+    settings = {k: v for k, v in asdict(args).items() if k not in ("output_dir", "batch_size", "part_size")}
     settings.pop("dataset_name_or_path")  # the data enters the key through its fingerprint
     key = [
         "reference-losses",
