@@ -108,3 +108,15 @@ def test_cross_tokenizer_reference_losses_keep_long_documents(world, tmp_path):
     assert trained >= 0.9 * n_words  # before: everything past seq_length was dropped
     assert all(len(a) == len(b) for a, b in zip(rows["ref_loss"], rows["input_ids"]))
     assert json.dumps(rows[0]["ref_loss"])  # plain floats
+
+
+def test_a_resume_with_another_part_size_is_refused(world, monkeypatch, capsys):
+    tmp, model_dir, data = world
+    monkeypatch.setattr(reference_losses, "_reference_batch", _Counting(fail_after=3))
+    with pytest.raises(RuntimeError, match="killed"):
+        main(_args(model_dir, data, tmp / "run"))
+    monkeypatch.undo()
+    argv = [*_args(model_dir, data, tmp / "run"), "--part_size", "3"]  # the last --part_size wins
+    assert main(argv) == 2
+    assert "written with part_size 4, this run uses 3" in capsys.readouterr().err
+    assert main(_args(model_dir, data, tmp / "run")) == 0  # the original part size resumes
