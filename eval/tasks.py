@@ -218,7 +218,14 @@ def load_task(path_or_dict: str | Path | dict[str, Any] | Task, base_dir: str | 
         if path.suffix in (".yaml", ".yml"):
             import yaml
 
-            spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+            try:
+                spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                line = f" at line {mark.line + 1}" if mark else ""
+                raise TaskError(
+                    f"task file {path} is not valid YAML{line}: {getattr(exc, 'problem', None) or exc}"
+                ) from None
         elif path.suffix == ".json":
             spec = json.loads(path.read_text(encoding="utf-8"))
         else:
@@ -236,10 +243,14 @@ def load_task(path_or_dict: str | Path | dict[str, Any] | Task, base_dir: str | 
     if spec["type"] not in TASK_TYPES:
         raise TaskError(f"task {spec['name']!r}: unknown type {spec['type']!r}; use one of {TASK_TYPES}")
     name = spec["name"]
-    files = {
-        split: _as_file_list(value, name, split)
-        for split, value in (spec.pop("data_files", None) or {}).items()
-    }
+    data_files = spec.pop("data_files", None) or {}
+    if isinstance(data_files, (str, list)):  # a plain path (or list of paths): the evaluated split's data
+        data_files = {spec.get("split", "test"): data_files}
+    if not isinstance(data_files, dict):
+        raise TaskError(
+            f"task {name!r}: data_files must be a path, a list or split -> path, got {data_files!r}"
+        )
+    files = {split: _as_file_list(value, name, split) for split, value in data_files.items()}
     data = {split: list(records) for split, records in (spec.pop("data", None) or {}).items()}
     for split, paths in files.items():
         data[split] = [r for p in paths for r in _read_jsonl(_resolve(base, p), name)]

@@ -3,6 +3,11 @@
 Each subcommand lives in its own module that defines ``CONFIG_CLASSES`` (dataclasses, parsed with
 ``HfArgumentParser`` from the command line or from one ``.yaml`` / ``.json`` file) and ``run(*configs)``.
 Modules are imported only when their subcommand runs, so ``hf-select --help`` stays fast.
+
+Errors a user can fix (bad arguments or files: ``ValueError`` and its subclasses ``TaskError`` and
+``UnsupportedModelError``, ``FileNotFoundError``, ``PermissionError``) print one line, ``hf-select <command>:
+error: <message>``, and exit with code 2; ``--debug`` (anywhere on the command line) shows the traceback
+instead. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -82,20 +87,82 @@ def _match(argv: list[str]) -> tuple[tuple[str, ...], list[str]] | None:
     return None
 
 
+# errors a user can fix: one line and exit code 2 (TaskError, UnsupportedModelError subclass ValueError)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError)
+
+
+def _read_config_file(path: str) -> dict:
+    import json
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid JSON: {exc}") from None
+    else:
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+            problem = getattr(exc, "problem", None) or exc
+            raise ValueError(f"config file {path} is not valid YAML{line}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"config file {path} must hold a mapping of option: value, got {type(data).__name__}"
+        )
+    return data
+
+
+def _aliases_to_field_names(data: dict, config_classes) -> dict:
+    """Config-file keys spelt as a field's ``--alias`` (e.g. ``dataset_name``) renamed to the field's name."""
+    import dataclasses
+
+    renames = {}
+    for cls in config_classes:
+        for f in dataclasses.fields(cls):
+            aliases = f.metadata.get("aliases") or []
+            for alias in [aliases] if isinstance(aliases, str) else aliases:
+                renames[alias.lstrip("-")] = f.name
+    out = {}
+    for key, value in data.items():
+        name = renames.get(key, key)
+        if name in out:
+            raise ValueError(f"{key!r} and {name!r} are the same option; give it once")
+        out[name] = value
+    return out
+
+
 def parse_configs(config_classes, args: list[str], prog: str):
-    """Parse ``args`` (or one YAML/JSON file) into instances of ``config_classes``."""
+    """Parse ``args`` (or one YAML/JSON file) into instances of ``config_classes``.
+
+    A config file that cannot be read names itself (and the line of a YAML error); an option the command
+    does not know is an error naming it.
+    """
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser(config_classes, prog=prog)
-    if len(args) == 1 and args[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(args[0])
-    if len(args) == 1 and args[0].endswith(".json"):
-        return parser.parse_json_file(args[0])
+    if len(args) == 1 and args[0].endswith((".yaml", ".yml", ".json")):
+        data = _aliases_to_field_names(_read_config_file(args[0]), config_classes)
+        try:
+            return parser.parse_dict(data)
+        except ValueError as exc:
+            raise ValueError(f"config file {args[0]}: {exc}") from None
     return parser.parse_args_into_dataclasses(args=args)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``hf-select`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see module docs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -104,15 +171,42 @@ def main(argv: list[str] | None = None) -> int:
         groups = {w[0] for w in available_commands() if len(w) > 1}
         if argv[0] in groups:
             subs = [" ".join(w) for w in available_commands() if w[0] == argv[0]]
-            print(f"hf-select {argv[0]}: choose one of: {', '.join(subs)}", file=sys.stderr)
+            print(f"hf-select {argv[0]}: error: choose one of: {', '.join(subs)}", file=sys.stderr)
         else:
-            print(f"hf-select: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+            print(
+                f"hf-select: error: unknown command {argv[0]!r}; 'hf-select --help' lists the commands",
+                file=sys.stderr,
+            )
         return 2
     words, rest = found
-    module = importlib.import_module(COMMANDS[words][0])
-    configs = parse_configs(module.CONFIG_CLASSES, rest, prog=f"hf-select {' '.join(words)}")
-    result = module.run(*configs)
+    prog = f"hf-select {' '.join(words)}"
+    try:
+        module = importlib.import_module(COMMANDS[words][0])
+        # argparse prints its own one-line error and exits with code 2 (SystemExit)
+        configs = parse_configs(module.CONFIG_CLASSES, rest, prog=prog)
+        result = module.run(*configs)
+    except USER_ERRORS as exc:
+        if debug:
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
     return int(result) if isinstance(result, int) else 0
+
+
+def shutdown_distributed() -> None:
+    """Destroy the default process group (if a command created one, e.g. a Trainer under torchrun).
+
+    A process that exits with a live gloo process group tears its worker threads and pending work down
+    during interpreter finalization, and a rank then dies now and then with "terminate called without an
+    active exception" (pytorch/pytorch#190489) after all its work is done. Destroying the group while the
+    interpreter is alive avoids that; torch is only looked at when something already imported it.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

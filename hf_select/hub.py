@@ -11,12 +11,17 @@ A scored dataset becomes parquet shards plus a dataset card:
   thresholds with their row counts, and a score histogram (``score_histogram.png``).
 
 The same files are written to a local folder (``local_dir=``) or sent to the Hub in ONE commit
-(``create_commit``, retried with back-off). A Hub push needs a token (argument, ``HF_TOKEN`` or the
+(``create_commit``, retried with back-off). Republishing replaces the data: a local folder loses its old
+parquet shards before the new ones are written, and a Hub commit deletes the repository's old shards
+(``CommitOperationDelete``) in the same commit that adds the new ones, so ``load_dataset`` gives exactly the
+new rows. The card's metadata has ``license`` (given, or the single value of the rows' ``license`` column),
+``language``, ``size_categories`` (from the row count) and ``task_categories``. A Hub push needs a token (argument, ``HF_TOKEN`` or the
 huggingface_hub login); the token is never logged.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import tempfile
@@ -89,6 +94,41 @@ def _markdown_params(params: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+SIZE_CATEGORIES = (
+    (10**3, "n<1K"),
+    (10**4, "1K<n<10K"),
+    (10**5, "10K<n<100K"),
+    (10**6, "100K<n<1M"),
+    (10**7, "1M<n<10M"),
+    (10**8, "10M<n<100M"),
+    (10**9, "100M<n<1B"),
+    (10**10, "1B<n<10B"),
+    (10**11, "10B<n<100B"),
+    (10**12, "100B<n<1T"),
+)
+
+
+def size_category(rows: int) -> str:
+    """The Hub's ``size_categories`` bucket of a row count."""
+    return next((name for bound, name in SIZE_CATEGORIES if rows < bound), "n>1T")
+
+
+def _single_license(dataset) -> str | None:
+    for column in ("license", "licence"):
+        if column in dataset.column_names:
+            values = {v for v in dataset.unique(column) if v}
+            return values.pop() if len(values) == 1 else None
+    return None
+
+
+def _clear_old_shards(folder: Path) -> None:
+    """Remove the parquet shards of an earlier publication (``data/`` and every threshold config)."""
+    for sub in [folder / "data", *folder.glob("int_score_ge_*")]:
+        if sub.is_dir():
+            for shard in sub.glob("*.parquet"):
+                shard.unlink()
+
+
 def _dataset_card(
     configs,
     counts,
@@ -101,11 +141,19 @@ def _dataset_card(
     score_column,
     bins,
     title,
+    license=None,
+    language=None,
+    task_categories=None,
+    size_categories=None,
 ):
     from huggingface_hub import DatasetCard, DatasetCardData
 
     data = DatasetCardData(
         pretty_name=title,
+        license=license,
+        language=list(language) if language else None,
+        task_categories=list(task_categories) if task_categories else None,
+        size_categories=[size_categories] if size_categories else None,
         tags=["hf-select", "data-selection", method],
         configs=configs,
         hf_select={
@@ -172,6 +220,9 @@ def write_scored_dataset(
     split: str = "train",
     max_shard_size: int = 500 * 2**20,
     title: str | None = None,
+    license: str | None = None,
+    language: Sequence[str] = (),
+    task_categories: Sequence[str] = ("text-generation",),
 ) -> Path:
     """Write the Hub layout of a scored dataset into ``folder`` (see the module docstring); returns it.
 
@@ -181,6 +232,11 @@ def write_scored_dataset(
         method, model_id, model_revision, heads, reference_model, params: what scored the data (card).
         int_score_bins: None for FineWeb-Edu rounding; k for quantile bins (unbounded scores).
         max_shard_size: bytes per parquet shard (Arrow size).
+        license: card license (SPDX id); default: the single value of a ``license`` column, if any.
+        language, task_categories: card metadata (``size_categories`` comes from the row count).
+
+    Parquet shards of an earlier publication in ``folder`` are removed first (republishing keeps no stale
+    rows).
     """
     if score_column not in dataset.column_names:
         raise ValueError(f"dataset has no score column {score_column!r}; columns: {dataset.column_names}")
@@ -188,6 +244,7 @@ def write_scored_dataset(
         raise ValueError("cannot publish an empty dataset")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    _clear_old_shards(folder)
     scores = np.asarray(dataset[score_column], dtype=np.float64)
     if not np.isfinite(scores).all():
         raise ValueError(f"column {score_column!r} holds NaN or infinite scores")
@@ -227,6 +284,10 @@ def write_scored_dataset(
         score_column,
         int_score_bins,
         title,
+        license=license or _single_license(dataset),
+        language=language,
+        task_categories=task_categories,
+        size_categories=size_category(len(data)),
     )
     card.save(folder / "README.md")
     return folder
@@ -254,12 +315,15 @@ def commit_folder(
     retries: int = 3,
     backoff: float = 2.0,
     api=None,
+    delete_stale: Sequence[str] = (),
 ) -> str:
     """Upload every file of ``folder`` to ``repo_id`` in one ``create_commit``, retried with back-off.
 
-    Returns the commit URL. The token is used, never logged.
+    ``delete_stale``: glob patterns (e.g. ``("*.parquet",)``) of repository files to delete in the same commit
+    when the upload does not replace them (the shards of an earlier publication). Returns the commit URL. The
+    token is used, never logged.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = api or HfApi(token=_resolve_token(token))
     folder = Path(folder)
@@ -269,6 +333,14 @@ def commit_folder(
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     ]
+    if delete_stale:
+        new = {op.path_in_repo for op in operations}
+        existing = api.list_repo_files(repo_id, repo_type=repo_type)
+        operations += [
+            CommitOperationDelete(path_in_repo=path)
+            for path in existing
+            if path not in new and any(fnmatch.fnmatch(path, pattern) for pattern in delete_stale)
+        ]
     for attempt in range(1, retries + 1):
         try:
             info = api.create_commit(repo_id, operations, commit_message=commit_message, repo_type=repo_type)
@@ -315,7 +387,9 @@ def push_scored_dataset(
     with tempfile.TemporaryDirectory() as folder:
         write_scored_dataset(dataset, folder, **layout)
         message = commit_message or f"Upload {layout.get('method', 'scored')} dataset with hf-select"
-        return commit_folder(folder, repo_id, "dataset", token, private, message, retries)
+        return commit_folder(
+            folder, repo_id, "dataset", token, private, message, retries, delete_stale=("*.parquet",)
+        )
 
 
 def _model_card(selection: dict[str, Any], base_model, datasets, eval_table, title):
@@ -390,4 +464,6 @@ def push_model(
     with tempfile.TemporaryDirectory() as folder:
         write_model(model, tokenizer, folder, selection, base_model, datasets, eval_table)
         message = commit_message or "Upload model trained on hf-select data"
-        return commit_folder(folder, repo_id, "model", token, private, message, retries)
+        return commit_folder(
+            folder, repo_id, "model", token, private, message, retries, delete_stale=("*.safetensors",)
+        )

@@ -50,6 +50,41 @@ class ModelArguments:
     )
 
 
+@dataclass
+class DatasetSourceArguments:
+    """Which dataset a command reads, spelt the same in every command (as TRL's ``ScriptArguments``).
+
+    Commands subclass it (:class:`DataArguments` adds ``text_column``) and may override a field's default or
+    help. The older per-command spellings stay accepted as aliases (``--dataset_name``, ``--dataset``,
+    ``--scored_dataset``, ``--dataset_split``), on the command line and as keys of a YAML/JSON config file.
+    """
+
+    dataset_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Dataset: Hub id, save_to_disk folder, Hub-layout folder or a .jsonl/.json/.parquet/.csv file.",
+            "aliases": ["--dataset_name"],
+        },
+    )
+    dataset_config: str | None = field(
+        default=None, metadata={"help": "Dataset configuration name (Hub datasets with several)."}
+    )
+    split: str = field(default="train", metadata={"help": "Split to read.", "aliases": ["--dataset_split"]})
+
+    def load_dataset(self):
+        """:func:`load_any_dataset` of these arguments."""
+        if not self.dataset_name_or_path:
+            raise ValueError("--dataset_name_or_path is required")
+        return load_any_dataset(self.dataset_name_or_path, self.split, self.dataset_config)
+
+
+@dataclass
+class DataArguments(DatasetSourceArguments):
+    """:class:`DatasetSourceArguments` plus the column holding the text."""
+
+    text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+
+
 def _dtype(name: str):
     if name == "auto":
         return "auto"
@@ -57,6 +92,23 @@ def _dtype(name: str):
         return getattr(torch, name)
     except AttributeError:
         raise ValueError(f"unknown dtype {name!r}; use auto, float32, bfloat16 or float16") from None
+
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _check_local_source(name_or_path: str, what: str, needs: tuple[str, ...], option: str) -> None:
+    """A clear error for a local folder that does not exist or lacks the files of ``what``, before
+    transformers turns it into a Hub lookup or an unrelated message ("need sentencepiece", ...)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / name).exists() for name in needs):
+            raise ValueError(
+                f"{name_or_path} holds no {what} (none of {', '.join(needs)}); pass the right folder with "
+                f"{option}"
+            )
+    elif _looks_local(name_or_path):
+        raise FileNotFoundError(f"no such {what} folder: {name_or_path} (given with {option})")
 
 
 def load_tokenizer(
@@ -72,6 +124,12 @@ def load_tokenizer(
     """
     from transformers import AutoTokenizer
 
+    _check_local_source(
+        name_or_path,
+        "tokenizer",
+        (*TOKENIZER_FILES, *([gguf_file] if gguf_file else [])),
+        "--tokenizer_name_or_path",
+    )
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     tokenizer = AutoTokenizer.from_pretrained(
         name_or_path, revision=revision, trust_remote_code=trust_remote_code, **kwargs
@@ -105,6 +163,9 @@ def load_causal_lm(
     """
     from transformers import AutoModelForCausalLM
 
+    _check_local_source(
+        name_or_path, "model", ("config.json", *([gguf_file] if gguf_file else [])), "--model_name_or_path"
+    )
     kwargs = {"revision": revision, "dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -167,18 +228,78 @@ def load_model_and_tokenizer(args: ModelArguments, device=None):
     return model, tokenizer
 
 
+OUTPUT_MANIFEST = "hf_select_output.json"
+_SAVED_MARKERS = ("dataset_info.json", "dataset_dict.json")
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / m).exists() for m in _SAVED_MARKERS)
+
+
+def write_output_manifest(folder: str | Path, datasets: list[str], default: str) -> None:
+    """Record the saved datasets of a command's output folder and which one a later command reads by default
+    (e.g. ``hf-select select --mix``: ``selected`` and ``mix``, default ``mix``), for :func:`load_any_dataset`."""
+    import json
+
+    if default not in datasets:
+        raise ValueError(f"default {default!r} is not one of {datasets}")
+    Path(folder, OUTPUT_MANIFEST).write_text(json.dumps({"datasets": datasets, "default": default}))
+
+
+def _looks_local(name_or_path: str) -> bool:
+    """A path rather than a Hub id: absolute, ``./`` ``../`` ``~``, a trailing slash, a data-file suffix, more
+    than one ``/`` (Hub ids are ``name`` or ``org/name``), or a first component that exists here."""
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.endswith(("/", "\\")):
+        return True
+    if Path(name_or_path).suffix in (".jsonl", ".json", ".parquet", ".csv", ".arrow", ".txt"):
+        return True
+    parts = name_or_path.split("/")
+    return len(parts) > 2 or (len(parts) == 2 and Path(parts[0]).is_dir())
+
+
 def load_any_dataset(name_or_path: str, split: str | None = "train", config_name: str | None = None):
-    """A ``Dataset`` from a Hub id, a ``save_to_disk`` folder, a Hub-layout folder or a json/jsonl/parquet/csv file."""
+    """A ``Dataset`` from a Hub id, a ``save_to_disk`` folder, a Hub-layout folder or a json/jsonl/parquet/csv file.
+
+    A folder that holds saved datasets in subfolders (the output of ``hf-select select`` or ``score
+    attention-influence``) is refused with their names -- reading it as a folder of data files would
+    concatenate them all -- unless it has an ``hf_select_output.json`` manifest naming a default
+    (:func:`write_output_manifest`; ``select --mix`` makes the mix the default). A local-looking path that
+    does not exist is a ``FileNotFoundError`` ("no such folder or file"), not a Hub error.
+    """
+    import json
+
     from datasets import DatasetDict, load_dataset, load_from_disk
 
-    path = Path(name_or_path)
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        data = load_from_disk(str(path))
+    if not name_or_path or not str(name_or_path).strip():
+        raise ValueError("no dataset given: pass a Hub id, a folder or a data file")
+    name_or_path = str(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if _is_saved_dataset(path):
+        try:
+            data = load_from_disk(str(path))
+        except IndexError:  # datasets cannot read back a 0-row save_to_disk
+            raise ValueError(f"{name_or_path} holds no rows (an empty saved dataset)") from None
+    elif path.is_dir():
+        manifest = path / OUTPUT_MANIFEST
+        if manifest.exists():
+            default = json.loads(manifest.read_text())["default"]
+            logger.warning(f"{name_or_path}: reading its default dataset {default!r} ({manifest.name})")
+            return load_any_dataset(str(path / default), split, config_name)
+        saved = sorted(p.name for p in path.iterdir() if _is_saved_dataset(p))
+        if saved:
+            choices = ", ".join(str(path / name) for name in saved)
+            raise ValueError(
+                f"{name_or_path} holds {'several saved datasets' if len(saved) > 1 else 'a saved dataset'} "
+                f"({', '.join(saved)}) rather than being one; pass one of: {choices}"
+            )
+        data = load_dataset(str(path), config_name)
     elif path.is_file():
         kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
         if kind is None:
             raise ValueError(f"cannot read {path}: expected .jsonl, .json, .parquet or .csv")
         data = load_dataset(kind, data_files=str(path))
+    elif _looks_local(name_or_path):
+        raise FileNotFoundError(f"no such folder or file: {name_or_path}")
     else:
         data = load_dataset(name_or_path, config_name)
     if isinstance(data, DatasetDict):

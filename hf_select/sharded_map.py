@@ -8,9 +8,12 @@ arguments skips every part that has a marker, so no finished part is scored twic
 all its parts it writes a rank marker; :func:`load_sharded_output` reads the parts in order once every rank
 is done (for a map-style dataset the order is the original row order, since the split is contiguous).
 
-A resume must use the same world size and part size (the file names record them) and the same
-``fingerprint`` (an id of the data, scorer and parameters); a different fingerprint in the folder is an error
-rather than a silent mix of two runs.
+A resume must use the same world size, part size and ``fingerprint`` (an id of the data, scorer and
+parameters). Every part marker records its fingerprint, part size, rank, world size and row range, and a resume
+whose settings differ from a marker's is refused with a message naming the setting (a resume with another
+part size used to skip parts by index and lose rows without a word). Every rank marker records the rows its
+rank mapped, and :func:`load_sharded_output` checks the row count of the parts against the markers and, when
+given, against the dataset's length before merging. Temporary files live in ``output_dir`` only.
 """
 
 from __future__ import annotations
@@ -50,6 +53,29 @@ def _check_fingerprint(output_dir: Path, fingerprint: str) -> None:
             )
 
 
+def _check_resume(output_dir: Path, rank: int, world_size: int, part_size: int) -> None:
+    """Refuse to resume when a finished part was written with another world size or part size."""
+    for marker in sorted(output_dir.glob("part-r*-of-*.done")):
+        meta = json.loads(marker.read_text())
+        other_world = int(marker.stem.split("-of-")[1].split("-")[0])
+        if other_world != world_size:
+            raise ValueError(
+                f"{output_dir} holds parts of a run with world size {other_world}, this run has {world_size}; "
+                f"resume with {other_world} processes or use a new output folder"
+            )
+        if meta.get("part_size") != part_size:
+            raise ValueError(
+                f"{marker.name} was written with part_size {meta.get('part_size')}, this run uses "
+                f"{part_size}; resume with --part_size {meta.get('part_size')} or use a new output folder"
+            )
+        part = int(marker.stem.rsplit("-", 1)[1])
+        if meta.get("start") != part * part_size:
+            raise ValueError(
+                f"{marker.name} covers rows from {meta.get('start')}, expected {part * part_size}; "
+                "the folder is corrupted: use a new output folder"
+            )
+
+
 def _write_part(dataset, path: Path, meta: dict[str, Any]) -> None:
     tmp = path.with_suffix(".parquet.tmp")
     dataset.to_parquet(str(tmp))
@@ -58,22 +84,24 @@ def _write_part(dataset, path: Path, meta: dict[str, Any]) -> None:
 
 
 def _parts_of(shard, part_size: int, skip_parts: int):
-    """``(part index, Dataset)`` for a map-style shard or an iterable one (resumed after ``skip_parts``)."""
+    """``(part index, number of input rows, Dataset factory)`` for a map-style shard or an iterable one
+    (resumed after ``skip_parts``)."""
     from datasets import Dataset
 
     if isinstance(shard, Dataset):
         for part, start in enumerate(range(0, len(shard), part_size)):
-            yield part, lambda start=start: shard.select(range(start, min(start + part_size, len(shard))))
+            stop = min(start + part_size, len(shard))
+            yield part, stop - start, lambda start=start, stop=stop: shard.select(range(start, stop))
         return
     rows: list[dict] = []
     part = skip_parts
     for row in shard.skip(skip_parts * part_size):
         rows.append(row)
         if len(rows) == part_size:
-            yield part, lambda rows=rows: Dataset.from_list(rows)
+            yield part, len(rows), lambda rows=rows: Dataset.from_list(rows)
             rows, part = [], part + 1
     if rows:
-        yield part, lambda rows=rows: Dataset.from_list(rows)
+        yield part, len(rows), lambda rows=rows: Dataset.from_list(rows)
 
 
 def sharded_map(
@@ -113,21 +141,53 @@ def sharded_map(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     _check_fingerprint(output_dir, fingerprint)
+    _check_resume(output_dir, rank, world_size, part_size)
     shard = split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
-    done = {p.stem for p in output_dir.glob(f"{_part_name(rank, world_size, 0)[:-6]}*.done")}
+    prefix = _part_name(rank, world_size, 0)[:-6]
+    for stale in output_dir.glob(f"{prefix}*.parquet.tmp"):  # left by a kill during a write
+        stale.unlink()
+    done = {p.stem for p in output_dir.glob(f"{prefix}*.done")}
     skip = 0
     while _part_name(rank, world_size, skip) in done:
         skip += 1
     kwargs = {"batched": True, "batch_size": batch_size, **(map_kwargs or {})}
-    scored_parts = 0
-    for part, make in _parts_of(shard, part_size, skip):
+    scored_parts, total_in, total_out = 0, 0, 0
+    for part in range(skip):  # an iterable shard never yields these again
+        meta = json.loads((output_dir / f"{_part_name(rank, world_size, part)}.done").read_text())
+        total_in, total_out = total_in + meta.get("input_rows", meta["rows"]), total_out + meta["rows"]
+    for part, n_in, make in _parts_of(shard, part_size, skip):
         name = _part_name(rank, world_size, part)
+        start = part * part_size
+        if part < skip:
+            continue
         if name in done:
+            meta = json.loads((output_dir / f"{name}.done").read_text())
+            if meta.get("input_rows", n_in) != n_in:
+                raise ValueError(
+                    f"{name}.done covers {meta.get('input_rows')} input rows, this run's part has {n_in}: "
+                    "the dataset changed since the first run; use a new output folder"
+                )
+            total_in, total_out = total_in + n_in, total_out + meta["rows"]
             continue
         mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **kwargs)
-        _write_part(mapped, output_dir / name, {"fingerprint": fingerprint, "rows": len(mapped)})
+        meta = {
+            "fingerprint": fingerprint,
+            "rows": len(mapped),
+            "input_rows": n_in,
+            "part_size": part_size,
+            "start": start,
+            "stop": start + n_in,
+            "rank": rank,
+            "world_size": world_size,
+        }
+        _write_part(mapped, output_dir / name, meta)
         scored_parts += 1
-    _rank_marker(output_dir, rank, world_size).write_text(json.dumps({"fingerprint": fingerprint}))
+        total_in, total_out = total_in + n_in, total_out + len(mapped)
+    _rank_marker(output_dir, rank, world_size).write_text(
+        json.dumps(
+            {"fingerprint": fingerprint, "part_size": part_size, "input_rows": total_in, "rows": total_out}
+        )
+    )
     logger.info(f"rank {rank}/{world_size}: {scored_parts} parts scored, {len(done)} reused")
     return output_dir
 
@@ -144,8 +204,15 @@ def wait_for_ranks(
         time.sleep(poll)
 
 
-def load_sharded_output(output_dir: str | Path, world_size: int | None = None):
-    """The ``Dataset`` of all parts in rank / part order; raises if a rank has not finished."""
+def load_sharded_output(
+    output_dir: str | Path, world_size: int | None = None, expected_input_rows: int | None = None
+):
+    """The ``Dataset`` of all parts in rank / part order; raises if a rank has not finished.
+
+    Before merging, the rows of the part files are checked against their markers and the rank markers, and
+    the input rows covered by all ranks against ``expected_input_rows`` (the dataset's length, when known):
+    a missing, extra or foreign part is an error, never a silently shorter result.
+    """
     from datasets import Dataset
 
     output_dir = Path(output_dir)
@@ -159,7 +226,32 @@ def load_sharded_output(output_dir: str | Path, world_size: int | None = None):
     missing = [r for r in range(world_size) if not _rank_marker(output_dir, r, world_size).exists()]
     if missing:
         raise RuntimeError(f"ranks {missing} of {world_size} have not finished in {output_dir}")
-    files = sorted(str(p) for p in output_dir.glob(f"part-r*-of-{world_size:05d}-*.parquet"))
-    if not files:
+    parts = sorted(output_dir.glob(f"part-r*-of-{world_size:05d}-*.parquet"))
+    rank_meta = [json.loads(_rank_marker(output_dir, r, world_size).read_text()) for r in range(world_size)]
+    part_meta = {}
+    for path in parts:
+        marker = path.with_suffix(".done")
+        if not marker.exists():
+            raise RuntimeError(
+                f"{path.name} has no completion marker (an interrupted write); re-run to finish"
+            )
+        part_meta[path] = json.loads(marker.read_text())
+    if all("input_rows" in m for m in rank_meta):
+        covered = sum(m["input_rows"] for m in rank_meta)
+        written = sum(m["rows"] for m in rank_meta)
+        in_parts = sum(m.get("rows", 0) for m in part_meta.values())
+        if in_parts != written:
+            raise RuntimeError(
+                f"{output_dir}: the parts hold {in_parts} rows but the rank markers record {written}; "
+                "parts are missing or foreign: use a new output folder"
+            )
+        if expected_input_rows is not None and covered != expected_input_rows:
+            raise RuntimeError(
+                f"{output_dir}: the parts cover {covered} input rows but the dataset has {expected_input_rows}; "
+                "use a new output folder"
+            )
+    elif expected_input_rows is not None:
+        raise RuntimeError(f"{output_dir} was written without row counts (an older version); re-run it")
+    if not parts:
         return Dataset.from_dict({})
-    return Dataset.from_parquet(files, keep_in_memory=True)
+    return Dataset.from_parquet([str(p) for p in parts], keep_in_memory=True)

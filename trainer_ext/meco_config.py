@@ -8,6 +8,8 @@ from transformers import TrainingArguments
 
 from hf_select.meco.metadata import DEFAULT_TEMPLATE, METADATA_MODES, format_metadata
 
+from .hub_token import move_hub_token_to_environment
+
 
 @dataclass
 class MeCoConfig(TrainingArguments):
@@ -105,6 +107,7 @@ class MeCoConfig(TrainingArguments):
         if str(self.lr_scheduler_type) == "cosine_with_min_lr" and not self.lr_scheduler_kwargs:
             self.lr_scheduler_kwargs = {"min_lr_rate": 0.1}
         super().__post_init__()
+        move_hub_token_to_environment(self)  # never pickled into training_args.bin
 
     def conditioned_steps(self) -> int:
         """Number of optimizer steps that see conditioned documents (the cooldown starts after them)."""

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .hub_token import move_hub_token_to_environment
+
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
 
 
@@ -96,6 +98,7 @@ class OPUSConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        move_hub_token_to_environment(self)  # never pickled into training_args.bin
         if self.select_ratio is not None and not 0 < self.select_ratio <= 1:
             raise ValueError(f"select_ratio must be in (0, 1], got {self.select_ratio}")
         if self.buffer_factor < 1:

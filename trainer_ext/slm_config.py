@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .hub_token import move_hub_token_to_environment
+
 SELECT_SCOPES = ("sequence", "microbatch", "global")
 SCORES = ("excess_loss", "reference_loss", "reference_entropy")
 NEGATIVE_EXCESS_POLICIES = ("keep", "exclude")
@@ -67,6 +69,7 @@ class SLMConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        move_hub_token_to_environment(self)  # never pickled into training_args.bin
         if not 0.0 < self.token_select_ratio <= 1.0:
             raise ValueError(f"token_select_ratio must be in (0, 1], got {self.token_select_ratio}")
         for name, allowed in (

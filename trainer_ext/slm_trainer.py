@@ -62,6 +62,82 @@ _VALID, _TOTAL, _SELECTED, _STUDENT = "slm_valid", "slm_num_selected", "slm_sele
 _STAT_NAMES = ("valid", "selected", "excess_sum", "selected_ce_sum", "unselected_ce_sum", "ref_sum")
 
 
+PROBE_TEXT = "Hello world! 12345 def f(x):\n    return x ** 2  # naïve café, 日本語"
+
+
+def check_reference_columns(dataset, columns: tuple[str, ...] = REFERENCE_COLUMNS, chunk: int = 8192) -> None:
+    """Check the whole reference column(s) of a map-style dataset before training starts.
+
+    Every row's ``ref_loss`` (and ``ref_entropy``) must have one value per token of ``input_ids`` and every
+    value must be finite (NaN, +-inf and nulls are refused). The error names the *dataset* row, so that a
+    corrupted column fails before step 1 rather than at the step that happens to draw the row (or never, in
+    a short run). Reads the columns through Arrow in chunks of ``chunk`` rows.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = [c for c in columns if c in dataset.column_names]
+    if not present or "input_ids" not in dataset.column_names:
+        return
+    table_view = dataset.select_columns(["input_ids", *present]).with_format("arrow")
+    for start in range(0, len(dataset), chunk):
+        table = table_view[start : start + chunk]
+        n_tokens = pc.list_value_length(table["input_ids"]).to_numpy(zero_copy_only=False)
+        for key in present:
+            values = table[key]
+            lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+            bad = (lengths != n_tokens).nonzero()[0]
+            if len(bad):
+                row = start + int(bad[0])
+                raise ValueError(
+                    f"{key} of dataset row {row} has {lengths[bad[0]]} values for {n_tokens[bad[0]]} tokens "
+                    f"({len(bad)} rows in {start}..{start + len(table) - 1} mismatch); reference losses must "
+                    "be computed on exactly the packed rows used for training (same tokenizer, seq_length "
+                    "and --overflow)"
+                )
+            flat = pc.list_flatten(values)
+            if len(flat) == 0:
+                continue
+            finite = pc.fill_null(pc.is_finite(pc.cast(flat, pa.float64())), False)
+            if not pc.all(finite).as_py():
+                first = int(pc.index(finite, False).as_py())
+                row = start + int(pc.list_parent_indices(values)[first].as_py())
+                value = flat[first].as_py()
+                raise ValueError(
+                    f"{key} of dataset row {row} holds a non-finite value ({value}); a broken reference "
+                    "model or a corrupted column: recompute it with hf-select reference-losses"
+                )
+
+
+def check_same_tokenizer(student, reference, probe: str = PROBE_TEXT) -> None:
+    """Refuse an online reference whose tokenizer differs from the student's (vocabulary and a probe string).
+
+    An online reference scores the student's token ids, so both must mean the same text. A reference with
+    another tokenizer needs its losses projected onto the student's tokens first:
+    ``hf-select reference-losses --student_tokenizer ...`` (:mod:`hf_select.slm.cross_tokenizer`).
+    """
+    student_vocab, reference_vocab = student.get_vocab(), reference.get_vocab()
+    same_vocab = student_vocab == reference_vocab
+    same_probe = (
+        student(probe, add_special_tokens=False).input_ids
+        == reference(probe, add_special_tokens=False).input_ids
+    )
+    if not (same_vocab and same_probe):
+        what = "vocabularies" if not same_vocab else "encodings of a probe string"
+        raise ValueError(
+            f"the reference tokenizer ({getattr(reference, 'name_or_path', '?')}, {len(reference_vocab)} tokens) "
+            f"differs from the student's ({getattr(student, 'name_or_path', '?')}, {len(student_vocab)} "
+            f"tokens): their {what} differ. Precompute cross-tokenizer reference losses with "
+            "'hf-select reference-losses --student_tokenizer STUDENT' and train on those rows instead"
+        )
+
+
+def _output_vocab(model: nn.Module) -> int | None:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    weight = getattr(head, "weight", None)
+    return None if weight is None else int(weight.shape[0])
+
+
 @dataclass
 class SLMCollator(PackedCollator):
     """:class:`~hf_select.PackedCollator` that checks the reference columns of every row.
@@ -88,8 +164,10 @@ class SLMCollator(PackedCollator):
             rows.append(row)
         batch = super().__call__(rows)
         for key in self.pad_columns:
-            if torch.isnan(batch[key]).any():
-                raise ValueError(f"{key} contains NaN (a broken reference model or a corrupted column)")
+            if not torch.isfinite(batch[key]).all():
+                raise ValueError(
+                    f"{key} contains NaN or inf (a broken reference model or a corrupted column)"
+                )
         return batch
 
 
@@ -101,6 +179,9 @@ class SLMTrainer(Trainer):
         args: an :class:`SLMConfig`.
         ref_model: optional frozen reference causal LM with the student's tokenizer. Ignored for batches that
             carry a ``ref_loss`` column.
+        ref_tokenizer: the reference's tokenizer; when given with a ``ref_model`` it is compared with
+            ``processing_class`` (:func:`check_same_tokenizer`) and a mismatch is refused. Without it, a
+            reference whose output vocabulary differs from the student's is refused.
         data_collator: defaults to :class:`SLMCollator` (packed rows, padded reference columns).
         **kwargs: everything else ``transformers.Trainer`` accepts.
 
@@ -118,10 +199,30 @@ class SLMTrainer(Trainer):
         data_collator=None,
         train_dataset=None,
         processing_class=None,
+        ref_tokenizer=None,
         **kwargs,
     ):
+        from datasets import Dataset
+
         if not isinstance(args, SLMConfig):
             raise TypeError(f"SLMTrainer needs an SLMConfig as args, got {type(args).__name__}")
+        if isinstance(train_dataset, Dataset):
+            if len(train_dataset) == 0:
+                raise ValueError("the training dataset is empty")
+            check_reference_columns(train_dataset)
+        online = ref_model is not None and "ref_loss" not in (
+            getattr(train_dataset, "column_names", None) or []
+        )
+        if online and ref_tokenizer is not None and processing_class is not None:
+            check_same_tokenizer(processing_class, ref_tokenizer)
+        elif online and model is not None:
+            student_vocab, reference_vocab = _output_vocab(model), _output_vocab(ref_model)
+            if None not in (student_vocab, reference_vocab) and student_vocab != reference_vocab:
+                raise ValueError(
+                    f"the reference model's vocabulary ({reference_vocab}) differs from the student's "
+                    f"({student_vocab}): an online reference must share the student's tokenizer. Precompute "
+                    "cross-tokenizer reference losses with 'hf-select reference-losses --student_tokenizer'"
+                )
         if data_collator is None:
             pad_id = getattr(processing_class, "pad_token_id", None) or 0
             columns = getattr(train_dataset, "column_names", None) or []
@@ -162,8 +263,8 @@ class SLMTrainer(Trainer):
                 f"{key} length mismatch: shape {tuple(values.shape)} for input_ids of shape "
                 f"{tuple(batch['input_ids'].shape)}"
             )
-        if torch.isnan(values).any():
-            raise ValueError(f"{key} contains NaN (a broken reference model or a corrupted column)")
+        if not torch.isfinite(values).all():
+            raise ValueError(f"{key} contains NaN or inf (a broken reference model or a corrupted column)")
 
     def _reference_model(self) -> tuple[nn.Module, contextlib.AbstractContextManager]:
         if self.ref_model is not None:

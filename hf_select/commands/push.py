@@ -45,6 +45,24 @@ class PushArguments:
     int_score_bins: int | None = field(
         default=None, metadata={"help": "Dataset: int_score = k-quantile bin (default: rounded score)."}
     )
+    drop_nan: bool = field(
+        default=False,
+        metadata={
+            "help": "Dataset: drop rows whose score is NaN/inf or that are flagged ai_too_short (else such "
+            "rows are an error)."
+        },
+    )
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Dataset: card license (SPDX id, e.g. odc-by). Default: the value of the rows' 'license' "
+            "column when it holds exactly one."
+        },
+    )
+    language: list[str] = field(default_factory=list, metadata={"help": "Dataset: card languages (e.g. en)."})
+    task_categories: list[str] = field(
+        default_factory=lambda: ["text-generation"], metadata={"help": "Dataset: card task categories."}
+    )
     method: str = field(default="unknown", metadata={"help": "Dataset: the scoring method (card)."})
     model_id: str | None = field(default=None, metadata={"help": "Dataset: the scoring model id (card)."})
     model_revision: str | None = field(default=None, metadata={"help": "Dataset: its revision (card)."})
@@ -75,6 +93,30 @@ def _json(value: str | None, what: str):
         raise ValueError(f"--{what} must be JSON ({exc}): {value!r}") from None
 
 
+def drop_unscored_rows(dataset, score_column: str):
+    """Rows with a finite ``score_column`` that are not flagged ``ai_too_short`` (logged: how many dropped)."""
+    import math
+
+    if score_column not in dataset.column_names:
+        raise ValueError(f"dataset has no score column {score_column!r}; columns: {dataset.column_names}")
+    flagged = "ai_too_short" in dataset.column_names
+
+    def keep(batch):
+        return [
+            v is not None and math.isfinite(v) and not (flagged and short)
+            for v, short in zip(
+                batch[score_column], batch["ai_too_short"] if flagged else batch[score_column]
+            )
+        ]
+
+    kept = dataset.filter(keep, batched=True, keep_in_memory=True)
+    if len(kept) < len(dataset):
+        logger.warning(f"--drop_nan: {len(dataset) - len(kept)} of {len(dataset)} rows dropped")
+    if len(kept) == 0:
+        raise ValueError(f"--drop_nan left no rows: every {score_column!r} is NaN or flagged ai_too_short")
+    return kept
+
+
 def run(args: PushArguments) -> int:
     from hf_select.hub import push_model, push_scored_dataset
 
@@ -84,6 +126,8 @@ def run(args: PushArguments) -> int:
         from hf_select.loading import load_any_dataset
 
         dataset = load_any_dataset(args.source, split=args.split)
+        if args.drop_nan:
+            dataset = drop_unscored_rows(dataset, args.score_column)
         where = push_scored_dataset(
             dataset,
             args.repo_id,
@@ -99,6 +143,9 @@ def run(args: PushArguments) -> int:
             heads=_json(args.heads, "heads"),
             params=_json(args.params, "params"),
             split=args.split,
+            license=args.license,
+            language=args.language,
+            task_categories=args.task_categories,
         )
     elif args.kind == "model":
         from hf_select.loading import load_causal_lm, load_tokenizer

@@ -6,23 +6,24 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..loading import load_any_dataset, load_tokenizer
+from ..loading import DataArguments, load_tokenizer
 
 
 @dataclass
-class TokenDynamicsArguments:
+class TokenDynamicsArguments(DataArguments):
+    """Options of ``hf-select token-dynamics`` (the dataset: raw text or packed rows)."""
+
     checkpoints: str = field(
         default=None, metadata={"help": "Comma-separated checkpoint folders or Hub ids, in training order."}
     )
-    dataset_name_or_path: str = field(
-        default=None, metadata={"help": "Raw text (text_column) or packed rows (input_ids, ...)."}
-    )
-    dataset_split: str = field(default="train", metadata={"help": "Split to read."})
-    text_column: str = field(default="text", metadata={"help": "Text column of a raw-text dataset."})
     tokenizer_name_or_path: str | None = field(
         default=None, metadata={"help": "Tokenizer for raw text (default: the last checkpoint's)."}
     )
     seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw text)."})
+    overflow: str = field(
+        default="split",
+        metadata={"help": "Documents longer than a row: 'split' (default, further rows) or 'truncate'."},
+    )
     max_rows: int = field(default=256, metadata={"help": "Rows analysed (the first ones)."})
     batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
     threshold: float = field(
@@ -45,10 +46,11 @@ def run(args: TokenDynamicsArguments) -> int:
     checkpoints = [c for c in args.checkpoints.split(",") if c]
     tokenizer = load_tokenizer(args.tokenizer_name_or_path or checkpoints[-1])
     rows = training_rows(
-        load_any_dataset(args.dataset_name_or_path, args.dataset_split),
+        args.load_dataset(),
         tokenizer,
         args.text_column,
         args.seq_length,
+        overflow=args.overflow,
     )
     rows = rows.select(range(min(args.max_rows, len(rows))))
     result = token_loss_dynamics(

@@ -16,23 +16,16 @@ from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_causal_lm, load_tokenizer
+from ..loading import DatasetSourceArguments, ModelArguments, load_any_dataset, load_causal_lm, load_tokenizer
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class MeCoDataArguments:
-    """Which documents MeCo trains on."""
+class MeCoDataArguments(DatasetSourceArguments):
+    """Which documents MeCo trains on (``dataset_name_or_path``: the conditioning-phase documents; the text column is MeCoConfig's
+    ``text_column``)."""
 
-    dataset_name_or_path: str = field(
-        default=None,
-        metadata={
-            "help": "Documents for the conditioning phase: Hub id, save_to_disk folder or a data file."
-        },
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
-    dataset_split: str = field(default="train", metadata={"help": "Split of the conditioning documents."})
     cooldown_dataset_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -93,7 +86,7 @@ def run(model_args: ModelArguments, data_args: MeCoDataArguments, config) -> int
     )
     documents = _documents(
         data_args.dataset_name_or_path,
-        data_args.dataset_split,
+        data_args.split,
         data_args.dataset_config,
         data_args.max_documents,
     )

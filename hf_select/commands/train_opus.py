@@ -6,23 +6,23 @@ from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments
+from ..loading import DataArguments, ModelArguments
 from ..trainer_ext.opus_config import OPUSConfig
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class OPUSDataArguments:
-    """Training corpus and proxy set of ``hf-select train opus``."""
+class OPUSDataArguments(DataArguments):
+    """Training corpus (``--dataset_name_or_path``, alias ``--dataset``) and proxy set of ``hf-select train
+    opus``; ``text_column`` is the text of the corpus and proxy documents."""
 
-    dataset: str = field(
-        default=None, metadata={"help": "Training corpus: Hub id, save_to_disk folder or file."}
-    )
-    dataset_config: str | None = field(default=None, metadata={"help": "Config name of the training corpus."})
-    split: str = field(default="train", metadata={"help": "Split of the training corpus."})
-    text_column: str = field(
-        default="text", metadata={"help": "Text column of the corpus and proxy documents."}
+    dataset_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Training corpus: Hub id, save_to_disk folder or file.",
+            "aliases": ["--dataset", "--dataset_name"],
+        },
     )
     domain_column: str | None = field(
         default="domain", metadata={"help": "Column used to log the selected share per domain (if present)."}
@@ -76,10 +76,10 @@ def run(model_args: ModelArguments, data: OPUSDataArguments, config: OPUSConfig)
     from ..opus.proxy_pool import benchmark_proxy_texts, build_proxy_pool
     from ..trainer_ext.opus_trainer import OPUSTrainer
 
-    if not data.dataset:
-        raise ValueError("--dataset is required")
+    if not data.dataset_name_or_path:
+        raise ValueError("--dataset (or --dataset_name_or_path) is required")
     model, tokenizer = load_model_and_tokenizer(model_args)
-    corpus = load_any_dataset(data.dataset, data.split, data.dataset_config)
+    corpus = data.load_dataset()
     if data.proxy_dataset:
         proxy_docs = load_any_dataset(data.proxy_dataset, "train")
     elif data.proxy_tasks:

@@ -6,26 +6,31 @@ from dataclasses import dataclass, field
 
 from transformers.utils import logging
 
-from ..loading import ModelArguments, load_any_dataset, load_causal_lm, load_model_and_tokenizer
+from ..loading import (
+    DataArguments,
+    ModelArguments,
+    load_causal_lm,
+    load_model_and_tokenizer,
+    load_tokenizer,
+)
 from ..trainer_ext.slm_config import SLMConfig
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class SLMDataArguments:
-    """Training data and reference model of ``hf-select train slm``."""
+class SLMDataArguments(DataArguments):
+    """Training data and reference model of ``hf-select train slm``: raw text (``text_column``) or packed rows
+    (``input_ids``, ``labels``, ``position_ids``, optionally ``ref_loss`` from ``hf-select reference-losses``)."""
 
-    dataset_name_or_path: str = field(
-        default=None,
+    seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw-text datasets)."})
+    overflow: str = field(
+        default="split",
         metadata={
-            "help": "Hub id, save_to_disk folder or json/parquet file: raw text (text_column) or packed rows "
-            "(input_ids, labels, position_ids, optionally ref_loss from 'hf-select reference-losses')."
+            "help": "Documents longer than a row (raw-text datasets): 'split' (default) continues them in "
+            "further rows, 'truncate' drops the overflow (and logs how many tokens)."
         },
     )
-    dataset_split: str = field(default="train", metadata={"help": "Split to train on."})
-    text_column: str = field(default="text", metadata={"help": "Text column of a raw-text dataset."})
-    seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw-text datasets)."})
     ref_model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -35,11 +40,24 @@ class SLMDataArguments:
     )
 
 
-def training_rows(dataset, tokenizer, text_column: str, seq_length: int):
+# --overflow -> pack_documents(overflow=...)
+OVERFLOW_POLICIES = {"split": "carry", "truncate": "discard"}
+
+
+def training_rows(dataset, tokenizer, text_column: str, seq_length: int, overflow: str = "split"):
     """Packed rows of ``dataset``: used as they are when they have ``input_ids``, else tokenised (BOS + text +
-    EOS per document) and packed with document masking."""
+    EOS per document) and packed with document masking.
+
+    ``overflow`` says what happens to a document longer than the room left in its row (RHO-1 trains on
+    documents of any length; silently losing every token past ``seq_length`` was a bug): ``"split"``
+    (default) continues it in the next row(s) as a new segment (its first token there is not trained, the
+    position restarts), ``"truncate"`` drops the rest and logs how many tokens were dropped. The maps keep
+    their results in memory, so nothing is written next to the input dataset.
+    """
     from ..packing import pack_dataset_batch
 
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValueError(f"overflow must be one of {sorted(OVERFLOW_POLICIES)}, got {overflow!r}")
     if "input_ids" in dataset.column_names:
         return dataset
     if text_column not in dataset.column_names:
@@ -56,15 +74,23 @@ def training_rows(dataset, tokenizer, text_column: str, seq_length: int):
             ]
         }
 
-    tokens = dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="tokenize")
-    return tokens.map(
+    tokens = dataset.map(
+        encode, batched=True, remove_columns=dataset.column_names, keep_in_memory=True, desc="tokenize"
+    )
+    rows = tokens.map(
         pack_dataset_batch,
         batched=True,
         batch_size=1000,
         remove_columns=tokens.column_names,
-        fn_kwargs={"max_length": seq_length},
+        fn_kwargs={"max_length": seq_length, "overflow": OVERFLOW_POLICIES[overflow]},
+        keep_in_memory=True,
         desc="pack",
     )
+    if overflow == "truncate":
+        dropped = sum(map(len, tokens["input_ids"])) - sum(map(len, rows["input_ids"]))
+        if dropped:
+            logger.warning(f"--overflow truncate: {dropped} tokens past --seq_length {seq_length} dropped")
+    return rows
 
 
 CONFIG_CLASSES = (ModelArguments, SLMDataArguments, SLMConfig)
@@ -76,13 +102,21 @@ def run(model_args: ModelArguments, data_args: SLMDataArguments, args: SLMConfig
     if not data_args.dataset_name_or_path:
         raise ValueError("--dataset_name_or_path is required")
     model, tokenizer = load_model_and_tokenizer(model_args)
-    dataset = load_any_dataset(data_args.dataset_name_or_path, data_args.dataset_split)
-    rows = training_rows(dataset, tokenizer, data_args.text_column, data_args.seq_length)
-    ref_model = None
+    dataset = data_args.load_dataset()
+    rows = training_rows(
+        dataset, tokenizer, data_args.text_column, data_args.seq_length, overflow=data_args.overflow
+    )
+    ref_model = ref_tokenizer = None
     if data_args.ref_model_name_or_path and "ref_loss" not in rows.column_names:
         ref_model = load_causal_lm(data_args.ref_model_name_or_path, dtype=model_args.dtype)
+        ref_tokenizer = load_tokenizer(data_args.ref_model_name_or_path, pad=False)
     trainer = SLMTrainer(
-        model=model.train(), args=args, ref_model=ref_model, train_dataset=rows, processing_class=tokenizer
+        model=model.train(),
+        args=args,
+        ref_model=ref_model,
+        train_dataset=rows,
+        processing_class=tokenizer,
+        ref_tokenizer=ref_tokenizer,
     )
     trainer.train()
     trainer.save_model(args.output_dir)

@@ -96,7 +96,7 @@ class DataWhispererConfig:
     n_queries: int = field(default=3, metadata={"help": "Queries answered per prompt (paper: 3-5)."})
     attn_layer: int | None = field(
         default=None,
-        metadata={"help": "Decoder layer whose attention weighs the demonstrations (default: ~40% depth, "
+        metadata={"help": "Decoder layer whose attention weighs the demonstrations (default: ~40%% depth, "
                   "round(0.4 * num_layers), the paper's 13 of 32)."},
     )  # fmt: skip
     metric: str = field(

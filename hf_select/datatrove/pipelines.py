@@ -171,7 +171,7 @@ def _input_format(folder: str) -> str:
 def run_attention_influence_command(model_args, args) -> int:
     """``hf-select score attention-influence --executor local|slurm|ray``: reader -> scorer -> ParquetWriter.
 
-    ``--dataset_name`` is a folder (local, ``s3://``, ``hf://datasets/<repo>``) of JSONL or parquet files;
+    ``--dataset_name_or_path`` is a folder (local, ``s3://``, ``hf://datasets/<repo>``) of JSONL or parquet files;
     results go to ``<output_dir>/scored/<rank>.parquet``, datatrove's logs, stats and completion markers to
     ``<output_dir>/logs``, in-task checkpoints to ``<output_dir>/checkpoints``. Re-running the same command
     resumes. ``--executor_config`` (JSON or YAML) holds the executor's other arguments (Slurm: ``partition``,
@@ -180,12 +180,12 @@ def run_attention_influence_command(model_args, args) -> int:
     """
     from pathlib import Path
 
-    if not args.dataset_name or not args.heads_file:
-        raise ValueError("--dataset_name and --heads_file are required")
+    if not args.dataset_name_or_path or not args.heads_file:
+        raise ValueError("--dataset_name_or_path and --heads_file are required")
     if getattr(model_args, "gguf_file", None):
         raise ValueError("--gguf_file is not supported with --executor: convert the model to safetensors first")
     if args.max_samples is not None:
-        raise ValueError("--max_samples is not supported with --executor: point --dataset_name at fewer files")
+        raise ValueError("--max_samples is not supported with --executor: point --dataset_name_or_path at fewer files")
     extra: dict[str, Any] = {}
     if args.executor_config:
         import yaml
@@ -193,11 +193,11 @@ def run_attention_influence_command(model_args, args) -> int:
         extra = yaml.safe_load(Path(args.executor_config).read_text()) or {}
     out = Path(args.output_dir)
     pipeline = attention_influence_pipeline(
-        args.dataset_name,
+        args.dataset_name_or_path,
         str(out / "scored"),
         model_args.model_name_or_path,
         args.heads_file,
-        input_format=_input_format(args.dataset_name),
+        input_format=_input_format(args.dataset_name_or_path),
         text_key=args.text_column,
         max_length=args.max_length,
         batch_size=args.batch_size,

@@ -230,7 +230,7 @@ class _ModelScoringStep(PipelineStep):
 
 def _load_heads(heads: str | os.PathLike | Iterable[Sequence[int]]) -> list[tuple[int, int]]:
     if isinstance(heads, (str, os.PathLike)):
-        from ..retrieval_heads import RetrievalHeads
+        from ..attention_influence.retrieval_heads import RetrievalHeads
 
         return [tuple(h) for h in RetrievalHeads.load(heads).selected]
     pairs = [tuple(int(x) for x in h) for h in heads]
@@ -303,7 +303,7 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         return {**super().config(), "heads": self.heads, "max_length": self.max_length}
 
     def prepare(self, model, tokenizer) -> None:
-        from ..attention_influence import AttentionInfluence
+        from ..attention_influence.scorer import AttentionInfluence
 
         self._scorer = AttentionInfluence(
             model,
@@ -316,7 +316,7 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         )
 
     def score_chunk(self, documents: list[Document]) -> list[dict]:
-        from ..attention_influence import SCORE_COLUMNS
+        from ..attention_influence.scorer import SCORE_COLUMNS
 
         out = self._scorer({"text": [doc.text for doc in documents]})
         return [{name: out[name][i] for name in SCORE_COLUMNS} for i in range(len(documents))]
@@ -351,7 +351,7 @@ def packed_row_adapter(self, data: dict, path: str, id_in_file: int | str) -> di
 
 class ReferenceLossScorer(_ModelScoringStep):
     """RHO-1 reference losses (arXiv 2404.07965) of packed training rows as a datatrove step, by
-    :mod:`hf_select.reference_losses` (the same per-batch function as :func:`~hf_select.compute_reference_losses`).
+    :mod:`hf_select.slm.reference_losses` (the same per-batch function as :func:`~hf_select.compute_reference_losses`).
 
     Reads ``input_ids`` and optionally ``labels`` and ``position_ids`` from ``Document.metadata`` (read the rows
     with :func:`packed_row_adapter`) and adds ``ref_loss`` (and ``ref_entropy`` with ``with_entropy``), one
@@ -391,7 +391,7 @@ class ReferenceLossScorer(_ModelScoringStep):
         trust_remote_code: bool = False,
         device: str | None = None,
     ):
-        from ..reference_losses import STORAGE_DTYPES
+        from ..slm.reference_losses import STORAGE_DTYPES
 
         super().__init__(
             model,
@@ -426,7 +426,7 @@ class ReferenceLossScorer(_ModelScoringStep):
     def score_chunk(self, documents: list[Document]) -> list[dict]:
         import torch
 
-        from ..reference_losses import _reference_batch
+        from ..slm.reference_losses import _reference_batch
 
         rows = []
         for doc in documents:

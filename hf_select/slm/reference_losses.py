@@ -92,6 +92,40 @@ def _reference_batch(batch, model, pad_token_id, with_entropy, chunk_size, dtype
     }
 
 
+def reference_loss_function(
+    ref_model: nn.Module,
+    pad_token_id: int = 0,
+    with_entropy: bool = False,
+    storage_dtype: str = "float32",
+    chunk_size: int = 2048,
+):
+    """The batched ``Dataset.map`` function behind :func:`compute_reference_losses` (rows -> ``ref_loss``
+    [+ ``ref_entropy``], rounded to ``storage_dtype``), for :func:`hf_select.sharded_map.sharded_map`."""
+    import functools
+
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
+    return functools.partial(
+        _reference_batch,
+        model=ref_model,
+        pad_token_id=pad_token_id,
+        with_entropy=with_entropy,
+        chunk_size=chunk_size,
+        dtype=getattr(torch, storage_dtype),
+    )
+
+
+def cast_reference_columns(dataset, storage_dtype: str = "float32"):
+    """Store ``ref_loss`` / ``ref_entropy`` as ``storage_dtype`` (bfloat16 as float32: arrow has none)."""
+    from datasets import Sequence, Value
+
+    stored = "float32" if storage_dtype == "bfloat16" else storage_dtype
+    for name in ("ref_loss", "ref_entropy"):
+        if name in dataset.column_names:
+            dataset = dataset.cast_column(name, Sequence(Value(stored)))
+    return dataset
+
+
 def compute_reference_losses(
     dataset,
     ref_model: nn.Module,

@@ -41,3 +41,5 @@ if __name__ == "__main__":
     if torch.distributed.get_rank() == 0:
         with open(out_path, "w") as handle:
             json.dump(out, handle)
+    torch.distributed.barrier()  # then destroy: a live gloo group at exit can abort the process
+    torch.distributed.destroy_process_group()

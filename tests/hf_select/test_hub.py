@@ -62,8 +62,11 @@ def test_local_layout_loads_back_with_configs_and_card(tmp_path, scored):
 
 
 class FakeApi:
-    def __init__(self, failures=1):
-        self.failures, self.commits = failures, []
+    def __init__(self, failures=1, files=()):
+        self.failures, self.commits, self.files, self.operations = failures, [], list(files), []
+
+    def list_repo_files(self, repo_id, repo_type=None):
+        return list(self.files)
 
     def create_repo(self, repo_id, **kwargs):
         self.repo = (repo_id, kwargs)
@@ -73,6 +76,7 @@ class FakeApi:
             self.failures -= 1
             raise ConnectionError("flaky network")
         self.commits.append((repo_id, [op.path_in_repo for op in operations], kwargs))
+        self.operations.append(operations)
         return type("Info", (), {"commit_url": f"https://hf.co/datasets/{repo_id}/commit/1"})()
 
 
@@ -129,3 +133,52 @@ def test_push_model_card_records_the_selection(tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(folder).config.model_type == "llama"
+
+
+def test_republishing_locally_gives_exactly_the_new_rows(tmp_path, scored):
+    folder = tmp_path / "hub"
+    push_scored_dataset(scored, local_dir=folder, score_column="ai_score", thresholds=[0], max_shard_size=300)
+    assert len(list((folder / "data").glob("*.parquet"))) > 3
+    small = scored.select(range(10))
+    push_scored_dataset(small, local_dir=folder, score_column="ai_score", thresholds=[0])
+    # before: the old shards stayed beside the new one and load_dataset read them all
+    assert load_dataset(str(folder), "default", split="train")["text"] == small["text"]
+    assert len(load_dataset(str(folder), "int_score_ge_0", split="train")) == sum(
+        round(x) >= 0 for x in small["ai_score"]
+    )
+
+
+def test_a_hub_push_deletes_old_shards_in_the_same_commit(monkeypatch, scored):
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+    old = ["README.md", "data/train-00000-of-00003.parquet", "data/train-00002-of-00003.parquet"]
+    old += ["int_score_ge_1/train-00000-of-00001.parquet", "notes.txt"]
+    api = FakeApi(failures=0, files=old)
+    monkeypatch.setattr("huggingface_hub.HfApi", lambda token=None: api)
+    push_scored_dataset(scored, "me/scores", token="t", score_column="ai_score", thresholds=[1])
+    (operations,) = api.operations
+    deleted = sorted(op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete))
+    added = {op.path_in_repo for op in operations if isinstance(op, CommitOperationAdd)}
+    assert deleted == ["data/train-00000-of-00003.parquet", "data/train-00002-of-00003.parquet"]
+    assert "int_score_ge_1/train-00000-of-00001.parquet" in added and "README.md" in added
+
+
+def test_the_card_has_license_language_size_and_task_categories(tmp_path, scored):
+    licensed = scored.add_column("license", ["odc-by"] * len(scored))
+    push_scored_dataset(licensed, local_dir=tmp_path / "a", score_column="ai_score", language=["en"])
+    meta = DatasetCard.load(tmp_path / "a/README.md").data.to_dict()
+    assert meta["license"] == "odc-by" and meta["language"] == ["en"]
+    assert meta["size_categories"] == ["n<1K"] and meta["task_categories"] == ["text-generation"]
+    mixed = scored.add_column("license", ["odc-by", "cc-by-4.0"] * (len(scored) // 2))
+    push_scored_dataset(mixed, local_dir=tmp_path / "b", score_column="ai_score", license="other")
+    assert DatasetCard.load(tmp_path / "b/README.md").data.to_dict()["license"] == "other"
+    push_scored_dataset(mixed, local_dir=tmp_path / "c", score_column="ai_score")
+    assert "license" not in DatasetCard.load(tmp_path / "c/README.md").data.to_dict()
+
+
+def test_size_categories_buckets():
+    from hf_select.hub import size_category
+
+    assert [size_category(n) for n in (0, 999, 1000, 54_321, 10**6, 2 * 10**12)] == [
+        "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M", "n>1T"
+    ]  # fmt: skip

@@ -109,3 +109,48 @@ def test_torchrun_killed_midway_resumes_to_the_clean_result(tmp_path):
     assert len(finished) * 4 + len(second) == 40  # only the unfinished parts were scored again
     clean, resumed = load_sharded_output(tmp_path / "clean"), load_sharded_output(tmp_path / "run")
     assert resumed.to_dict() == clean.to_dict() and resumed["double"] == [2 * i for i in range(40)]
+
+
+def test_resume_with_another_part_size_is_refused(tmp_path):
+    data = _data(30)
+    with pytest.raises(RuntimeError, match="killed"):
+        sharded_map(data, _Scorer(fail_after=2), tmp_path, "fp", part_size=10, batch_size=5)
+    # before: parts were skipped by index, so part 0 (rows 0-9) stood for rows 0-7 and rows were lost
+    with pytest.raises(ValueError, match="part_size 10"):
+        sharded_map(data, _Scorer(), tmp_path, "fp", part_size=8, batch_size=4)
+    sharded_map(data, _Scorer(), tmp_path, "fp", part_size=10, batch_size=5)
+    assert load_sharded_output(tmp_path, expected_input_rows=30)["i"] == list(range(30))
+
+
+def test_markers_record_part_size_range_and_fingerprint(tmp_path):
+    sharded_map(_data(7), _Scorer(), tmp_path, "fp", part_size=4)
+    meta = json.loads((tmp_path / "part-r00000-of-00001-000001.done").read_text())
+    assert (meta["fingerprint"], meta["part_size"], meta["start"], meta["stop"], meta["rows"]) == (
+        "fp",
+        4,
+        4,
+        7,
+        3,
+    )
+
+
+def test_row_count_is_checked_before_merging(tmp_path):
+    sharded_map(_data(12), _Scorer(), tmp_path, "fp", part_size=4)
+    with pytest.raises(RuntimeError, match="cover 12 input rows but the dataset has 13"):
+        load_sharded_output(tmp_path, expected_input_rows=13)
+    for suffix in (".parquet", ".done"):
+        (tmp_path / f"part-r00000-of-00001-000001{suffix}").unlink()
+    with pytest.raises(RuntimeError, match="hold 8 rows but the rank markers record 12"):
+        load_sharded_output(tmp_path)
+
+
+def test_a_part_of_another_world_size_is_refused(tmp_path):
+    sharded_map(_data(6), _Scorer(), tmp_path, "fp", part_size=4, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="world size 2"):
+        sharded_map(_data(6), _Scorer(), tmp_path, "fp", part_size=4)
+
+
+def test_an_orphan_temporary_part_is_removed_on_resume(tmp_path):
+    (tmp_path / "part-r00000-of-00001-000009.parquet.tmp").write_text("half written")
+    sharded_map(_data(3), _Scorer(), tmp_path, "fp", part_size=4)
+    assert not list(tmp_path.glob("*.tmp"))

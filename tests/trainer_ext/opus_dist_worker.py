@@ -66,6 +66,7 @@ def main(out_dir):
     }
     with open(os.path.join(out_dir, f"rank_{rank}.json"), "w") as f:
         json.dump(result, f)
+    dist.barrier()  # no rank tears its group down while another still talks to it
     dist.destroy_process_group()
 
 

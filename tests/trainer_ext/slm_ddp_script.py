@@ -18,3 +18,7 @@ for scope in ("sequence", "global"):
     )
     if dist.get_rank() == 0:
         torch.save({n: p.detach() for n, p in model.named_parameters()}, out / f"{scope}.pt")
+# A live gloo process group torn down at interpreter exit made a rank die now and then with "terminate
+# called without an active exception" after its work was done: wait for every rank, then destroy it.
+dist.barrier()
+dist.destroy_process_group()

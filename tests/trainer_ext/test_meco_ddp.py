@@ -39,6 +39,8 @@ WORKER = textwrap.dedent(
     schedule = list(trainer.train_dataset["input_ids"])
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"seen": trainer.seen, "params": params, "schedule": schedule}, f)
+    torch.distributed.barrier()  # then destroy: a live gloo group at exit can abort the process
+    torch.distributed.destroy_process_group()
     """
 )
 

@@ -73,3 +73,31 @@ def test_detect_score_select_from_the_command_line(tmp_path):
     assert len(selected) == 1 + 1 + 2  # round(0.34 * n) per domain: prose 6 -> 2, code 3 -> 1, math 3 -> 1
     assert len(load_from_disk(str(sel / "mix"))) == 12 + 4
     json.loads(heads_file.read_text())
+
+
+def test_short_and_whitespace_documents_are_flagged_and_never_selected(tmp_path):
+    import math
+
+    from hf_select.commands.score_attention_influence import flag_short_documents
+
+    scored = Dataset.from_dict(
+        {
+            "text": ["a long enough document", "   \n", "tiny", "another long document"],
+            "ai_score": [0.1, 9.0, 8.0, 0.2],  # the blank and the tiny one score highest (noise)
+            "ai_num_tokens": [30, 2, 3, 40],
+            "ai_too_short": [False, False, False, False],
+        }
+    )
+    flagged = flag_short_documents(scored, "text", min_tokens=16)
+    assert flagged["ai_too_short"] == [False, True, True, False]
+    assert math.isnan(flagged["ai_score"][1]) and math.isnan(flagged["ai_score"][2])
+    # a dataset scored before the flag existed: select masks flagged rows itself
+    legacy = scored.remove_columns("ai_too_short").add_column("ai_too_short", [False, True, True, False])
+    legacy.save_to_disk(str(tmp_path / "scored"))
+    out = tmp_path / "sel"
+    argv = ["select", "--scored_dataset", str(tmp_path / "scored"), "--by", "", "--fraction", "0.5"]
+    assert main([*argv, "--output_dir", str(out)]) == 0
+    assert load_from_disk(str(out / "selected"))["text"] == [
+        "a long enough document",
+        "another long document",
+    ]

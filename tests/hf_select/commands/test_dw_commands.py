@@ -89,6 +89,7 @@ def test_finetune_command_errors(world):
                 str(world / "data"),
                 "--output_dir",
                 str(world / "ft"),
+                "--debug",  # raise instead of the one-line error
             ]
         )
 

@@ -40,7 +40,7 @@ def test_train_meco_command_end_to_end(tmp_path):
 
 def test_train_meco_command_rejects_bad_fraction(tmp_path):
     with pytest.raises(ValueError, match="cooldown_fraction"):
-        main(["train", "meco", "--output_dir", str(tmp_path), "--cooldown_fraction", "1"])
+        main(["train", "meco", "--output_dir", str(tmp_path), "--cooldown_fraction", "1", "--debug"])
 
 
 def test_train_meco_options_parse_from_yaml(tmp_path):

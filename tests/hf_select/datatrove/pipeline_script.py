@@ -32,7 +32,7 @@ def main() -> None:
 
     import hf_select.attention_influence
     import hf_select.loading
-    import hf_select.reference_losses  # noqa: F401
+    import hf_select.slm.reference_losses  # noqa: F401
     from hf_select.datatrove import attention_influence_pipeline, make_executor, reference_loss_pipeline
 
     output, ckpt = f"{args.run_dir}/output", f"{args.run_dir}/ckpt"

@@ -227,7 +227,7 @@ def _train(rows, tmp_path):
 
 
 def test_reference_losses_match_compute_reference_losses_and_train_slm_alike(world, clean_runs, tmp_path):
-    from hf_select.reference_losses import compute_reference_losses
+    from hf_select.slm.reference_losses import compute_reference_losses
 
     columns = ("input_ids", "labels", "position_ids")
     rows = Dataset.from_list([{k: r[k] for k in columns} for r in world["rows"]])
@@ -384,8 +384,8 @@ def test_cli_executor_flag_scores_like_the_pipeline(world, clean_runs, tmp_path)
     """``hf-select score attention-influence --executor local`` writes the same scores as the pipeline."""
     import pyarrow.parquet as pq
 
+    from hf_select.attention_influence.retrieval_heads import RetrievalHeads
     from hf_select.cli import main
-    from hf_select.retrieval_heads import RetrievalHeads
 
     scores = torch.zeros(2, 4)
     for layer, head in HEADS:
