@@ -463,3 +463,35 @@ def test_worker_device_follows_the_local_rank(monkeypatch):
     assert worker_device() == "cuda:0"
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert worker_device() == "cuda:1"
+
+
+def test_reference_step_in_process_counts_too_short_rows(world):
+    from datatrove.data import Document
+
+    from hf_select.datatrove import ReferenceLossScorer
+    from hf_select.reference_losses import compute_reference_losses
+
+    rows = [
+        {"input_ids": [1, 5, 6, 7, 8], "labels": [1, 5, -100, 7, 8], "position_ids": [0, 1, 2, 0, 1]},
+        {"input_ids": [1]},  # nothing to predict
+        {"input_ids": [1, 9, 10], "labels": [-100, -100, -100]},  # nothing trained
+        {"input_ids": [1, 11, 12, 13, 14, 15, 16]},
+    ]
+    step = ReferenceLossScorer(str(world["model"]), batch_size=2, docs_per_chunk=3)
+    docs = list(step.run(iter(Document(text="r", id=str(i), metadata=dict(r)) for i, r in enumerate(rows))))
+    full = [
+        {
+            "input_ids": r["input_ids"],
+            "labels": r.get("labels", r["input_ids"]),
+            "position_ids": r.get("position_ids", list(range(len(r["input_ids"])))),
+        }
+        for r in rows
+    ]
+    expected = compute_reference_losses(Dataset.from_list(full), load_causal_lm(str(world["model"])), batch_size=1)
+    for doc, ref in zip(docs, expected["ref_loss"]):
+        assert max(abs(a - b) for a, b in zip(doc.metadata["ref_loss"], ref)) <= 1e-6
+    assert [d.metadata["ref_num_tokens"] for d in docs] == [2, 0, 0, 6]  # restart at t=3, -100 at t=2
+    stats = {k: (v.total if hasattr(v, "total") else v) for k, v in step.stats.stats.items()}
+    assert stats["documents"] == 4 and stats["too_short"] == 2 and stats["tokens"] == 8
+    with pytest.raises(KeyError, match="packed_row_adapter"):
+        list(step.run(iter([Document(text="plain text", id="x")])))
