@@ -469,7 +469,7 @@ def test_reference_step_in_process_counts_too_short_rows(world):
     from datatrove.data import Document
 
     from hf_select.datatrove import ReferenceLossScorer
-    from hf_select.reference_losses import compute_reference_losses
+    from hf_select.slm.reference_losses import compute_reference_losses
 
     rows = [
         {"input_ids": [1, 5, 6, 7, 8], "labels": [1, 5, -100, 7, 8], "position_ids": [0, 1, 2, 0, 1]},
