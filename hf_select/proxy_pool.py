@@ -135,6 +135,11 @@ def _record_text(record: dict, task: dict) -> str:
     return f"{query}{delimiter}{record.get(task.get('gold_field', 'gold'), '')}".strip()
 
 
+def _split_files(files: dict, task_path: Path, split: str) -> list[Path]:
+    names = files.get(split, [])
+    return [(task_path.parent / n).resolve() for n in (names if isinstance(names, list) else [names])]
+
+
 def benchmark_proxy_texts(
     task_files: Sequence[str | Path], splits: Sequence[str] = _PROXY_SPLITS
 ) -> list[str]:
@@ -163,16 +168,12 @@ def benchmark_proxy_texts(
                 f"proxy pool: split(s) {unknown} of task {name} are not train/dev splits {_PROXY_SPLITS}"
             )
 
-        def paths(split):
-            names = files.get(split, [])
-            return [(path.parent / n).resolve() for n in (names if isinstance(names, list) else [names])]
-
-        evaluated_files = set(paths(evaluated))
+        evaluated_files = set(_split_files(files, path, evaluated))
         usable = [s for s in splits if s in files and s != evaluated]
         if not usable:
             logger.info(f"proxy pool: task {name} has no train/dev split; skipped")
         for split in usable:
-            for file in paths(split):
+            for file in _split_files(files, path, split):
                 if file in evaluated_files or any(
                     e.exists() and file.exists() and file.samefile(e) for e in evaluated_files
                 ):
