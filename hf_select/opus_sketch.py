@@ -125,9 +125,14 @@ class TensorCountSketch(_FlatHashSketch):
     """TensorSketch of ``d_out x d_in`` matrices into ``dim`` numbers with O(d_out + d_in) tables.
 
     Entry ``(r, c)`` goes to bucket ``(h_r(r) + h_c(c)) mod dim`` with sign ``s_r(r) s_c(c)``, so the sketch of
-    ``g x^T`` is the circular convolution ``CS_r(g) * CS_c(x)``; ``sketch_outer`` sums the products of their
-    FFTs over tokens and inverts once per row. The error does not depend on the update's rank (module
-    docstring). ``sketch_outer`` runs its FFTs in float64 when given float64, else float32.
+    ``g x^T`` is the circular convolution ``CS_r(g) * CS_c(x)``. The error does not depend on the update's rank
+    (module docstring). ``sketch_outer`` has two exact paths to the same numbers: ``"fft"`` sums the products
+    of the factors' FFTs over tokens and inverts once per row (never forms ``sum_t g_t x_t^T``; ``O(T m log m)``
+    per row), ``"dense"`` forms each row's ``d_out x d_in`` matrix a few rows at a time (one GEMM,
+    ``O(T d_out d_in)``) and scatters it with the flat table. ``"auto"`` (default) takes ``dense`` when
+    ``d_out * d_in <= 24 m log2 m``: measured on one CPU thread, the GEMM path is 3.4x faster at
+    ``d_out * d_in = 8 m log2 m`` (576 x 1536 at m = 8192) and 35x at ``0.6 m log2 m``. Computation runs in
+    float64 when given float64, else float32.
 
     Args:
         d_out: rows of the sketched matrices (output features of the layer).
@@ -136,7 +141,9 @@ class TensorCountSketch(_FlatHashSketch):
         seed: the hash functions; every process must use the same seed for comparable sketches.
         device: where the hash tables live.
         chunk_rows: rows transformed at a time by ``sketch_outer``.
-        buffer_elements: bound on the ``[rows, tokens, dim]`` buffers of ``sketch_outer`` (tokens are chunked).
+        buffer_elements: bound on the ``[rows, tokens, dim]`` buffers of ``sketch_outer`` (tokens are chunked)
+            and on the ``[rows, d_out, d_in]`` buffers of its dense path (rows are chunked).
+        outer_path: ``"auto"``, ``"fft"`` or ``"dense"`` (see above).
     """
 
     kind = "tensor"
@@ -150,11 +157,17 @@ class TensorCountSketch(_FlatHashSketch):
         device: torch.device | str = "cpu",
         chunk_rows: int = 8,
         buffer_elements: int = 2**22,
+        outer_path: str = "auto",
     ):
         if dim < 1:
             raise ValueError(f"sketch dimension must be >= 1, got {dim}")
         self.d_out, self.d_in, self.dim, self.chunk_rows = d_out, d_in, dim, chunk_rows
         self.buffer_elements = buffer_elements
+        if outer_path not in ("auto", "fft", "dense"):
+            raise ValueError(f"outer_path must be 'auto', 'fft' or 'dense', got {outer_path!r}")
+        if outer_path == "auto":
+            outer_path = "dense" if d_out * d_in <= 24 * dim * max(1.0, math.log2(dim)) else "fft"
+        self.outer_path = outer_path
         gen = torch.Generator().manual_seed(seed)
         self.row_bucket, self.row_sign = _tables(d_out, dim, gen, device)
         self.col_bucket, self.col_sign = _tables(d_in, dim, gen, device)
@@ -176,6 +189,18 @@ class TensorCountSketch(_FlatHashSketch):
         """
         dtype = torch.float64 if grads.dtype == torch.float64 else torch.float32
         rows, tokens = grads.shape[:2]
+        if self.outer_path == "dense":
+            step = max(1, min(rows, self.buffer_elements // max(1, self.d_out * self.d_in)))
+            return torch.cat(
+                [
+                    self.sketch_dense(
+                        torch.einsum(
+                            "bto,bti->boi", grads[r0 : r0 + step].to(dtype), inputs[r0 : r0 + step].to(dtype)
+                        )
+                    )
+                    for r0 in range(0, rows, step)
+                ]
+            )
         row_step = max(1, min(rows, self.chunk_rows))
         token_step = max(1, self.buffer_elements // (row_step * self.dim))
         out = []

@@ -53,6 +53,11 @@ def test_tensor_sketch_hash_is_the_sum_of_row_and_column_hashes_and_chunks_token
     g, x = torch.randn(3, 9, 3, dtype=torch.float64), torch.randn(3, 9, 4, dtype=torch.float64)
     assert torch.allclose(sk.sketch_outer(g, x), sk.sketch_dense(torch.einsum("bto,bti->boi", g, x)))
     assert sk.row_bucket.numel() + sk.col_bucket.numel() == 3 + 4  # O(d_out + d_in) tables
+    assert sk.outer_path == "dense"  # small layer: the GEMM path
+    fft = TensorCountSketch(3, 4, 5, seed=1, chunk_rows=2, buffer_elements=10, outer_path="fft")
+    assert torch.allclose(fft.sketch_outer(g, x), sk.sketch_outer(g, x))
+    with pytest.raises(ValueError, match="outer_path"):
+        TensorCountSketch(3, 4, 5, outer_path="gemm")
 
 
 def test_sketches_are_unbiased_on_rank_one_updates():
