@@ -82,7 +82,8 @@ class OPUSTrainer(Trainer):
 
     Attributes:
         opus_timings: seconds spent in scoring forward/backward, sketch + inner products and selection.
-        opus_history: one dict per step (utility spread, ESS, selected domains).
+        opus_history: one dict per scored micro-batch (step, micro-batch index, raw alignments, utility spread,
+            ESS, selected indices, selected domains, seconds).
     """
 
     def __init__(self, model=None, args: OPUSConfig | None = None, *, proxy_dataset=None, **kwargs):
@@ -259,6 +260,9 @@ class OPUSTrainer(Trainer):
             for key, value in batch.items()
         }
         record = {
+            "step": step,
+            "micro_batch": micro_batch,
+            "alignment": stats.alignment.tolist(),
             "utility_spread": sel.utility_spread,
             "effective_sample_size": sel.effective_sample_size,
             "selected": sel.indices,
