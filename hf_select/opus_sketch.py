@@ -70,6 +70,7 @@ class FactoredCountSketch:
     """
 
     kind = "factored"
+    forms_dense = False  # sketch_outer never builds the per-sample matrices
 
     def __init__(self, d_out: int, d_in: int, dim: int, seed: int = 0, device: torch.device | str = "cpu"):
         self.d_out, self.d_in = d_out, d_in
@@ -168,10 +169,16 @@ class TensorCountSketch(_FlatHashSketch):
         if outer_path == "auto":
             outer_path = "dense" if d_out * d_in <= 24 * dim * max(1.0, math.log2(dim)) else "fft"
         self.outer_path = outer_path
+
         gen = torch.Generator().manual_seed(seed)
         self.row_bucket, self.row_sign = _tables(d_out, dim, gen, device)
         self.col_bucket, self.col_sign = _tables(d_in, dim, gen, device)
         self._flat_tables = None
+
+    @property
+    def forms_dense(self) -> bool:
+        """Whether ``sketch_outer`` builds the per-sample matrices (its GEMM path)."""
+        return self.outer_path == "dense"
 
     def _flat(self):
         if self._flat_tables is None:
@@ -224,6 +231,7 @@ class CountSketch(_FlatHashSketch):
     """
 
     kind = "countsketch"
+    forms_dense = True
 
     def __init__(self, d_out: int, d_in: int, dim: int, seed: int = 0, device: torch.device | str = "cpu"):
         if dim < 1:

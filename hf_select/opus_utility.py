@@ -202,10 +202,10 @@ class LayerPreconditioner:
             )  # rows of (G R)^T: x R
         return grads, inputs
 
-    def apply(self, matrices: torch.Tensor) -> torch.Tensor:
-        """Preconditioned dense gradients ``[..., d_out, d_in]``."""
+    def apply(self, matrices: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Preconditioned dense gradients ``[..., d_out, d_in]`` (``inplace``: elementwise case only, reuses them)."""
         if self.dense is not None:
-            return matrices * self.dense
+            return matrices.mul_(self.dense) if inplace else matrices * self.dense
         out = matrices * self.scale
         if self.left is not None:
             out = out * self.left[:, None] if self.left.ndim == 1 else self.left @ out
@@ -369,7 +369,9 @@ class CandidateStatistics:
     alignment: torch.Tensor
     gram: torch.Tensor
     per_layer_seconds: dict[str, float] = field(default_factory=dict)
-    row_losses: torch.Tensor | None = None  # mean token loss per row, when the statistics came from the backward
+    row_losses: torch.Tensor | None = (
+        None  # mean token loss per row, when the statistics came from the backward
+    )
 
 
 def per_sample_updates(grads_or_u: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
@@ -392,6 +394,17 @@ def layer_weights(layer: ScoredLayer, gram_weight: str = "numel") -> tuple[float
     return 1.0 / math.sqrt(numel), (1.0 / numel if gram_weight == "numel" else 1.0 / math.sqrt(numel))
 
 
+EXACT_ELEMENTS = 2**24
+
+
+def _dense_updates(gy, x, pre: LayerPreconditioner, start: int, stop: int) -> torch.Tensor:
+    """Preconditioned dense per-sample updates of candidate rows ``start:stop``: ``[rows, d_out, d_in]``."""
+    if pre.factored:
+        g2, x2 = pre.transform_factors(gy[start:stop], x[start:stop])
+        return per_sample_updates(g2, x2)
+    return pre.apply(per_sample_updates(gy[start:stop], x[start:stop]), inplace=True)
+
+
 def layer_statistics(
     layer: ScoredLayer,
     x: torch.Tensor,
@@ -402,40 +415,49 @@ def layer_statistics(
     chunk_size: int = 8,
     rank_one_sketch: bool = False,
     gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's weighted contribution to the alignment ``[n]`` and the Gram matrix ``[n, n]``.
 
-    ``x [rows, T, d_in]`` and ``gy [rows, T, d_out]`` hold the candidate rows first, then the proxy rows. With a
-    ``sketch`` the inner products are taken between sketches: factored preconditioners (SGD, Muon, AdamW's
+    ``x [rows, T, d_in]`` and ``gy [rows, T, d_out]`` hold the candidate rows first, then the proxy rows.
+
+    Without a ``sketch`` the inner products are exact. With one, factored preconditioners (SGD, Muon, AdamW's
     first step, or AdamW under ``rank_one_sketch``) are sketched straight from the (gradient, input) factors;
-    AdamW's elementwise preconditioner needs the dense per-sample matrix, built ``chunk_size`` candidates at a
-    time and dropped once sketched.
+    AdamW's elementwise preconditioner needs the dense per-sample matrices, built ``chunk_size`` candidates at
+    a time and dropped once sketched. Whenever the dense per-sample matrices are formed anyway (the elementwise
+    preconditioner, or a sketch whose ``forms_dense`` is true) and ``n * d_out * d_in <= exact_elements``, the
+    inner products are taken between the dense matrices instead of their sketches: exact, and cheaper than the
+    scatter into the sketch (one ``n x n`` GEMM instead of ``n * d_out * d_in`` scattered adds).
+    ``exact_elements=0`` always sketches.
     """
     n = num_candidates
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, gy = x.to(dtype), gy.to(dtype)
-    if sketch is not None:
-        # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
-        d_out = gy.shape[-1]
-        target = sketch.sketch_outer(gy[n:].reshape(1, -1, d_out), x[n:].reshape(1, -1, x.shape[-1]))[0]
-    else:
-        target = torch.einsum("bto,bti->oi", gy[n:], x[n:]).flatten()
     if sketch is not None and rank_one_sketch:
         pre = pre.rank_one()
-    if sketch is not None and pre.factored:
-        g2, x2 = pre.transform_factors(gy[:n], x[:n])
-        feats = sketch.sketch_outer(g2, x2)
+    forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
+    if sketch is None or (forms_dense and n * layer.d_out * layer.d_in <= exact_elements):
+        target = torch.einsum("bto,bti->oi", gy[n:], x[n:]).flatten()
+        feats = torch.cat(
+            [
+                _dense_updates(gy, x, pre, s, min(n, s + chunk_size)).flatten(1)
+                for s in range(0, n, chunk_size)
+            ]
+        )
     else:
-        parts = []
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            if pre.factored:
-                g2, x2 = pre.transform_factors(gy[start:stop], x[start:stop])
-                u = per_sample_updates(g2, x2)
-            else:
-                u = pre.apply(per_sample_updates(gy[start:stop], x[start:stop]))
-            parts.append(sketch.sketch_dense(u) if sketch is not None else u.flatten(1))
-        feats = torch.cat(parts)
+        # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
+        target = sketch.sketch_outer(gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1]))[
+            0
+        ]
+        if pre.factored:
+            feats = sketch.sketch_outer(*pre.transform_factors(gy[:n], x[:n]))
+        else:
+            feats = torch.cat(
+                [
+                    sketch.sketch_dense(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)))
+                    for s in range(0, n, chunk_size)
+                ]
+            )
     w_align, w_gram = layer_weights(layer, gram_weight)
     return w_align * (feats @ target.to(feats.dtype)), w_gram * (feats @ feats.t())
 
@@ -449,6 +471,7 @@ def candidate_statistics(
     chunk_size: int = 8,
     rank_one_sketch: bool = False,
     gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
 ) -> CandidateStatistics:
     """Alignment with the proxy gradient and Gram matrix of the candidates' preconditioned updates.
 
@@ -471,6 +494,7 @@ def candidate_statistics(
             chunk_size,
             rank_one_sketch,
             gram_weight,
+            exact_elements,
         )
         alignment = a if alignment is None else alignment + a
         gram = g if gram is None else gram + g
@@ -498,6 +522,7 @@ def scored_statistics(
     chunk_size: int = 8,
     rank_one_sketch: bool = False,
     gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
     clock=None,
 ) -> CandidateStatistics:
     """:func:`candidate_statistics` computed inside the scoring backward pass (as GhostSuite does).
@@ -528,6 +553,7 @@ def scored_statistics(
                 chunk_size,
                 rank_one_sketch,
                 gram_weight,
+                exact_elements,
             )
             state["alignment"] = a if state["alignment"] is None else state["alignment"] + a
             state["gram"] = g if state["gram"] is None else state["gram"] + g

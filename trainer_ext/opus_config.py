@@ -77,6 +77,14 @@ class OPUSConfig(TrainingArguments):
             "always weighted 1/sqrt(numel(W))."
         },
     )
+    exact_inner_product_elements: int = field(
+        default=2**24,
+        metadata={
+            "help": "When the dense per-sample updates are formed anyway (AdamW's elementwise preconditioner, or "
+            "a sketch that builds them), a layer with candidates x weights <= this many elements gets exact "
+            "inner products instead of sketched ones (exact and cheaper). 0 = always sketch."
+        },
+    )
     sketch_in_backward: bool = field(
         default=True,
         metadata={
@@ -142,6 +150,10 @@ class OPUSConfig(TrainingArguments):
             self.selection = "greedy"
         if self.sketch_kind not in SKETCH_KIND_CHOICES:
             raise ValueError(f"sketch_kind must be one of {SKETCH_KIND_CHOICES}, got {self.sketch_kind!r}")
+        if self.exact_inner_product_elements < 0:
+            raise ValueError(
+                f"exact_inner_product_elements must be >= 0, got {self.exact_inner_product_elements}"
+            )
         if self.gram_weight not in GRAM_WEIGHT_CHOICES:
             raise ValueError(f"gram_weight must be one of {GRAM_WEIGHT_CHOICES}, got {self.gram_weight!r}")
         if self.selection == "boltzmann" and self.temperature <= 0:

@@ -225,6 +225,7 @@ class OPUSTrainer(Trainer):
                 sketches=self._opus_sketches,
                 rank_one_sketch=self.args.sketch_rank_one_adamw,
                 gram_weight=self.args.gram_weight,
+                exact_elements=self.args.exact_inner_product_elements,
             )
             if self.args.sketch_in_backward:
                 stats = scored_statistics(

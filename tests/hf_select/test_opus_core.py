@@ -372,12 +372,43 @@ def test_in_backward_statistics_equal_the_dense_sketch(kind, optimizer):
         cand, proxy = cand.flatten(1), proxy.flatten()
         align += cand @ proxy / lay.weight.numel() ** 0.5
         gram += cand @ cand.t() / lay.weight.numel()
-    stats = scored_statistics(model, layers, ids, labels, pos, n, pre, sketches)
+    stats = scored_statistics(model, layers, ids, labels, pos, n, pre, sketches, exact_elements=0)
     scale_a, scale_g = float(align.abs().max()), float(gram.abs().max())
     assert float((stats.alignment - align).abs().max()) <= 1e-5 * scale_a
     assert float((stats.gram - gram).abs().max()) <= 1e-5 * scale_g
     assert torch.allclose(stats.row_losses, grads.row_losses)
     assert all(p.grad is None for p in model.parameters())
+    # the post-hoc path agrees with the hooks
+    post = candidate_statistics(grads, layers, pre, n, sketches, exact_elements=0)
+    assert torch.allclose(post.alignment, stats.alignment, rtol=1e-9) and torch.allclose(
+        post.gram, stats.gram
+    )
+
+
+def test_dense_per_sample_updates_give_exact_inner_products_under_the_budget():
+    """When the elementwise AdamW preconditioner forms the dense updates anyway, small layers skip the sketch."""
+    from hf_select.opus_sketch import make_sketch
+    from hf_select.opus_utility import scored_statistics
+
+    torch.manual_seed(0)
+    model = tiny_model("llama").double()
+    layers = block_linear_layers(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    pre = build_preconditioners(opt, layers, "adamw")
+    ids, labels, pos = _rows(6, seed=7)
+    sketches = {
+        lay.name: make_sketch("tensor", lay.d_out, lay.d_in, 64, seed=i) for i, lay in enumerate(layers)
+    }
+    exact = scored_statistics(model, layers, ids, labels, pos, 4, pre, None)
+    budget = scored_statistics(model, layers, ids, labels, pos, 4, pre, sketches)
+    sketched = scored_statistics(model, layers, ids, labels, pos, 4, pre, sketches, exact_elements=0)
+    assert torch.allclose(budget.gram, exact.gram, rtol=1e-9) and torch.allclose(
+        budget.alignment, exact.alignment
+    )
+    assert not torch.allclose(sketched.gram, exact.gram, rtol=1e-3)
 
 
 def test_topk_selection_takes_the_largest_alignments_without_sampling():
