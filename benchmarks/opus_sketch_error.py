@@ -45,6 +45,28 @@ def real_pairs(count, gen):
     return [(u[i], u[i + 1]) for i in range(0, count - 1, 2)], (layer.d_out, layer.d_in)
 
 
+def model_pairs(path, texts, count, layer_name="up_proj", layer_index=15, window=64):
+    """Per-sample updates of one block Linear of a real model on ``window``-token windows of real texts."""
+    from hf_select.loading import load_causal_lm, load_tokenizer
+    from hf_select.opus_utility import block_linear_layers, layer_gradients
+
+    model = load_causal_lm(path).float().eval()
+    tok = load_tokenizer(path)
+    layers = block_linear_layers(model)
+    layer = next(lay for lay in layers if lay.name == f"layers.{layer_index}.mlp.{layer_name}")
+    ids = [tok(t, add_special_tokens=False).input_ids[:window] for t in texts]
+    ids = torch.tensor([r for r in ids if len(r) == window][: count + 1])
+    labels = ids.clone()
+    labels[:, 0] = -100
+    pos = torch.arange(window).expand_as(ids).clone()
+    grads = layer_gradients(model, [layer], ids, labels, pos, num_candidates=ids.shape[0] - 1)
+    n = ids.shape[0] - 1
+    u = torch.einsum("bto,bti->boi", grads.output_grads[layer.name][:n], grads.inputs[layer.name][:n]).double()
+    s = torch.linalg.svdvals(u[0])
+    effective_rank = float(s.sum() ** 2 / (s**2).sum())
+    return [(u[i], u[i + 1]) for i in range(0, n - 1, 2)], (layer.d_out, layer.d_in), effective_rank
+
+
 def relative_sd(kind, pairs, d_out, d_in, dim, seeds):
     errs = []
     for a, b in pairs:
@@ -65,13 +87,23 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--d_out", type=int, default=64)
     parser.add_argument("--d_in", type=int, default=96)
+    parser.add_argument("--model", default=None, help="also real per-sample updates of this model (e.g. SmolLM2)")
+    parser.add_argument("--texts", default=".hf_select_cache/world/pretrain", help="datasets.load_from_disk dir")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     gen = torch.Generator().manual_seed(0)
     cases = {}
     for name, rank in (("rank 1", 1), ("rank 4", 4), ("rank 16", 16), ("dense", None)):
         cases[name] = ([low_rank_pair(args.d_out, args.d_in, rank, gen) for _ in range(args.pairs)], (args.d_out, args.d_in))
-    cases["real per-sample (64 tok)"] = real_pairs(2 * args.pairs, gen)
+    cases["tiny llama per-sample"] = real_pairs(2 * args.pairs, gen)
+    if args.model:
+        from datasets import load_from_disk
+
+        data = load_from_disk(args.texts)
+        data = data["train"] if hasattr(data, "keys") else data
+        pairs, shape, erank = model_pairs(args.model, data["text"][:200], 2 * args.pairs)
+        print(f"{args.model}: up_proj of block 15, effective rank of a 64-token per-sample update {erank:.1f}")
+        cases["model per-sample"] = (pairs, shape)
     print(f"relative SD of <S A, S B> / (|A||B|), sketch dim {args.dim}, {args.seeds} seeds, {args.pairs} pairs")
     print(f"{'update':<26}" + "".join(f"{k:>13}" for k in SKETCH_KINDS))
     for name, (pairs, (d_out, d_in)) in cases.items():

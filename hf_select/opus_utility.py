@@ -9,11 +9,17 @@ picked::
 Here ``u_z`` is the first-order parameter change of one optimizer step on ``z`` alone (the learning rate and
 the optimizer's bias factors are inside ``u_z``, so the paper's ``lr`` / ``lr^2`` factors are absorbed) and
 ``g_proxy`` the raw mean gradient of the proxy batch. Only the Linear layers inside the decoder blocks are
-scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))``.
+scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
+Gram matrix, as the official code does (:func:`layer_weights`; ``gram_weight="sqrt_numel"`` for both).
 
 Per-sample layer gradients come from ONE joint forward/backward of candidates and proxy rows that takes
 gradients with respect to the block Linear *outputs* only (``torch.autograd.grad``: no weight gradients are
 computed, no ``.grad`` is touched); the weight gradient of row ``i`` is ``sum_t gy[i, t]^T x[i, t]``.
+:func:`scored_statistics` turns each layer's output gradient into its alignment / Gram contribution inside
+that backward pass (a hook per layer, GhostSuite-style), so no layer's inputs or per-sample matrices outlive
+it; :func:`layer_gradients` + :func:`candidate_statistics` is the same computation on stored tensors.
+Inner products are exact, or between sketches (:mod:`hf_select.opus_sketch`) for layers too large for the
+exact budget. Selection (:func:`select_candidates`): Boltzmann draws with redundancy (paper), greedy, or top-k.
 
 Preconditioners (state frozen at the start of the step):
 

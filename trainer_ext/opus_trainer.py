@@ -5,7 +5,10 @@ scores a random ``score_window``-token window of each together with a fresh prox
 forward/backward (eval mode, the plain model outside DDP / torch.compile, no gradient checkpointing, gradients
 w.r.t. block Linear outputs only), turns the per-sample layer gradients into the updates the optimizer would
 apply (state frozen at the start of the step), and keeps ``per_device_train_batch_size`` rows by Boltzmann
-sampling without replacement with a redundancy penalty (or greedily). The normal training step then runs on
+sampling without replacement with a redundancy penalty (``selection="boltzmann"``), greedily with the penalty
+(``"greedy"``) or by the largest alignments (``"topk"``). The per-layer statistics are taken inside the
+scoring backward pass (``sketch_in_backward``); large layers are compressed with a TensorSketch
+(``sketch_kind``, error independent of the update's rank). The normal training step then runs on
 the kept rows, so update tokens equal a plain run with the same batch size.
 
 Random streams: every rank draws the same proxy rows (a generator seeded by ``(seed, step, micro-batch)``),
