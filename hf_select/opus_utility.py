@@ -382,7 +382,7 @@ class CandidateStatistics:
 
 def per_sample_updates(grads_or_u: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Dense per-row matrices ``sum_t g[i, t]^T x[i, t]``: ``[rows, d_out, d_in]``."""
-    return torch.einsum("bto,bti->boi", grads_or_u, inputs)
+    return torch.bmm(grads_or_u.transpose(1, 2), inputs)
 
 
 def layer_weights(layer: ScoredLayer, gram_weight: str = "numel") -> tuple[float, float]:
@@ -443,18 +443,14 @@ def layer_statistics(
         pre = pre.rank_one()
     forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
     if sketch is None or (forms_dense and n * layer.d_out * layer.d_in <= exact_elements):
-        target = torch.einsum("bto,bti->oi", gy[n:], x[n:]).flatten()
-        feats = torch.cat(
-            [
-                _dense_updates(gy, x, pre, s, min(n, s + chunk_size)).flatten(1)
-                for s in range(0, n, chunk_size)
-            ]
-        )
+        # one GEMM for the proxy's summed gradient and one batched GEMM for all candidates (exact mode keeps
+        # the n x d_out x d_in features anyway, so chunking would only add a copy)
+        target = (gy[n:].reshape(-1, gy.shape[-1]).t() @ x[n:].reshape(-1, x.shape[-1])).flatten()
+        feats = _dense_updates(gy, x, pre, 0, n).flatten(1)
     else:
         # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
-        target = sketch.sketch_outer(gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1]))[
-            0
-        ]
+        proxy_g, proxy_x = gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1])
+        target = sketch.sketch_outer(proxy_g, proxy_x)[0]
         if pre.factored:
             feats = sketch.sketch_outer(*pre.transform_factors(gy[:n], x[:n]))
         else:
