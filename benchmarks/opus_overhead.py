@@ -24,7 +24,10 @@ a shared machine, the ratio to its own training step (the same work as a random 
 gap <= 10%.
 
 Also reports seconds per step (median over repeats), the training step alone, and the breakdown of the OPUS
-scoring time: scoring forward/backward, sketch + inner products, selection.
+scoring time: scoring forward/backward, sketch + inner products, selection. A second table times the scoring
+alone (``opus_select`` on one buffer after one AdamW step), the variants interleaved call by call, which is far
+less noisy on a shared machine than whole runs, with each variant's alignment error relative to exact inner
+products.
 
 Run: ``.venv/bin/python benchmarks/opus_overhead.py [--steps 12 --repeats 2]``.
 """
@@ -52,6 +55,14 @@ MODEL = dict(
     num_attention_heads=4,
     max_position_embeddings=1024,
 )
+
+
+VARIANT_OPTIONS = {
+    "opus": {},
+    "opus_before": {"sketch_kind": "factored", "sketch_in_backward": False, "exact_inner_product_elements": 0},
+    "opus_r1": {"sketch_kind": "factored", "sketch_rank_one_adamw": True},
+    "opus_exact": {"sketch_dim": None},
+}
 
 
 def _rows(n, seq, seed):
@@ -101,12 +112,7 @@ def run_variant(name, args, data, proxy, tmp):
             callbacks=[Clock()],
         )
     else:
-        options = {
-            "opus": {},
-            "opus_before": {"sketch_kind": "factored", "sketch_in_backward": False},
-            "opus_r1": {"sketch_kind": "factored", "sketch_rank_one_adamw": True},
-            "opus_exact": {"sketch_dim": None},
-        }[name]
+        options = dict(VARIANT_OPTIONS[name])
         trainer = OPUSTrainer(
             model=model,
             args=OPUSConfig(
@@ -146,6 +152,66 @@ def run_variant(name, args, data, proxy, tmp):
     }
     breakdown["train_step"] = train_step
     return per_step, breakdown
+
+
+def scoring_calls(args, data, proxy, variants, calls=8):
+    """Median CPU seconds of one ``opus_select`` per variant, interleaved call by call (robust to drift), and
+    each variant's alignment error relative to exact inner products, on one buffer after one AdamW step."""
+    import time
+
+    names = [v for v in variants if v != "random"]
+    if "opus_exact" not in names:
+        names.append("opus_exact")
+    trainers = {}
+    for name in names:
+        options = dict(VARIANT_OPTIONS[name])
+        model = tiny_model("llama", **MODEL).train()
+        trainer = OPUSTrainer(
+            model=model,
+            args=OPUSConfig(
+                output_dir="/tmp/opus_overhead_scoring",
+                per_device_train_batch_size=args.batch,
+                max_steps=1,
+                use_cpu=True,
+                report_to="none",
+                remove_unused_columns=False,
+                score_window=args.window,
+                proxy_batch_size=args.proxy,
+                sketch_dim=options.pop("sketch_dim", args.sketch_dim),
+                **options,
+            ),
+            train_dataset=data,
+            proxy_dataset=proxy,
+        )
+        trainer.create_optimizer()
+        gen = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.grad = torch.randn(p.shape, generator=gen) * 0.01
+        trainer.optimizer.step()  # a non-trivial AdamW state: the elementwise preconditioner
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.state.global_step = 1
+        trainer.opus_clock = time.process_time
+        trainers[name] = trainer
+    batch = trainers[names[0]].data_collator([data[i] for i in range(2 * args.batch)])
+    seconds = {n: [] for n in names}
+    for _ in range(calls):
+        for name, trainer in trainers.items():
+            t = time.process_time()
+            trainer.opus_select(dict(batch))
+            seconds[name].append(time.process_time() - t)
+    exact = torch.tensor(trainers["opus_exact"].opus_history[-1]["alignment"])
+    out = {}
+    for name, trainer in trainers.items():
+        hist = trainer.opus_history[1:]
+        alignment = torch.tensor(trainer.opus_history[-1]["alignment"])
+        out[name] = {
+            "select": statistics.median(seconds[name][1:]),
+            "sketch_and_inner_products": statistics.median(
+                r["seconds"]["sketch_and_inner_products"] for r in hist
+            ),
+            "alignment_error": float((alignment - exact).norm() / exact.norm()),
+        }
+    return out
 
 
 def pass_costs(args, data, repeats=5):
@@ -253,6 +319,14 @@ def main(argv=None):
         print(
             f"{v:<15} {t:>8.3f} {t / base:>9.3f} {gap:>7} {own:>11.3f} {gap_own:>8} {b['train_step']:>11.3f} {b['scoring_forward_backward']:>14.3f} "
             f"{b['sketch_and_inner_products']:>10.3f} {b['selection']:>8.4f}"
+        )
+
+    scoring = scoring_calls(args, data, proxy, variants)
+    print("scoring alone, interleaved call by call (one buffer, after one AdamW step; CPU seconds per call):")
+    print(f"{'variant':<15} {'opus_select':>12} {'sketch+ip':>10} {'alignment error vs exact':>25}")
+    for name, r in scoring.items():
+        print(
+            f"{name:<15} {r['select']:>12.4f} {r['sketch_and_inner_products']:>10.4f} {r['alignment_error']:>25.4f}"
         )
 
 
