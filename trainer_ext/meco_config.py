@@ -55,6 +55,14 @@ class MeCoConfig(TrainingArguments):
             "help": "Format of the metadata prefix with {name} and {value} (default 'URL: <value>\\n\\n')."
         },
     )
+    invalid_metadata: str = field(
+        default="raise",
+        metadata={
+            "help": "A document whose metadata is empty or unusable (e.g. an empty URL): raise (default: an "
+            "error naming the row), skip (drop it; counted and logged) or plain (keep it without metadata).",
+            "choices": ["raise", "skip", "plain"],
+        },
+    )
     text_column: str = field(default="text", metadata={"help": "Dataset column holding the document text."})
     max_length: int = field(default=2048, metadata={"help": "Tokens per packed row (the paper uses 8192)."})
     packing_overflow: str = field(
@@ -88,6 +96,10 @@ class MeCoConfig(TrainingArguments):
             raise ValueError(f"cooldown_pool_fraction must be in (0, 1), got {pool}")
         if self.metadata_mode not in METADATA_MODES:
             raise ValueError(f"metadata_mode must be one of {METADATA_MODES}, got {self.metadata_mode!r}")
+        if self.invalid_metadata not in ("raise", "skip", "plain"):
+            raise ValueError(
+                f"invalid_metadata must be 'raise', 'skip' or 'plain', got {self.invalid_metadata!r}"
+            )
         if not self.metadata_column:
             raise ValueError("metadata_column must name the dataset column that holds the metadata")
         format_metadata("x", self.metadata_name, self.metadata_template)  # validates the template

@@ -58,6 +58,7 @@ def packed_pool(documents, tokenizer, args: MeCoConfig, conditioned: bool):
             name=args.metadata_name,
             template=args.metadata_template,
             text_column=args.text_column,
+            invalid_metadata=args.invalid_metadata,
         )
     return documents.map(
         pack_dataset_batch,

@@ -10,6 +10,9 @@ from transformers import TrainingArguments
 from .hub_token import move_hub_token_to_environment
 
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
+SKETCH_KIND_CHOICES = ("tensor", "factored", "countsketch")
+GRAM_WEIGHT_CHOICES = ("numel", "sqrt_numel")
+SELECTION_CHOICES = ("boltzmann", "greedy", "topk")
 
 
 @dataclass
@@ -60,6 +63,37 @@ class OPUSConfig(TrainingArguments):
             "fewer parameters than this are always exact."
         },
     )
+    sketch_kind: str = field(
+        default="tensor",
+        metadata={
+            "help": "tensor (TensorSketch: error independent of the update's rank, FFT cost), factored (row x "
+            "column grid: cheapest, but relative SD 0.17 vs 0.014 on rank-1 updates at 8192 dims), countsketch "
+            "(plain, d_out x d_in tables, dense per-sample matrices). See hf_select/opus_sketch.py."
+        },
+    )
+    gram_weight: str = field(
+        default="numel",
+        metadata={
+            "help": "Layer weight of the Gram (redundancy) matrix: numel = 1/numel(W) as the official code "
+            "(the Gram of updates scaled like the alignment), sqrt_numel = 1/sqrt(numel(W)). The alignment is "
+            "always weighted 1/sqrt(numel(W))."
+        },
+    )
+    exact_inner_product_elements: int = field(
+        default=2**24,
+        metadata={
+            "help": "When the dense per-sample updates are formed anyway (AdamW's elementwise preconditioner, or "
+            "a sketch that builds them), a layer with candidates x weights <= this many elements gets exact "
+            "inner products instead of sketched ones (exact and cheaper). 0 = always sketch."
+        },
+    )
+    sketch_in_backward: bool = field(
+        default=True,
+        metadata={
+            "help": "Sketch each layer inside the scoring backward pass (hooks on the block Linear outputs), "
+            "releasing its inputs at once; off = keep every layer's inputs and output gradients, then sketch."
+        },
+    )
     sketch_rank_one_adamw: bool = field(
         default=False,
         metadata={
@@ -84,9 +118,17 @@ class OPUSConfig(TrainingArguments):
             "(1/(sqrt(v_hat)+eps) with bias factors), muon (momentum-frozen orthogonalisation)."
         },
     )
+    selection: str = field(
+        default="boltzmann",
+        metadata={
+            "help": "boltzmann (paper: sequential draws p ~ exp(U/tau) with redundancy), greedy (argmax with "
+            "redundancy) or topk (the k largest alignments: GhostSuite measured it at least as good as "
+            "Boltzmann, val loss 2.830 vs 2.845)."
+        },
+    )
     greedy: bool = field(
         default=False,
-        metadata={"help": "Deterministic greedy argmax selection instead of Boltzmann sampling."},
+        metadata={"help": "Shorthand for selection='greedy' (deterministic argmax with redundancy)."},
     )
     opus_log_domains: bool = field(
         default=True,
@@ -103,8 +145,24 @@ class OPUSConfig(TrainingArguments):
             raise ValueError(f"select_ratio must be in (0, 1], got {self.select_ratio}")
         if self.buffer_factor < 1:
             raise ValueError(f"buffer_factor must be >= 1, got {self.buffer_factor}")
-        if not self.greedy and self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (or set greedy=True), got {self.temperature}")
+        if self.selection not in SELECTION_CHOICES:
+            raise ValueError(f"selection must be one of {SELECTION_CHOICES}, got {self.selection!r}")
+        if self.greedy:
+            if self.selection not in ("boltzmann", "greedy"):
+                raise ValueError(f"greedy=True conflicts with selection={self.selection!r}")
+            self.selection = "greedy"
+        if self.sketch_kind not in SKETCH_KIND_CHOICES:
+            raise ValueError(f"sketch_kind must be one of {SKETCH_KIND_CHOICES}, got {self.sketch_kind!r}")
+        if self.exact_inner_product_elements < 0:
+            raise ValueError(
+                f"exact_inner_product_elements must be >= 0, got {self.exact_inner_product_elements}"
+            )
+        if self.gram_weight not in GRAM_WEIGHT_CHOICES:
+            raise ValueError(f"gram_weight must be one of {GRAM_WEIGHT_CHOICES}, got {self.gram_weight!r}")
+        if self.selection == "boltzmann" and self.temperature <= 0:
+            raise ValueError(
+                f"temperature must be > 0 (or use selection='greedy' / 'topk'), got {self.temperature}"
+            )
         if self.sketch_dim is not None and self.sketch_dim < 1:
             raise ValueError(f"sketch_dim must be >= 1 or None (exact), got {self.sketch_dim}")
         if self.score_window < 2:

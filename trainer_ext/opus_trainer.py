@@ -5,13 +5,21 @@ scores a random ``score_window``-token window of each together with a fresh prox
 forward/backward (eval mode, the plain model outside DDP / torch.compile, no gradient checkpointing, gradients
 w.r.t. block Linear outputs only), turns the per-sample layer gradients into the updates the optimizer would
 apply (state frozen at the start of the step), and keeps ``per_device_train_batch_size`` rows by Boltzmann
-sampling without replacement with a redundancy penalty (or greedily). The normal training step then runs on
+sampling without replacement with a redundancy penalty (``selection="boltzmann"``), greedily with the penalty
+(``"greedy"``) or by the largest alignments (``"topk"``). The per-layer statistics are taken inside the
+scoring backward pass (``sketch_in_backward``); large layers are compressed with a TensorSketch
+(``sketch_kind``, error independent of the update's rank). The normal training step then runs on
 the kept rows, so update tokens equal a plain run with the same batch size.
 
-Multi-process: every rank draws the same proxy rows (a generator seeded by ``(seed, step)``), so the target
-gradient is identical on all ranks with no communication; each rank then selects from its own candidate
-shard with a generator seeded by ``(seed, step, rank)``: each rank's choice is a deterministic function of
-its buffer, the model and the step.
+Random streams: every rank draws the same proxy rows (a generator seeded by ``(seed, step, micro-batch)``),
+so the target gradient is identical on all ranks with no communication; each rank then draws its windows and
+selects from its own candidate shard with a generator seeded by ``(seed, step, micro-batch, rank)``. Each
+gradient-accumulation micro-batch of a step has its own streams (fresh proxy rows, fresh windows), and each
+rank's choice is a deterministic function of its buffer, the model, the step and the micro-batch index.
+
+Every forward pass (scoring and training) runs with ``use_cache=False``: with a user collator that does not
+set it, a model whose config has ``use_cache=True`` would otherwise build a KV cache, and on some attention
+paths packed documents would attend to each other.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import torch
 from transformers import Trainer
 from transformers.utils import logging
 
-from hf_select.opus.sketch import FactoredCountSketch
+from hf_select.opus.sketch import make_sketch
 from hf_select.opus.utility import (
     IGNORE_INDEX,
     block_linear_layers,
@@ -32,6 +40,7 @@ from hf_select.opus.utility import (
     layer_gradients,
     opus_row_window,
     resolve_preconditioner,
+    scored_statistics,
     select_candidates,
 )
 from hf_select.packing import PackedCollator
@@ -76,7 +85,8 @@ class OPUSTrainer(Trainer):
 
     Attributes:
         opus_timings: seconds spent in scoring forward/backward, sketch + inner products and selection.
-        opus_history: one dict per step (utility spread, ESS, selected domains).
+        opus_history: one dict per scored micro-batch (step, micro-batch index, raw alignments, utility spread,
+            ESS, selected indices, selected domains, seconds).
     """
 
     def __init__(self, model=None, args: OPUSConfig | None = None, *, proxy_dataset=None, **kwargs):
@@ -124,7 +134,7 @@ class OPUSTrainer(Trainer):
                 batches.append(next(epoch_iterator))
             except StopIteration:
                 break
-        selected = [self.opus_select(batch) for batch in batches]
+        selected = [self.opus_select(batch, micro_batch=i) for i, batch in enumerate(batches)]
         return selected, self._get_num_items_in_batch(selected, device)
 
     # ------------------------------------------------------------------------------------ selection
@@ -134,20 +144,23 @@ class OPUSTrainer(Trainer):
         dim = self.args.sketch_dim
         device = next(model.parameters()).device
         self._opus_sketches = {
-            layer.name: FactoredCountSketch(
-                layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+            layer.name: make_sketch(
+                self.args.sketch_kind, layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
             )
             for i, layer in enumerate(self._opus_layers)
             if dim is not None and layer.weight.numel() > dim
         }
         logger.info(
             f"OPUS: {len(self._opus_layers)} block Linear layers, preconditioner={self._opus_kind}, "
-            f"{len(self._opus_sketches)} sketched (dim {dim}), buffer {self.args.candidates_per_device} -> "
+            f"{len(self._opus_sketches)} sketched ({self.args.sketch_kind}, dim {dim}), buffer {self.args.candidates_per_device} -> "
             f"{self.args.per_device_train_batch_size}"
         )
 
-    def _proxy_rows(self, step: int, window: int) -> list[tuple[list[int], list[int], list[int]]]:
-        gen = torch.Generator().manual_seed(self.args.seed * 7919 + step)  # same on every rank
+    def _proxy_rows(
+        self, step: int, window: int, micro_batch: int = 0
+    ) -> list[tuple[list[int], list[int], list[int]]]:
+        # same on every rank; a fresh stream per step and per gradient-accumulation micro-batch
+        gen = torch.Generator().manual_seed((self.args.seed * 7919 + step) * 131 + micro_batch)
         picks = torch.randint(len(self.proxy_rows), (self.args.proxy_batch_size,), generator=gen).tolist()
         out = []
         for i in picks:
@@ -159,7 +172,7 @@ class OPUSTrainer(Trainer):
             )
         return out
 
-    def _joint_batch(self, batch, step: int, gen: torch.Generator):
+    def _joint_batch(self, batch, step: int, gen: torch.Generator, micro_batch: int = 0):
         ids, labels = batch["input_ids"], batch["labels"]
         pos = batch.get("position_ids")
         if pos is None:
@@ -169,7 +182,7 @@ class OPUSTrainer(Trainer):
         index = torch.tensor(starts)[:, None] + torch.arange(window)[None]
         index = index.to(ids.device)
         cand = [t.gather(1, index) for t in (ids, labels, pos)]
-        proxy = self._proxy_rows(step, window)
+        proxy = self._proxy_rows(step, window, micro_batch)
         pad = torch.zeros(len(proxy), window, dtype=torch.long)
         p_ids, p_labels, p_pos = pad.clone(), pad.clone().fill_(IGNORE_INDEX), pad.clone()
         for r, (a, b, c) in enumerate(proxy):
@@ -180,9 +193,18 @@ class OPUSTrainer(Trainer):
         p_labels[:, 0] = IGNORE_INDEX
         return [torch.cat([c, p.to(c.device)]) for c, p in zip(cand, (p_ids, p_labels, p_pos))]
 
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(
+            model, {**inputs, "use_cache": False}, return_outputs, num_items_in_batch=num_items_in_batch
+        )
+
     @torch.no_grad()
-    def opus_select(self, batch: dict) -> dict:
-        """Score a candidate batch and return the kept rows (same keys, ``per_device_train_batch_size`` rows)."""
+    def opus_select(self, batch: dict, micro_batch: int = 0) -> dict:
+        """Score a candidate batch and return the kept rows (same keys, ``per_device_train_batch_size`` rows).
+
+        ``micro_batch`` is the gradient-accumulation index inside the step: it seeds the proxy rows, the
+        windows and the sampling, so the micro-batches of one step do not share a random stream.
+        """
         domains = batch.pop(DOMAIN_KEY, None)
         n = batch["input_ids"].shape[0]
         k = min(self.args.per_device_train_batch_size, n)
@@ -193,24 +215,33 @@ class OPUSTrainer(Trainer):
             self._setup_opus(model)
         step = self.state.global_step
         rank = self.args.process_index
-        gen = torch.Generator().manual_seed((self.args.seed * 1_000_003 + step) * 1009 + rank)
+        gen = torch.Generator().manual_seed(
+            ((self.args.seed * 1_000_003 + step) * 131 + micro_batch) * 1009 + rank
+        )
         was_training = model.training
         model.eval()
         try:
             t0 = self.opus_clock()
             pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
-            ids, labels, pos = self._joint_batch(batch, step, gen)
-            grads = layer_gradients(model, self._opus_layers, ids, labels, pos, n)
-            t1 = self.opus_clock()
-            stats = candidate_statistics(
-                grads,
-                self._opus_layers,
-                pre,
-                n,
-                self._opus_sketches,
+            ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
+            options = dict(
+                sketches=self._opus_sketches,
                 rank_one_sketch=self.args.sketch_rank_one_adamw,
+                gram_weight=self.args.gram_weight,
+                exact_elements=self.args.exact_inner_product_elements,
             )
-            t2 = self.opus_clock()
+            if self.args.sketch_in_backward:
+                stats = scored_statistics(
+                    model, self._opus_layers, ids, labels, pos, n, pre, clock=self.opus_clock, **options
+                )
+                t2 = self.opus_clock()
+                t1 = t2 - stats.per_layer_seconds["sketch_and_inner_products"]
+            else:
+                grads = layer_gradients(model, self._opus_layers, ids, labels, pos, n)
+                t1 = self.opus_clock()
+                stats = candidate_statistics(grads, self._opus_layers, pre, n, **options)
+                del grads
+                t2 = self.opus_clock()
             sel = select_candidates(
                 stats.alignment,
                 stats.gram,
@@ -218,7 +249,7 @@ class OPUSTrainer(Trainer):
                 temperature=self.args.temperature,
                 redundancy_weight=self.args.redundancy_weight,
                 standardize=self.args.standardize,
-                greedy=self.args.greedy,
+                selection=self.args.selection,
                 generator=gen,
             )
             t3 = self.opus_clock()
@@ -233,6 +264,9 @@ class OPUSTrainer(Trainer):
             for key, value in batch.items()
         }
         record = {
+            "step": step,
+            "micro_batch": micro_batch,
+            "alignment": stats.alignment.tolist(),
             "utility_spread": sel.utility_spread,
             "effective_sample_size": sel.effective_sample_size,
             "selected": sel.indices,

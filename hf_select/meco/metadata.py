@@ -31,7 +31,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from transformers.utils import logging
+
 IGNORE_INDEX = -100
+logger = logging.get_logger(__name__)
 URL_MODES = ("host", "domain", "suffix", "hash", "full")
 METADATA_MODES = (*URL_MODES, "raw")
 DEFAULT_TEMPLATE = "{name}: {value}\n\n"
@@ -213,6 +216,9 @@ def tokenize_with_metadata(
     return out
 
 
+INVALID_METADATA_POLICIES = ("raise", "skip", "plain")
+
+
 def add_metadata_tokens(
     dataset,
     tokenizer,
@@ -222,12 +228,20 @@ def add_metadata_tokens(
     template: str = DEFAULT_TEMPLATE,
     text_column: str = "text",
     num_proc: int | None = None,
+    invalid_metadata: str = "raise",
+    stats: dict | None = None,
 ):
     """``Dataset.map`` wrapper of :func:`tokenize_with_metadata`: adds ``input_ids`` and ``labels``.
 
     With ``metadata_column=None`` the documents are tokenised plainly (the cooldown phase). Raises a
-    ``ValueError`` naming the column when the text or metadata column is missing, and naming the row when a
-    metadata value is empty.
+    ``ValueError`` naming the column when the text or metadata column is missing.
+
+    Args:
+        invalid_metadata: what a row whose metadata value is empty or unusable (an empty URL, a URL without a
+            host) does. ``"raise"`` (default): a ``ValueError`` naming the row and the column, so that a broken
+            metadata column is noticed before training; ``"skip"``: the row is dropped; ``"plain"``: the row is
+            kept as a plain document without metadata. Skipped / plain rows are counted and logged once.
+        stats: if given, receives ``invalid_rows`` (the indices of those rows) and ``invalid_count``.
     """
     from ..loading import require_columns
 
@@ -235,18 +249,49 @@ def add_metadata_tokens(
     require_columns(dataset, columns, "MeCo documents")
     if mode not in METADATA_MODES:
         raise ValueError(f"unknown metadata mode {mode!r}; choose one of {METADATA_MODES}")
+    if invalid_metadata not in INVALID_METADATA_POLICIES:
+        raise ValueError(
+            f"invalid_metadata must be one of {INVALID_METADATA_POLICIES}, got {invalid_metadata!r}"
+        )
     format_metadata("x", name, template)
+    flag = "_metadata_invalid"
 
     def encode(batch, indices):
         prefixes = None
+        invalid = [False] * len(indices)
         if metadata_column:
             prefixes = []
-            for i, value in zip(indices, batch[metadata_column]):
+            for j, (i, value) in enumerate(zip(indices, batch[metadata_column])):
                 try:
                     prefixes.append(metadata_prefix(value, mode, name, template))
                 except ValueError as err:
-                    raise ValueError(f"row {i}, column {metadata_column!r}: {err}") from None
-        return tokenize_with_metadata(batch[text_column], prefixes, tokenizer)
+                    if invalid_metadata == "raise":
+                        raise ValueError(
+                            f"row {i}, column {metadata_column!r}: {err} (set invalid_metadata='skip' to drop "
+                            "such rows or 'plain' to keep them without metadata)"
+                        ) from None
+                    prefixes.append(None)
+                    invalid[j] = True
+        out = tokenize_with_metadata(batch[text_column], prefixes, tokenizer)
+        if metadata_column and invalid_metadata != "raise":
+            out[flag] = invalid
+        return out
 
     desc = f"tokenize with {name} metadata" if metadata_column else "tokenize"
-    return dataset.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=desc)
+    out = dataset.map(encode, batched=True, with_indices=True, num_proc=num_proc, desc=desc)
+    bad_rows: list[int] = []
+    if flag in out.column_names:
+        bad_rows = [i for i, bad in enumerate(out[flag]) if bad]
+        if invalid_metadata == "skip" and bad_rows:
+            out = out.filter(lambda bad: not bad, input_columns=flag, num_proc=num_proc, desc="skip invalid metadata")
+        out = out.remove_columns(flag)
+        if bad_rows:
+            action = "dropped" if invalid_metadata == "skip" else "kept without metadata"
+            logger.warning(
+                f"{len(bad_rows)} of {len(dataset)} documents have an empty or unusable {metadata_column!r} "
+                f"value and were {action} (rows {bad_rows[:10]}{' ...' if len(bad_rows) > 10 else ''})"
+            )
+    if stats is not None:
+        stats["invalid_rows"] = bad_rows
+        stats["invalid_count"] = len(bad_rows)
+    return out

@@ -135,13 +135,20 @@ def _record_text(record: dict, task: dict) -> str:
     return f"{query}{delimiter}{record.get(task.get('gold_field', 'gold'), '')}".strip()
 
 
+def _split_files(files: dict, task_path: Path, split: str) -> list[Path]:
+    names = files.get(split, [])
+    return [(task_path.parent / n).resolve() for n in (names if isinstance(names, list) else [names])]
+
+
 def benchmark_proxy_texts(
     task_files: Sequence[str | Path], splits: Sequence[str] = _PROXY_SPLITS
 ) -> list[str]:
     """Query + gold answer texts of the train/dev items of harness tasks (``eval/TASK_FORMAT.md``).
 
     A task's evaluated split (its ``split`` key, default ``test``) is never read, even if listed in
-    ``splits``. Tasks without a train/dev split contribute nothing (logged).
+    ``splits``. Split names are validated: a name outside ``train/dev/validation/val`` (other than the
+    evaluated split, which is skipped) and a train/dev entry whose file is the evaluated split's file (e.g.
+    ``dev: task.test.jsonl``) raise ``ValueError``. Tasks without a train/dev split contribute nothing (logged).
     """
     import yaml
 
@@ -152,14 +159,28 @@ def benchmark_proxy_texts(
             if path.suffix in (".yaml", ".yml")
             else json.loads(path.read_text())
         )
+        name = task.get("name", path.stem)
         evaluated = task.get("split", "test")
         files = task.get("data_files", {})
+        unknown = [s for s in splits if s not in _PROXY_SPLITS and s != evaluated]
+        if unknown:
+            raise ValueError(
+                f"proxy pool: split(s) {unknown} of task {name} are not train/dev splits {_PROXY_SPLITS}"
+            )
+
+        evaluated_files = set(_split_files(files, path, evaluated))
         usable = [s for s in splits if s in files and s != evaluated]
         if not usable:
-            logger.info(f"proxy pool: task {task.get('name', path.stem)} has no train/dev split; skipped")
+            logger.info(f"proxy pool: task {name} has no train/dev split; skipped")
         for split in usable:
-            names = files[split] if isinstance(files[split], list) else [files[split]]
-            for name in names:
-                with open(path.parent / name) as f:
+            for file in _split_files(files, path, split):
+                if file in evaluated_files or any(
+                    e.exists() and file.exists() and file.samefile(e) for e in evaluated_files
+                ):
+                    raise ValueError(
+                        f"proxy pool: the {split!r} split of task {name} points at {file}, the file of its "
+                        f"evaluated split {evaluated!r}: the proxy set would contain test items"
+                    )
+                with open(file) as f:
                     texts += [_record_text(json.loads(line), task) for line in f if line.strip()]
     return [t for t in texts if t]

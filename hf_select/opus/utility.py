@@ -9,11 +9,17 @@ picked::
 Here ``u_z`` is the first-order parameter change of one optimizer step on ``z`` alone (the learning rate and
 the optimizer's bias factors are inside ``u_z``, so the paper's ``lr`` / ``lr^2`` factors are absorbed) and
 ``g_proxy`` the raw mean gradient of the proxy batch. Only the Linear layers inside the decoder blocks are
-scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))``.
+scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
+Gram matrix, as the official code does (:func:`layer_weights`; ``gram_weight="sqrt_numel"`` for both).
 
 Per-sample layer gradients come from ONE joint forward/backward of candidates and proxy rows that takes
 gradients with respect to the block Linear *outputs* only (``torch.autograd.grad``: no weight gradients are
 computed, no ``.grad`` is touched); the weight gradient of row ``i`` is ``sum_t gy[i, t]^T x[i, t]``.
+:func:`scored_statistics` turns each layer's output gradient into its alignment / Gram contribution inside
+that backward pass (a hook per layer, GhostSuite-style), so no layer's inputs or per-sample matrices outlive
+it; :func:`layer_gradients` + :func:`candidate_statistics` is the same computation on stored tensors.
+Inner products are exact, or between sketches (:mod:`hf_select.opus.sketch`) for layers too large for the
+exact budget. Selection (:func:`select_candidates`): Boltzmann draws with redundancy (paper), greedy, or top-k.
 
 Preconditioners (state frozen at the start of the step):
 
@@ -38,7 +44,6 @@ from torch import nn
 
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
-from .sketch import FactoredCountSketch
 
 PRECONDITIONERS = ("auto", "sgd", "adamw", "muon")
 IGNORE_INDEX = -100
@@ -143,12 +148,7 @@ def layer_gradients(
     try:
         with torch.enable_grad():
             sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
-            counts = counts.to(sums.dtype)
-            cand = sums[:num_candidates] / counts[:num_candidates].clamp(min=1)
-            proxy_tokens = counts[num_candidates:].sum()
-            if proxy_tokens == 0:
-                raise ValueError("the proxy batch has no predicted token (empty proxy rows?)")
-            objective = cand.sum() + sums[num_candidates:].sum() / proxy_tokens
+            objective, row_losses = _scoring_objective(sums, counts, num_candidates)
             missing = [layer.name for layer in layers if layer.name not in captured]
             if missing:
                 raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
@@ -164,7 +164,6 @@ def layer_gradients(
         output_grads[layer.name] = (
             torch.zeros(*x.shape[:-1], layer.d_out, dtype=x.dtype, device=x.device) if grad is None else grad
         )
-    row_losses = (sums / counts.clamp(min=1)).detach()
     return LayerGradients(inputs, output_grads, row_losses)
 
 
@@ -209,10 +208,10 @@ class LayerPreconditioner:
             )  # rows of (G R)^T: x R
         return grads, inputs
 
-    def apply(self, matrices: torch.Tensor) -> torch.Tensor:
-        """Preconditioned dense gradients ``[..., d_out, d_in]``."""
+    def apply(self, matrices: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+        """Preconditioned dense gradients ``[..., d_out, d_in]`` (``inplace``: elementwise case only, reuses them)."""
         if self.dense is not None:
-            return matrices * self.dense
+            return matrices.mul_(self.dense) if inplace else matrices * self.dense
         out = matrices * self.scale
         if self.left is not None:
             out = out * self.left[:, None] if self.left.ndim == 1 else self.left @ out
@@ -317,12 +316,22 @@ def _muon_layer(optimizer, group, layer: ScoredLayer) -> LayerPreconditioner:
     return LayerPreconditioner(scale=scale, right=_inverse_sqrt_psd(m0.t() @ m0, floor))
 
 
-def _sgd_layer(group) -> LayerPreconditioner:
+def _sgd_layer(optimizer, group, layer: ScoredLayer) -> LayerPreconditioner:
+    """Linear part of a torch SGD step in the new gradient ``g`` (weight decay and the old buffer are constant).
+
+    torch.optim.SGD keeps ``buf = g`` on its first step (no dampening) and ``buf = mu buf + (1 - dampening) g``
+    afterwards, and steps by ``lr * buf`` (or ``lr * (g + mu buf)`` with Nesterov), so ``du / dg`` is ``lr`` /
+    ``lr (1 + mu)`` on the first step and ``lr (1 - dampening)`` / ``lr (1 + mu (1 - dampening))`` after it.
+    """
     lr = float(group["lr"])
     momentum, dampening = group.get("momentum", 0.0), group.get("dampening", 0.0)
+    if not momentum:
+        return LayerPreconditioner(scale=lr)
+    has_buffer = optimizer.state.get(layer.weight, {}).get("momentum_buffer") is not None
+    fresh = 1.0 - dampening if has_buffer else 1.0  # the weight of g inside the new buffer
     if group.get("nesterov", False):
-        return LayerPreconditioner(scale=lr * (1 - dampening) * (1 + momentum))
-    return LayerPreconditioner(scale=lr)
+        return LayerPreconditioner(scale=lr * (1.0 + momentum * fresh))
+    return LayerPreconditioner(scale=lr * fresh)
 
 
 def build_preconditioners(
@@ -344,7 +353,7 @@ def build_preconditioners(
         elif kind == "muon":
             out[layer.name] = _muon_layer(inner, group, layer)
         elif kind == "sgd":
-            out[layer.name] = _sgd_layer(group)
+            out[layer.name] = _sgd_layer(inner, group, layer)
         else:
             raise ValueError(f"unknown preconditioner {kind!r}")
     if all(p is None for p in out.values()):
@@ -355,6 +364,10 @@ def build_preconditioners(
 # ---------------------------------------------------------------------------------------- inner products
 
 
+GRAM_WEIGHTS = ("numel", "sqrt_numel")
+SELECTIONS = ("boltzmann", "greedy", "topk")
+
+
 @dataclass
 class CandidateStatistics:
     """``alignment[i] = <u_i, g_proxy>`` and ``gram[i, j] = <u_i, u_j>`` (layer-weighted sums)."""
@@ -362,11 +375,93 @@ class CandidateStatistics:
     alignment: torch.Tensor
     gram: torch.Tensor
     per_layer_seconds: dict[str, float] = field(default_factory=dict)
+    row_losses: torch.Tensor | None = (
+        None  # mean token loss per row, when the statistics came from the backward
+    )
 
 
 def per_sample_updates(grads_or_u: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
     """Dense per-row matrices ``sum_t g[i, t]^T x[i, t]``: ``[rows, d_out, d_in]``."""
-    return torch.einsum("bto,bti->boi", grads_or_u, inputs)
+    return torch.bmm(grads_or_u.transpose(1, 2), inputs)
+
+
+def layer_weights(layer: ScoredLayer, gram_weight: str = "numel") -> tuple[float, float]:
+    """Weights of layer ``l`` in the alignment and in the Gram matrix.
+
+    The alignment is weighted ``1 / sqrt(numel(W_l))`` (paper, section 3). ``gram_weight="numel"`` (default)
+    weights the Gram ``1 / numel(W_l)`` as the official code does: it is the Gram of the candidates' per-layer
+    updates each scaled by ``1 / sqrt(numel)``, the same scaling the alignment gives them, so alignment and
+    redundancy compare one update to the proxy and to another update on the same footing.
+    ``"sqrt_numel"`` weights both ``1 / sqrt(numel)`` (this project's earlier reading of the paper's text).
+    """
+    if gram_weight not in GRAM_WEIGHTS:
+        raise ValueError(f"gram_weight must be one of {GRAM_WEIGHTS}, got {gram_weight!r}")
+    numel = layer.weight.numel()
+    return 1.0 / math.sqrt(numel), (1.0 / numel if gram_weight == "numel" else 1.0 / math.sqrt(numel))
+
+
+EXACT_ELEMENTS = 2**24
+
+
+def _dense_updates(gy, x, pre: LayerPreconditioner, start: int, stop: int) -> torch.Tensor:
+    """Preconditioned dense per-sample updates of candidate rows ``start:stop``: ``[rows, d_out, d_in]``."""
+    if pre.factored:
+        g2, x2 = pre.transform_factors(gy[start:stop], x[start:stop])
+        return per_sample_updates(g2, x2)
+    return pre.apply(per_sample_updates(gy[start:stop], x[start:stop]), inplace=True)
+
+
+def layer_statistics(
+    layer: ScoredLayer,
+    x: torch.Tensor,
+    gy: torch.Tensor,
+    pre: LayerPreconditioner,
+    num_candidates: int,
+    sketch=None,
+    chunk_size: int = 8,
+    rank_one_sketch: bool = False,
+    gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's weighted contribution to the alignment ``[n]`` and the Gram matrix ``[n, n]``.
+
+    ``x [rows, T, d_in]`` and ``gy [rows, T, d_out]`` hold the candidate rows first, then the proxy rows.
+
+    Without a ``sketch`` the inner products are exact. With one, factored preconditioners (SGD, Muon, AdamW's
+    first step, or AdamW under ``rank_one_sketch``) are sketched straight from the (gradient, input) factors;
+    AdamW's elementwise preconditioner needs the dense per-sample matrices, built ``chunk_size`` candidates at
+    a time and dropped once sketched. Whenever the dense per-sample matrices are formed anyway (the elementwise
+    preconditioner, or a sketch whose ``forms_dense`` is true) and ``n * d_out * d_in <= exact_elements``, the
+    inner products are taken between the dense matrices instead of their sketches: exact, and cheaper than the
+    scatter into the sketch (one ``n x n`` GEMM instead of ``n * d_out * d_in`` scattered adds).
+    ``exact_elements=0`` always sketches.
+    """
+    n = num_candidates
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, gy = x.to(dtype), gy.to(dtype)
+    if sketch is not None and rank_one_sketch:
+        pre = pre.rank_one()
+    forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
+    if sketch is None or (forms_dense and n * layer.d_out * layer.d_in <= exact_elements):
+        # one GEMM for the proxy's summed gradient and one batched GEMM for all candidates (exact mode keeps
+        # the n x d_out x d_in features anyway, so chunking would only add a copy)
+        target = (gy[n:].reshape(-1, gy.shape[-1]).t() @ x[n:].reshape(-1, x.shape[-1])).flatten()
+        feats = _dense_updates(gy, x, pre, 0, n).flatten(1)
+    else:
+        # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
+        proxy_g, proxy_x = gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1])
+        target = sketch.sketch_outer(proxy_g, proxy_x)[0]
+        if pre.factored:
+            feats = sketch.sketch_outer(*pre.transform_factors(gy[:n], x[:n]))
+        else:
+            feats = torch.cat(
+                [
+                    sketch.sketch_dense(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)))
+                    for s in range(0, n, chunk_size)
+                ]
+            )
+    w_align, w_gram = layer_weights(layer, gram_weight)
+    return w_align * (feats @ target.to(feats.dtype)), w_gram * (feats @ feats.t())
 
 
 def candidate_statistics(
@@ -374,52 +469,138 @@ def candidate_statistics(
     layers: list[ScoredLayer],
     preconditioners: dict[str, LayerPreconditioner | None],
     num_candidates: int,
-    sketches: dict[str, FactoredCountSketch] | None = None,
+    sketches: dict | None = None,
     chunk_size: int = 8,
     rank_one_sketch: bool = False,
+    gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
 ) -> CandidateStatistics:
     """Alignment with the proxy gradient and Gram matrix of the candidates' preconditioned updates.
 
-    With ``sketches`` (one per layer name; a missing entry means exact) the inner products are computed
-    between CountSketches; factored preconditioners (SGD, Muon, AdamW's first step) are sketched straight from
-    the (gradient, input) factors, AdamW's elementwise preconditioner needs the dense per-sample matrix (built
-    ``chunk_size`` candidates at a time, one layer at a time) unless ``rank_one_sketch`` replaces it by its
-    rank-one (Adafactor) factorisation on sketched layers (faster, approximate).
+    From the stored layer inputs and output gradients of :func:`layer_gradients` (see :func:`layer_statistics`;
+    ``sketches`` maps layer names to sketches, a missing entry means exact). :func:`scored_statistics` gives
+    the same numbers from inside the backward pass without keeping the layer tensors.
     """
-    n = num_candidates
-    alignment = None
-    gram = None
+    alignment = gram = None
     for layer in layers:
         pre = preconditioners.get(layer.name)
         if pre is None:
             continue
-        x = grads.inputs[layer.name].float()
-        gy = grads.output_grads[layer.name].float()
-        proxy = torch.einsum("bto,bti->oi", gy[n:], x[n:])
-        sketch = (sketches or {}).get(layer.name)
-        if sketch is not None and rank_one_sketch:
-            pre = pre.rank_one()
-        if sketch is not None and pre.factored:
-            g2, x2 = pre.transform_factors(gy[:n], x[:n])
-            feats = sketch.sketch_outer(g2, x2)
-        else:
-            parts = []
-            for start in range(0, n, chunk_size):
-                stop = min(n, start + chunk_size)
-                if pre.factored:
-                    g2, x2 = pre.transform_factors(gy[start:stop], x[start:stop])
-                    u = per_sample_updates(g2, x2)
-                else:
-                    u = pre.apply(per_sample_updates(gy[start:stop], x[start:stop]))
-                parts.append(sketch.sketch_dense(u) if sketch is not None else u.flatten(1))
-            feats = torch.cat(parts)
-        target = sketch.sketch_dense(proxy) if sketch is not None else proxy.flatten()
-        weight = 1.0 / math.sqrt(layer.weight.numel())
-        a = weight * (feats @ target)
-        g = weight * (feats @ feats.t())
+        a, g = layer_statistics(
+            layer,
+            grads.inputs[layer.name],
+            grads.output_grads[layer.name],
+            pre,
+            num_candidates,
+            (sketches or {}).get(layer.name),
+            chunk_size,
+            rank_one_sketch,
+            gram_weight,
+            exact_elements,
+        )
         alignment = a if alignment is None else alignment + a
         gram = g if gram is None else gram + g
-    return CandidateStatistics(alignment.double(), gram.double())
+    return CandidateStatistics(alignment.double(), gram.double(), row_losses=grads.row_losses)
+
+
+def _scoring_objective(sums, counts, num_candidates):
+    counts = counts.to(sums.dtype)
+    cand = sums[:num_candidates] / counts[:num_candidates].clamp(min=1)
+    proxy_tokens = counts[num_candidates:].sum()
+    if proxy_tokens == 0:
+        raise ValueError("the proxy batch has no predicted token (empty proxy rows?)")
+    return cand.sum() + sums[num_candidates:].sum() / proxy_tokens, (sums / counts.clamp(min=1)).detach()
+
+
+def scored_statistics(
+    model: nn.Module,
+    layers: list[ScoredLayer],
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    num_candidates: int,
+    preconditioners: dict[str, LayerPreconditioner | None],
+    sketches: dict | None = None,
+    chunk_size: int = 8,
+    rank_one_sketch: bool = False,
+    gram_weight: str = "numel",
+    exact_elements: int = EXACT_ELEMENTS,
+    clock=None,
+) -> CandidateStatistics:
+    """:func:`candidate_statistics` computed inside the scoring backward pass (as GhostSuite does).
+
+    The same joint forward/backward as :func:`layer_gradients`, but each block Linear's contribution is taken
+    by a hook on its output as soon as the output gradient arrives; the layer's input is released right after,
+    and no per-sample matrix outlives its chunk. ``per_layer_seconds["sketch_and_inner_products"]`` holds the
+    time spent in the hooks (measured with ``clock``, default ``time.perf_counter``).
+    """
+    import time
+
+    clock = clock or time.perf_counter
+    state = {"alignment": None, "gram": None, "seconds": 0.0}
+    inputs: dict[str, torch.Tensor] = {}
+    outputs: list[torch.Tensor] = []
+    seen: set[str] = set()
+
+    def on_grad(layer, pre):
+        def fn(grad):
+            t0 = clock()
+            a, g = layer_statistics(
+                layer,
+                inputs.pop(layer.name),
+                grad,
+                pre,
+                num_candidates,
+                (sketches or {}).get(layer.name),
+                chunk_size,
+                rank_one_sketch,
+                gram_weight,
+                exact_elements,
+            )
+            state["alignment"] = a if state["alignment"] is None else state["alignment"] + a
+            state["gram"] = g if state["gram"] is None else state["gram"] + g
+            state["seconds"] += clock() - t0
+
+        return fn
+
+    def forward_hook(layer):
+        def fn(_module, args, output):
+            seen.add(layer.name)
+            pre = preconditioners.get(layer.name)
+            if pre is None or not output.requires_grad:
+                return
+            inputs[layer.name] = args[0].detach()
+            output.register_hook(on_grad(layer, pre))
+            outputs.append(output)
+
+        return fn
+
+    handles = [layer.module.register_forward_hook(forward_hook(layer)) for layer in layers]
+    try:
+        with torch.enable_grad():
+            sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
+            objective, row_losses = _scoring_objective(sums, counts, num_candidates)
+            missing = [layer.name for layer in layers if layer.name not in seen]
+            if missing:
+                raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
+            if not outputs:
+                raise OptimizerStateError("the optimizer holds none of the scored block Linear weights")
+            # gradients w.r.t. the layer outputs only: no weight gradient, no .grad touched; the returned
+            # tensors are dropped at once (the hooks already consumed them)
+            torch.autograd.grad(objective, outputs, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        inputs.clear()
+    if state["alignment"] is None:  # no layer received a gradient (the loss does not depend on any)
+        state["alignment"] = torch.zeros(num_candidates)
+        state["gram"] = torch.zeros(num_candidates, num_candidates)
+    return CandidateStatistics(
+        state["alignment"].double(),
+        state["gram"].double(),
+        {"sketch_and_inner_products": state["seconds"]},
+        row_losses,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -442,33 +623,47 @@ def select_candidates(
     standardize: bool = True,
     greedy: bool = False,
     generator: torch.Generator | None = None,
+    selection: str | None = None,
 ) -> Selection:
-    """Pick ``k`` candidates by sequential Boltzmann draws without replacement (or greedily).
+    """Pick ``k`` candidates by sequential Boltzmann draws without replacement, greedily, or top-k.
 
     ``U_z = a_z - lambda * sum_{j picked} gram[z, j]``. With ``standardize`` the alignment is z-scored over the
     buffer and the Gram matrix divided by the mean squared update norm, so ``temperature`` is in standard
     deviations and a picked candidate lowers its exact duplicate by ``lambda``. Without it the raw values of
     the paper are used (they are ~1e-3, so ``temperature=0.9`` is close to uniform sampling).
+
+    Args:
+        selection: ``"boltzmann"`` (paper, default), ``"greedy"`` (argmax of ``U_z`` with the redundancy
+            update after each pick; also ``greedy=True``) or ``"topk"``: the ``k`` largest alignments, no
+            redundancy term and no sampling (GhostSuite's "OPUS top-k": validation loss 2.830 vs Boltzmann's
+            2.845 on GPT-2-small / Pile).
     """
+    mode = selection or ("greedy" if greedy else "boltzmann")
+    if mode not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {mode!r}")
     n = alignment.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"cannot select {k} of {n} candidates")
-    if temperature <= 0 and not greedy:
-        raise ValueError(f"temperature must be > 0 (or use greedy), got {temperature}")
+    if temperature <= 0 and mode == "boltzmann":
+        raise ValueError(f"temperature must be > 0 (or use greedy / topk selection), got {temperature}")
     a = alignment.double()
     g = gram.double()
     spread = float(a.std()) if n > 1 else 0.0
     if standardize:
         a = (a - a.mean()) / a.std().clamp(min=1e-30) if n > 1 else a - a.mean()
         g = g / g.diagonal().mean().clamp(min=1e-30)
+    first = a.clone()
+    if mode == "topk":
+        # ties broken by position (stable sort): deterministic
+        order = torch.sort(-first, stable=True).indices[:k]
+        return Selection([int(i) for i in order], first, 1.0, spread)
     penalty = torch.zeros_like(a)
     picked: list[int] = []
     available = torch.ones(n, dtype=torch.bool)
-    first = a.clone()
-    probs0 = torch.softmax(first / max(temperature, 1e-300), 0) if not greedy else None
+    probs0 = torch.softmax(first / max(temperature, 1e-300), 0) if mode == "boltzmann" else None
     for _ in range(k):
         utility = (a - redundancy_weight * penalty).masked_fill(~available, float("-inf"))
-        if greedy:
+        if mode == "greedy":
             choice = int(utility.argmax())
         else:
             probs = torch.softmax(utility / temperature, 0)

@@ -1,75 +1,99 @@
-"""Worker for the 2-process OPUS consistency test (run with torchrun; gloo). Writes rank_<r>.json to argv[1]."""
+"""Worker of the 2-process OPUS test: trains the real OPUSTrainer under torchrun (gloo, CPU, 1 thread).
+
+Writes ``rank_<r>.json`` (every scored micro-batch: step, micro-batch, candidate rows, proxy rows, selection and
+alignments; thread counts; a checksum of the final weights) and, from rank 0, ``initial.pt`` (the weights
+before training) to ``argv[1]``.
+"""
 
 import json
 import os
 import sys
 
 import torch
-import torch.distributed as dist
+from datasets import Dataset
 
-from hf_select.opus.sketch import FactoredCountSketch
-from hf_select.opus.utility import (
-    block_linear_layers,
-    build_preconditioners,
-    candidate_statistics,
-    layer_gradients,
-    select_candidates,
-)
 from hf_select.testing import tiny_model
+from hf_select.trainer_ext import OPUSConfig, OPUSTrainer
+
+SEQ = 16
+CANDIDATE_KEYS = ("input_ids", "labels", "position_ids")
 
 
-def rows(n, seed, length=12):
+def rows(n, seed, length=SEQ):
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, 300, (n, length), generator=gen)
-    labels = ids.clone()
-    labels[:, 0] = -100
-    return ids, labels, torch.arange(length).expand(n, length).clone()
-
-
-def select(candidates, rank_seed, step=1):
-    """What OPUSTrainer does on one rank: same model/optimizer/proxy everywhere, rank-seeded sampling."""
-    model = tiny_model("llama")
-    layers = block_linear_layers(model)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(0)
-    for p in model.parameters():
-        p.grad = torch.randn(p.shape, generator=gen)
-    opt.step()
-    opt.zero_grad(set_to_none=True)
-    pre = build_preconditioners(opt, layers, "adamw", steps_taken=step)
-    proxy = rows(2, seed=1000 + step)  # shared proxy batch: seeded by the step only
-    joint = [torch.cat([a, b]) for a, b in zip(candidates, proxy)]
-    sketches = {
-        lay.name: FactoredCountSketch(lay.d_out, lay.d_in, 256, seed=i) for i, lay in enumerate(layers)
-    }
-    grads = layer_gradients(model, layers, *joint, num_candidates=candidates[0].shape[0])
-    stats = candidate_statistics(grads, layers, pre, candidates[0].shape[0], sketches)
-    sel = select_candidates(
-        stats.alignment, stats.gram, 3, generator=torch.Generator().manual_seed(rank_seed)
+    ids = torch.randint(4, 300, (n, length), generator=gen).tolist()
+    return Dataset.from_dict(
+        {"input_ids": ids, "labels": [[-100, *r[1:]] for r in ids], "position_ids": [list(range(length))] * n}
     )
-    return sel.indices, stats.alignment.tolist()
+
+
+def config(out_dir, **kw):
+    """Shared by the worker and the single-process check: windows cover whole rows (start 0 on every rank)."""
+    base = dict(
+        output_dir=out_dir,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        max_steps=3,
+        learning_rate=1e-2,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=1,
+        remove_unused_columns=False,
+        score_window=SEQ,
+        proxy_batch_size=2,
+        sketch_dim=512,
+        selection="topk",
+        ddp_backend="gloo",
+        seed=7,
+    )
+    base.update(kw)
+    return OPUSConfig(**base)
+
+
+class Recording(OPUSTrainer):
+    """The real OPUSTrainer; only records what it was given and what it built."""
+
+    def opus_select(self, batch, micro_batch=0):
+        self.seen = getattr(self, "seen", [])
+        self.seen.append({k: batch[k].tolist() for k in CANDIDATE_KEYS})
+        return super().opus_select(batch, micro_batch)
+
+    def _joint_batch(self, batch, step, gen, micro_batch=0):
+        joint = super()._joint_batch(batch, step, gen, micro_batch)
+        self.seen[-1]["proxy_ids"] = joint[0][batch["input_ids"].shape[0] :].tolist()
+        return joint
 
 
 def main(out_dir):
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    shared, shared_alignment = select(rows(6, seed=1), rank_seed=42)
-    own, _ = select(rows(6, seed=10 + rank), rank_seed=100 + rank)
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, shared)
+    torch.set_num_threads(1)
+    rank = int(os.environ["RANK"])
+    model = tiny_model("llama")
+    if rank == 0:
+        torch.save(model.state_dict(), os.path.join(out_dir, "initial.pt"))
+    trainer = Recording(
+        model=model, args=config(os.path.join(out_dir, "run")), train_dataset=rows(64, 1), proxy_dataset=rows(8, 2)
+    )
+    trainer.train()
+    calls = [{**seen, **hist} for seen, hist in zip(trainer.seen, trainer.opus_history)]
     result = {
         "rank": rank,
-        "shared": shared,
-        "shared_alignment": shared_alignment,
-        "own": own,
-        "all_shared": gathered,
+        "world_size": trainer.args.world_size,
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "calls": [{k: v for k, v in c.items() if k != "seconds"} for c in calls],
+        "params": float(sum(p.double().sum() for p in trainer.model.parameters())),
+        "global_step": trainer.state.global_step,
     }
     with open(os.path.join(out_dir, f"rank_{rank}.json"), "w") as f:
         json.dump(result, f)
-    dist.barrier()  # no rank tears its group down while another still talks to it
-    dist.destroy_process_group()
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()  # no rank tears its group down while another still talks to it
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main(sys.argv[1])

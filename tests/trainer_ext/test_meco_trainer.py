@@ -202,3 +202,24 @@ def test_bad_input_gives_clear_errors(tmp_path):
         config(tmp_path, metadata_mode="tld")
     with pytest.raises(TypeError, match="MeCoConfig"):
         MeCoTrainer(tiny_model(), None, train_dataset=no_url)
+
+
+def test_invalid_metadata_policy_of_the_meco_pool(tmp_path):
+    """Issue 15 item 19: with invalid_metadata='skip' / 'plain' one empty URL no longer aborts the MeCo map."""
+    from hf_select.trainer_ext.meco_trainer import packed_pool
+
+    tok = tiny_tokenizer()
+    docs = Dataset.from_dict({"text": ["a b c", "d e f", "g h i"], "url": ["a.org", "", "b.org"]})
+    plain_doc = tok("d e f", add_special_tokens=False).input_ids
+
+    def has_plain_doc(pool):
+        rows = [t for row in pool["input_ids"] for t in row]
+        return any(rows[i : i + len(plain_doc)] == plain_doc for i in range(len(rows)))
+
+    skipped = packed_pool(docs, tok, config(tmp_path, invalid_metadata="skip", max_length=256), True)
+    kept = packed_pool(docs, tok, config(tmp_path, invalid_metadata="plain", max_length=256), True)
+    assert not has_plain_doc(skipped) and has_plain_doc(kept)
+    with pytest.raises(ValueError, match="row 1, column 'url': empty URL"):
+        packed_pool(docs, tok, config(tmp_path, max_length=256), True)
+    with pytest.raises(ValueError, match="invalid_metadata must be"):
+        config(tmp_path, invalid_metadata="drop")

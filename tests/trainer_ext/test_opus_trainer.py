@@ -126,3 +126,63 @@ def test_opus_select_restores_train_mode_and_leaves_grads_untouched(tmp_path):
     assert kept["input_ids"].shape == (2, 16) and "opus_domain" not in kept
     again = trainer.opus_select(dict(batch))
     assert torch.equal(kept["input_ids"], again["input_ids"])  # greedy + same step: deterministic
+
+
+def test_each_gradient_accumulation_micro_batch_gets_its_own_random_stream(tmp_path):
+    """Proxy rows and windows are drawn afresh per micro-batch of a step (issue 15 item 18)."""
+    model = tiny_model("llama").train()
+    proxy = Dataset.from_dict({k: v for k, v in _rows(16, length=32, seed=8).items() if k != "domain"})
+    trainer = OPUSTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=1, gradient_accumulation_steps=2, score_window=8),
+        train_dataset=_train_data(),
+        proxy_dataset=proxy,
+    )
+    seen = []
+    original = trainer._joint_batch
+
+    def spy(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out[0][trainer.args.candidates_per_device :].clone())  # the proxy part of the joint batch
+        return out
+
+    trainer._joint_batch = spy
+    trainer.train()
+    assert len(seen) == 2 and trainer.state.global_step == 1
+    assert not torch.equal(seen[0], seen[1])
+
+
+def test_every_training_forward_runs_without_kv_cache_whatever_the_collator(tmp_path):
+    model = tiny_model("llama").train()
+    model.config.use_cache = True
+    calls = []
+    model.register_forward_pre_hook(lambda _m, _a, kw: calls.append(kw.get("use_cache")), with_kwargs=True)
+
+    def plain_collator(features):  # a user collator that says nothing about use_cache
+        keys = ("input_ids", "labels", "position_ids")
+        return {k: torch.tensor([f[k] for f in features]) for k in keys}
+
+    proxy = Dataset.from_dict({k: v for k, v in _rows(2, seed=5).items() if k != "domain"})
+    trainer = OPUSTrainer(
+        model=model,
+        args=_args(tmp_path, max_steps=1),
+        train_dataset=_train_data(),
+        proxy_dataset=proxy,
+        data_collator=plain_collator,
+    )
+    trainer.train()
+    assert calls and all(c is False for c in calls), calls
+
+
+@pytest.mark.parametrize("selection", ["topk", "greedy"])
+def test_deterministic_selections_train(tmp_path, selection):
+    model = tiny_model("llama").train()
+    proxy = Dataset.from_dict({k: v for k, v in _rows(3, seed=1).items() if k != "domain"})
+    args = _args(tmp_path, selection=selection, max_steps=2)
+    trainer = OPUSTrainer(model=model, args=args, train_dataset=_train_data(), proxy_dataset=proxy)
+    trainer.train()
+    assert all(len(set(r["selected"])) == 2 for r in trainer.opus_history)
+    with pytest.raises(ValueError, match="selection"):
+        _args(tmp_path, selection="softmax")
+    with pytest.raises(ValueError, match="conflicts"):
+        _args(tmp_path, selection="topk", greedy=True)

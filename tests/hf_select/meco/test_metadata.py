@@ -96,3 +96,24 @@ def test_dataset_wrapper_and_missing_column_or_empty_url():
     bad = Dataset.from_dict({"text": ["a", "b"], "url": ["https://x.org", ""]})
     with pytest.raises(ValueError, match=r"row 1, column 'url': empty URL"):
         add_metadata_tokens(bad, tok)
+
+
+@pytest.mark.parametrize("policy", ["skip", "plain"])
+def test_one_empty_url_does_not_abort_the_map_under_a_row_policy(policy, caplog):
+    """Issue 15 item 19: the row-level policy drops (or keeps plainly) the bad row and counts it."""
+    tok = tiny_tokenizer()
+    docs = Dataset.from_dict({"text": ["a b", "c d", "e f"], "url": ["https://x.org/1", "", "y.com"]})
+    stats = {}
+    out = add_metadata_tokens(docs, tok, invalid_metadata=policy, stats=stats)
+    assert stats == {"invalid_rows": [1], "invalid_count": 1}
+    good = add_metadata_tokens(docs.select([0, 2]), tok)
+    if policy == "skip":
+        assert out["input_ids"] == good["input_ids"] and out["labels"] == good["labels"]
+    else:
+        plain = add_metadata_tokens(docs.select([1]), tok, metadata_column=None)
+        assert out["input_ids"] == [good["input_ids"][0], plain["input_ids"][0], good["input_ids"][1]]
+    assert "_metadata_invalid" not in out.column_names
+    with pytest.raises(ValueError, match=r"row 1, column 'url': empty URL.*invalid_metadata='skip'"):
+        add_metadata_tokens(docs, tok, invalid_metadata="raise")
+    with pytest.raises(ValueError, match="invalid_metadata must be"):
+        add_metadata_tokens(docs, tok, invalid_metadata="ignore")

@@ -265,3 +265,157 @@ def test_rank_one_preconditioner_is_exact_for_rank_one_and_sketchable():
     assert torch.allclose(approx.apply(per_sample_updates(g, x)), dense, atol=1e-5)
     g2, x2 = approx.transform_factors(g, x)
     assert torch.allclose(per_sample_updates(g2, x2), dense, atol=1e-5)
+
+
+# ------------------------------------------------------------------------- issue 15 item 18, issue 19 build 2
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_preconditioner_is_the_linear_part_of_a_torch_sgd_step_with_dampening(nesterov):
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3, dtype=torch.float64))
+    # torch refuses Nesterov with dampening: dampening is exercised in the non-Nesterov case
+    kw = dict(lr=0.1, momentum=0.9, dampening=0.0 if nesterov else 0.5, nesterov=nesterov, weight_decay=0.01)
+    opt = torch.optim.SGD([w], **kw)
+    from hf_select.opus.utility import ScoredLayer
+
+    lay = ScoredLayer("w", torch.nn.Identity(), w, False)
+    g = torch.randn(4, 3, dtype=torch.float64)
+
+    def linear_part():
+        deltas = []
+        for scale in (1e-3, 0.0):
+            o = copy.deepcopy(opt)
+            p = o.param_groups[0]["params"][0]
+            p.grad = g * scale
+            before = p.detach().clone()
+            o.step()
+            deltas.append(before - p.detach())
+        return (deltas[0] - deltas[1]) / 1e-3
+
+    for _ in range(2):  # fresh state (buffer = g, no dampening), then with a momentum buffer
+        expected = linear_part()
+        scale = build_preconditioners(opt, [lay], "sgd")["w"].scale
+        assert torch.allclose(scale * g, expected, rtol=1e-6), (nesterov, scale)
+        w.grad = torch.randn_like(w)
+        opt.step()
+
+
+def test_sgd_dampening_changes_the_scale_after_the_first_step():
+    w = torch.nn.Parameter(torch.randn(2, 2))
+    from hf_select.opus.utility import ScoredLayer
+
+    lay = ScoredLayer("w", torch.nn.Identity(), w, False)
+    opt = torch.optim.SGD([w], lr=1.0, momentum=0.9, dampening=0.75)
+    w.grad = torch.ones_like(w)
+    opt.step()
+    assert build_preconditioners(opt, [lay], "sgd")["w"].scale == pytest.approx(0.25)
+
+
+def test_gram_is_weighted_one_over_numel_and_alignment_one_over_sqrt_numel():
+    model = tiny_model("llama").double()
+    layers = block_linear_layers(model)
+    ids, labels, pos = _rows(4, seed=3)
+    n = 3
+    grads = layer_gradients(model, layers, ids, labels, pos, n)
+    pre = build_preconditioners(torch.optim.SGD(model.parameters(), lr=1.0), layers, "sgd")
+    align = torch.zeros(n, dtype=torch.float64)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for lay in layers:  # by hand from the dense per-sample matrices
+        u = per_sample_updates(grads.output_grads[lay.name], grads.inputs[lay.name])
+        feats, proxy = u[:n].flatten(1), u[n:].sum(0).flatten()
+        align += feats @ proxy / lay.weight.numel() ** 0.5
+        gram += feats @ feats.t() / lay.weight.numel()
+    stats = candidate_statistics(grads, layers, pre, n)
+    assert torch.allclose(stats.alignment, align) and torch.allclose(stats.gram, gram)
+    old = candidate_statistics(grads, layers, pre, n, gram_weight="sqrt_numel")
+    assert torch.allclose(old.alignment, align) and not torch.allclose(old.gram, gram)
+    with pytest.raises(ValueError, match="gram_weight"):
+        candidate_statistics(grads, layers, pre, n, gram_weight="numel2")
+
+
+@pytest.mark.parametrize("kind", ["tensor", "factored", None])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_in_backward_statistics_equal_the_dense_sketch(kind, optimizer):
+    """The hooks' sketches (issue 19: no per-sample matrix kept) equal the sketch of the dense per-sample updates."""
+    from hf_select.opus.sketch import make_sketch
+    from hf_select.opus.utility import scored_statistics
+
+    torch.manual_seed(0)
+    model = tiny_model("llama").double()
+    layers = block_linear_layers(model)
+    if optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    pre = build_preconditioners(opt, layers, optimizer)
+    sketches = (
+        {lay.name: make_sketch(kind, lay.d_out, lay.d_in, 256, seed=i) for i, lay in enumerate(layers)}
+        if kind
+        else None
+    )
+    ids, labels, pos = _rows(6, seed=7)
+    n = 4
+    grads = layer_gradients(model, layers, ids, labels, pos, n)
+    # independent reference: dense per-sample updates, preconditioned, then each sketched with sketch_dense
+    align = torch.zeros(n, dtype=torch.float64)
+    gram = torch.zeros(n, n, dtype=torch.float64)
+    for lay in layers:
+        u = per_sample_updates(grads.output_grads[lay.name], grads.inputs[lay.name])
+        cand, proxy = pre[lay.name].apply(u[:n]), u[n:].sum(0)
+        if sketches:
+            cand, proxy = sketches[lay.name].sketch_dense(cand), sketches[lay.name].sketch_dense(proxy)
+        cand, proxy = cand.flatten(1), proxy.flatten()
+        align += cand @ proxy / lay.weight.numel() ** 0.5
+        gram += cand @ cand.t() / lay.weight.numel()
+    stats = scored_statistics(model, layers, ids, labels, pos, n, pre, sketches, exact_elements=0)
+    scale_a, scale_g = float(align.abs().max()), float(gram.abs().max())
+    assert float((stats.alignment - align).abs().max()) <= 1e-5 * scale_a
+    assert float((stats.gram - gram).abs().max()) <= 1e-5 * scale_g
+    assert torch.allclose(stats.row_losses, grads.row_losses)
+    assert all(p.grad is None for p in model.parameters())
+    # the post-hoc path agrees with the hooks
+    post = candidate_statistics(grads, layers, pre, n, sketches, exact_elements=0)
+    assert torch.allclose(post.alignment, stats.alignment, rtol=1e-9) and torch.allclose(
+        post.gram, stats.gram
+    )
+
+
+def test_dense_per_sample_updates_give_exact_inner_products_under_the_budget():
+    """When the elementwise AdamW preconditioner forms the dense updates anyway, small layers skip the sketch."""
+    from hf_select.opus.sketch import make_sketch
+    from hf_select.opus.utility import scored_statistics
+
+    torch.manual_seed(0)
+    model = tiny_model("llama").double()
+    layers = block_linear_layers(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    opt.step()
+    pre = build_preconditioners(opt, layers, "adamw")
+    ids, labels, pos = _rows(6, seed=7)
+    sketches = {
+        lay.name: make_sketch("tensor", lay.d_out, lay.d_in, 64, seed=i) for i, lay in enumerate(layers)
+    }
+    exact = scored_statistics(model, layers, ids, labels, pos, 4, pre, None)
+    budget = scored_statistics(model, layers, ids, labels, pos, 4, pre, sketches)
+    sketched = scored_statistics(model, layers, ids, labels, pos, 4, pre, sketches, exact_elements=0)
+    assert torch.allclose(budget.gram, exact.gram, rtol=1e-9) and torch.allclose(
+        budget.alignment, exact.alignment
+    )
+    assert not torch.allclose(sketched.gram, exact.gram, rtol=1e-3)
+
+
+def test_topk_selection_takes_the_largest_alignments_without_sampling():
+    a = torch.tensor([0.1, 3.0, -1.0, 2.0, 2.0, 0.5])
+    g = torch.ones(6, 6) * 100  # a huge redundancy term is ignored by top-k
+    sel = select_candidates(a, g, 3, selection="topk", generator=torch.Generator().manual_seed(0))
+    assert sel.indices == [1, 3, 4]  # ties broken by position
+    assert select_candidates(a, g, 3, selection="topk", temperature=0.0).indices == [1, 3, 4]
+    with pytest.raises(ValueError, match="selection must be"):
+        select_candidates(a, g, 3, selection="softmax")

@@ -49,3 +49,19 @@ def test_benchmark_proxy_texts_never_reads_the_evaluated_split(tmp_path):
     (tmp_path / "t.yaml").write_text(yaml.safe_dump(task))
     texts = benchmark_proxy_texts([tmp_path / "t.yaml"], splits=("train", "test"))
     assert texts == ["train question y"]
+
+
+def test_a_dev_entry_pointing_at_the_test_file_is_refused(tmp_path):
+    rec = {"query": "TEST question", "choices": ["x", "y"], "gold": 1}
+    (tmp_path / "t.test.jsonl").write_text(json.dumps(rec) + "\n")
+    task = {
+        "name": "t",
+        "type": "multiple_choice",
+        "split": "test",
+        "data_files": {"dev": "./t.test.jsonl", "test": "t.test.jsonl"},
+    }
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(task))
+    with pytest.raises(ValueError, match="'dev' split of task t points at .*t.test.jsonl"):
+        benchmark_proxy_texts([tmp_path / "t.yaml"])
+    with pytest.raises(ValueError, match="not train/dev splits"):
+        benchmark_proxy_texts([tmp_path / "t.yaml"], splits=("holdout",))
