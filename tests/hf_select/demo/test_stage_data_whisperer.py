@@ -43,7 +43,7 @@ def test_stage_runs_on_a_fake_world(fake_world, monkeypatch):
     _stub_generation(monkeypatch)
     ctx = fake_world(finetune=_finetune_rows(), finetune_heldout=6)
     result = stage.run(ctx)
-    json.dumps(result)
+    assert json.loads(json.dumps(result)) == result  # JSON-ready: a reused stage reads back the same result
     assert result["pool_size"] == 14 and result["scored_examples"] == 14
     assert result["invalid_group_share"] == 0.0
     assert 0.0 <= result["auroc_score_vs_tier"] <= 1.0

@@ -49,7 +49,7 @@ def test_stage_evaluates_base_and_students_and_publishes_scores(fake_world, tmp_
     heldout = result["results"][stage_evaluation.PRETRAINED_NAME]["heldout"]
     assert "domains" in heldout and heldout["num_items"] == stage_evaluation.PERPLEXITY_LIMIT[True]
     assert result["lm_eval_agreement"]["status"].startswith(("not computed", "computed"))
-    assert json.dumps(result)  # JSON-ready
+    assert json.loads(json.dumps(result, allow_nan=False)) == result  # strict JSON, no tuples or numpy
     folder = result["scored_dataset"]["folder"]
     top = load_dataset(folder, "int_score_ge_8", split="train")
     assert len(top) == 6 and min(top["score"]) >= 0.8 - 1e-9

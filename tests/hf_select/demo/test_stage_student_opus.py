@@ -43,4 +43,4 @@ def test_opus_student_stage_quick(fake_world, monkeypatch):
     assert abs(sum(v["selected"] for v in first["domain_shares"].values()) - 1) < 1e-6
     assert "benchmark" in result["proxy_source"]
     assert "share selected" in stage_student_opus.report_html(ctx, result)
-    json.dumps(result)
+    assert json.loads(json.dumps(result, allow_nan=False)) == result  # strict JSON, no tuples or numpy
