@@ -130,3 +130,16 @@ def test_push_model_card_records_the_selection(tmp_path):
     from transformers import AutoModelForCausalLM
 
     assert AutoModelForCausalLM.from_pretrained(folder).config.model_type == "llama"
+
+
+def test_heads_given_as_tuples_still_load(tmp_path, scored):
+    """``RetrievalHeads.selected`` holds tuples; YAML would write them as ``!!python/tuple`` tags, which make the
+    card (and so ``load_dataset``) unreadable."""
+    import uuid
+
+    folder = push_scored_dataset(
+        scored, local_dir=tmp_path / f"tuples-{uuid.uuid4().hex}", score_column="ai_score",
+        method="attention_influence", heads=[(1, 2), (0, 3)],
+    )  # fmt: skip
+    assert len(load_dataset(folder, split="train")) == len(scored)
+    assert DatasetCard.load(f"{folder}/README.md").data.to_dict()["hf_select"]["heads"] == [[1, 2], [0, 3]]
