@@ -101,3 +101,42 @@ def test_python_block_runs(block_id, source, namespace, tmp_path, monkeypatch):
     assert defined, f"{block_id} assigns nothing"
     for name in defined:
         assert scope.get(name) is not None, f"{block_id}: {name} is None"
+
+
+def _repo_paths() -> list[str]:
+    skip = {".git", ".venv", ".hf_select_cache", "__pycache__", "build"}
+    paths = []
+    for folder, dirs, files in __import__("os").walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in skip and not d.endswith(".egg-info")]
+        rel = Path(folder).relative_to(ROOT).as_posix()
+        paths += [f"{rel}/{name}".lstrip("./") for name in [*dirs, *files]]
+    return paths
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else None]
+
+
+@pytest.mark.parametrize("title", ["Layout", "Where each method lives"])
+def test_every_path_the_readme_map_names_exists(title):
+    """Each file or folder named in code quotes in the map sections is in the repository (by path suffix, since
+    the table's columns name files relative to their folder)."""
+    section = _section((ROOT / "README.md").read_text(), title)
+    names = [n for n in re.findall(r"`([\w./-]+)`", section) if re.search(r"\.(py|md)$|/$", n)]
+    assert len(names) >= (40 if title.startswith("Where") else 5)
+    paths = _repo_paths()
+    missing = [
+        n for n in names if not any(p == n.rstrip("/") or p.endswith("/" + n.rstrip("/")) for p in paths)
+    ]
+    assert not missing, f"the README names paths that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("path", DOCUMENTS, ids=[str(p.relative_to(ROOT)) for p in DOCUMENTS])
+def test_links_stay_inside_the_repository_and_resolve(path):
+    text = path.read_text()
+    assert "shared/specs" not in text and "](../../" not in text
+    for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+        if not target.startswith(("http://", "https://")):
+            assert (path.parent / target).exists(), f"{path.name} links to a missing {target}"
