@@ -37,10 +37,12 @@ class ScriptArguments:
     num_proxy_samples: int = field(default=800, metadata={"help": "Proxy-task samples for head detection."})
     context_tokens: int = field(default=4096, metadata={"help": "Length of a proxy sample (paper: 4096)."})
     key_length: int = field(default=32, metadata={"help": "Characters per proxy key (paper: 32)."})
-    top_heads: float = field(default=0.05, metadata={"help": "Share of heads masked (paper: 5%)."})
+    top_heads: float = field(default=0.05, metadata={"help": "Share of heads masked (paper: 5 percent)."})
     max_length: int = field(default=2048, metadata={"help": "Tokens per scored chunk."})
     batch_size: int = field(default=8, metadata={"help": "Chunks per forward pass."})
-    fraction: float = field(default=0.2, metadata={"help": "Share of each domain selected (paper: 20%)."})
+    fraction: float = field(
+        default=0.2, metadata={"help": "Share of each domain selected (paper: 20 percent)."}
+    )
     thresholds: list[int] = field(
         default_factory=lambda: [8], metadata={"help": "int_score thresholds published as configs."}
     )

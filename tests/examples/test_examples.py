@@ -7,6 +7,7 @@ processes and must give the single-process numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -23,7 +24,20 @@ from transformers import HfArgumentParser
 from hf_select.testing import TINY_CORPUS, TINY_WORDS, free_port, tiny_model, tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_every_example_documents_its_options(script, capsys):
+    """``--help`` works (argparse formats each help string with ``%``) and every option has a help text."""
+    module = _load(script.stem)
+    parser = HfArgumentParser(module.ScriptArguments)
+    with pytest.raises(SystemExit) as exit_info:
+        parser.parse_args(["--help"])
+    assert exit_info.value.code == 0
+    shown = capsys.readouterr().out
+    for f in dataclasses.fields(module.ScriptArguments):
+        assert f.metadata.get("help") and f"--{f.name}" in shown, f.name
 
 
 def _load(name: str):
@@ -51,6 +65,7 @@ def _documents(path: Path, n: int = 24) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_attention_influence_select_push(tmp_path):
     # The folder gets a unique name: datasets 5 caches a local Hub-layout folder under its base name, so two
     # folders named alike load each other's rows (docs/evaluation.md).
@@ -77,6 +92,7 @@ def test_attention_influence_select_push(tmp_path):
     assert "attention_influence" in card and "int_score_ge_5" in card
 
 
+@pytest.mark.slow
 def test_slm_with_reference_losses(tmp_path):
     example = _load("slm_with_reference_losses")
     student, reference = _save_tiny(tmp_path / "student", seed=0), _save_tiny(tmp_path / "reference", seed=1)
@@ -105,6 +121,7 @@ def test_slm_with_reference_losses(tmp_path):
     assert (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 def test_accelerate_eval_matches_one_process(tmp_path):
     model = _save_tiny(tmp_path / "model")
     tasks = tmp_path / "tasks"
