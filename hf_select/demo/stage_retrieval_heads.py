@@ -14,13 +14,13 @@ with no head masked, with the selected top 5% masked and with the same number of
 
 from __future__ import annotations
 
-import html
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from transformers.utils import logging
 
+from ..figures import img_html
 from .context import DemoContext
 
 logger = logging.get_logger(__name__)
@@ -185,5 +185,5 @@ def report_html(ctx: DemoContext, result: dict) -> str:
         f"<th>drop (whole)</th><th>drop (first)</th><th>drop (tokens)</th></tr>{check_rows}</table>"
         "<p>Paper (App. D): &ge; 80% relative drop for the top heads, &le; 20% for random ones.</p>"
         f"<table><tr><th>layer</th><th>head</th><th>retrieval score</th></tr>{rows}</table>"
-        f"<img src='data:image/png;base64,{html.escape(heads.heatmap_base64())}'>"
+        f"{img_html(heads.plot_heatmap(), alt='retrieval scores per head')}"
     )

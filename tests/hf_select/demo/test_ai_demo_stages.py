@@ -6,6 +6,7 @@ from datasets import load_from_disk
 
 from hf_select.demo import stage_attention_influence, stage_retrieval_heads
 from hf_select.demo.context import DemoContext
+from hf_select.figures import embedded_pngs, is_drawn
 from hf_select.testing import TINY_CORPUS
 
 
@@ -44,6 +45,7 @@ def test_stages_on_a_fake_world(fake_world, monkeypatch):
             assert drop is None if base == 0 else drop == pytest.approx(1 - check[which][key] / base)
     page = stage_retrieval_heads.report_html(ctx, heads)
     assert "<img src='data:image/png;base64," in page and "no head masked" in page
+    assert [is_drawn(uri) for uri in embedded_pngs(page)] == [True]  # one heatmap, drawn
     result = stage_attention_influence.run(ctx)
     scored = load_from_disk(result["scored_dataset"])
     per_domain = ctx.student_settings.pool_documents_per_domain
@@ -62,3 +64,4 @@ def test_stages_on_a_fake_world(fake_world, monkeypatch):
         )
     page = stage_attention_influence.report_html(ctx, json.loads(json.dumps(result)))
     assert page.count("data:image/png;base64,") == 1 and "rejected" in page
+    assert all(is_drawn(uri) for uri in embedded_pngs(page))
