@@ -3,7 +3,7 @@
 
 Proxy calibrated for the selector (the paper's 4096-token, 32-character-key proxy is for a 1.3B model; on this
 135M model it fails the key lookup): contexts of :attr:`ProxySettings.context_tokens` tokens, 8-character keys,
-values of at most 16 tokens, the JSON-line layout of ``dataset_scripts/proxy_task.py``; plain text (the chat
+values of at most 16 tokens, the JSON-line layout of ``hf_select/attention_influence/proxy_task.py``; plain text (the chat
 template lowered the lookup rate from 25% to 0% in the calibration runs). Values are held-out prose sentences.
 Heads are detected on one set of samples; appendix D's check runs on other samples (another seed): accuracy
 with no head masked, with the selected top 5% masked and with the same number of random non-retrieval heads masked
