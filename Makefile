@@ -10,10 +10,11 @@ TORCH_VERSION := 2.13.0
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch is pinned and installed first: an unpinned torch pulls GBs of CUDA packages.
+# torch is pinned and installed first: an unpinned torch pulls GBs of CUDA packages. The lm-eval extra is
+# installed too, so tests/eval/test_lm_eval_agreement.py runs in `make test` instead of being skipped.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,lm-eval]"
 	touch $(STAMP)
 
 install: $(STAMP)

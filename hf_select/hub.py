@@ -160,7 +160,7 @@ def _dataset_card(
             "method": method,
             "scoring_model": model_id,
             "scoring_model_revision": model_revision,
-            "heads": heads,
+            "heads": json.loads(json.dumps(heads)),  # tuples would become python/tuple YAML tags
             "reference_model": reference_model,
             "params": params,
             "score_column": score_column,

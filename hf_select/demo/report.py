@@ -6,7 +6,10 @@ import html
 import json
 from pathlib import Path
 
+from ..figures import img_html, new_figure
 from .context import DemoContext
+
+__all__ = ["figure_html", "loss_curves_html", "new_figure", "student_summary_html", "write_report"]
 
 
 def _section(ctx: DemoContext, outcome) -> str:
@@ -56,28 +59,9 @@ def write_report(ctx: DemoContext, outcomes) -> Path:
     return path
 
 
-def new_figure(figsize: tuple[float, float] = (5, 3), ncols: int = 1):
-    """A matplotlib ``(figure, axes)`` on the non-interactive Agg backend (``ncols`` side by side)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(1, ncols, figsize=figsize)
-
-
 def figure_html(fig, alt: str = "") -> str:
-    """The figure as an embedded base64 PNG ``<img>``; the figure is closed."""
-    import base64
-    import io
-
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return f"<img src='data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}' alt='{html.escape(alt)}'>"
+    """The figure as an embedded base64 PNG ``<img>``; the figure is closed (:func:`hf_select.figures.img_html`)."""
+    return img_html(fig, alt=alt)
 
 
 def loss_curves_html(curves: dict[str, list], title: str, ylabel: str = "training loss") -> str:

@@ -226,7 +226,7 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         "invalid_group_share": whisperer.stats["invalid_groups"] / max(whisperer.stats["groups"], 1),
         "auroc_score_vs_tier": tier_auroc(scores, ranks),
         "auroc_high_vs_low": tier_auroc(scores[ranks != 1], ranks[ranks != 1]),
-        "settings": {k: v for k, v in settings.__dict__.items()},
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.__dict__.items()},
         "per_tier": per_tier,
         "per_source_mean_score": per_source,
         "selection_seconds": selection_seconds,

@@ -183,8 +183,7 @@ def report_html(ctx: DemoContext, result: dict[str, Any]) -> str:
         )
         image = Path(scored["folder"]) / "score_histogram.png"
         if image.exists():
-            import base64
+            from ..figures import img_html
 
-            data = base64.b64encode(image.read_bytes()).decode()
-            parts.append(f"<img alt='score histogram' src='data:image/png;base64,{data}'>")
+            parts.append(img_html(image, alt="score histogram"))
     return "\n".join(parts)

@@ -3,7 +3,7 @@
 
 Proxy calibrated for the selector (the paper's 4096-token, 32-character-key proxy is for a 1.3B model; on this
 135M model it fails the key lookup): contexts of :attr:`ProxySettings.context_tokens` tokens, 8-character keys,
-values of at most 16 tokens, the JSON-line layout of ``dataset_scripts/proxy_task.py``; plain text (the chat
+values of at most 16 tokens, the JSON-line layout of ``hf_select/attention_influence/proxy_task.py``; plain text (the chat
 template lowered the lookup rate from 25% to 0% in the calibration runs). Values are held-out prose sentences.
 Heads are detected on one set of samples; appendix D's check runs on other samples (another seed): accuracy
 with no head masked, with the selected top 5% masked and with the same number of random non-retrieval heads masked
@@ -14,13 +14,13 @@ with no head masked, with the selected top 5% masked and with the same number of
 
 from __future__ import annotations
 
-import html
 import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from transformers.utils import logging
 
+from ..figures import img_html
 from .context import DemoContext
 
 logger = logging.get_logger(__name__)
@@ -185,5 +185,5 @@ def report_html(ctx: DemoContext, result: dict) -> str:
         f"<th>drop (whole)</th><th>drop (first)</th><th>drop (tokens)</th></tr>{check_rows}</table>"
         "<p>Paper (App. D): &ge; 80% relative drop for the top heads, &le; 20% for random ones.</p>"
         f"<table><tr><th>layer</th><th>head</th><th>retrieval score</th></tr>{rows}</table>"
-        f"<img src='data:image/png;base64,{html.escape(heads.heatmap_base64())}'>"
+        f"{img_html(heads.plot_heatmap(), alt='retrieval scores per head')}"
     )

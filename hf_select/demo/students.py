@@ -274,5 +274,7 @@ def run_seeds(ctx: DemoContext, name: str, train_one, tokenizer, extra_metrics=N
     }
 
 
-def trainer_losses(trainer) -> list[tuple[int, float]]:
-    return [(h["step"], h["loss"]) for h in trainer.state.log_history if "loss" in h]
+def trainer_losses(trainer) -> list[list]:
+    """``[[step, loss], ...]`` of the logged training losses: lists, not tuples, so that a stage's result equals
+    what a later run reads back from its JSON."""
+    return [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h]

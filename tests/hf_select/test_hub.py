@@ -5,6 +5,7 @@ import pytest
 from datasets import Dataset, load_dataset
 from huggingface_hub import DatasetCard, ModelCard
 
+from hf_select.figures import is_drawn
 from hf_select.hub import int_scores, push_model, push_scored_dataset
 
 
@@ -58,7 +59,7 @@ def test_local_layout_loads_back_with_configs_and_card(tmp_path, scored):
     assert meta["hf_select"]["rows"]["int_score_ge_8"] == len(
         load_dataset(folder, "int_score_ge_8", split="train")
     )
-    assert "score_histogram.png" in card.text and (tmp_path / "hub/score_histogram.png").stat().st_size > 1000
+    assert "score_histogram.png" in card.text and is_drawn(tmp_path / "hub/score_histogram.png")
 
 
 class FakeApi:
@@ -182,3 +183,16 @@ def test_size_categories_buckets():
     assert [size_category(n) for n in (0, 999, 1000, 54_321, 10**6, 2 * 10**12)] == [
         "n<1K", "n<1K", "1K<n<10K", "10K<n<100K", "1M<n<10M", "n>1T"
     ]  # fmt: skip
+
+
+def test_heads_given_as_tuples_still_load(tmp_path, scored):
+    """``RetrievalHeads.selected`` holds tuples; YAML would write them as ``!!python/tuple`` tags, which make the
+    card (and so ``load_dataset``) unreadable."""
+    import uuid
+
+    folder = push_scored_dataset(
+        scored, local_dir=tmp_path / f"tuples-{uuid.uuid4().hex}", score_column="ai_score",
+        method="attention_influence", heads=[(1, 2), (0, 3)],
+    )  # fmt: skip
+    assert len(load_dataset(folder, split="train")) == len(scored)
+    assert DatasetCard.load(f"{folder}/README.md").data.to_dict()["hf_select"]["heads"] == [[1, 2], [0, 3]]

@@ -103,8 +103,9 @@ def test_switch_at_the_right_step_and_one_continuous_lr_schedule(tmp_path, accum
         opt.step()
         ref.step()
     assert [h["learning_rate"] for h in logged] == pytest.approx(expected)
-    jumps = [abs(b - a) for a, b in zip(expected, expected[1:])]
-    assert jumps[6] <= max(jumps)  # nothing special (no restart) at the switch between steps 7 and 8
+    # No restart at the switch (steps 7 -> 8): after the warm-up step the logged rate only goes down.
+    lrs = [h["learning_rate"] for h in logged]
+    assert all(later < earlier for earlier, later in zip(lrs[1:], lrs[2:])), lrs
     # One optimizer throughout: AdamW's step counter covers both phases.
     state = trainer.optimizer.state[next(iter(trainer.model.parameters()))]
     assert int(state["step"]) == 10 and trainer.state.global_step == 10

@@ -2,18 +2,15 @@ import json
 from dataclasses import replace
 
 import pytest
-from datasets import Dataset, DatasetDict, load_from_disk
+from datasets import load_from_disk
 
 from hf_select.demo import stage_attention_influence, stage_retrieval_heads
 from hf_select.demo.context import DemoContext
-from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
+from hf_select.figures import embedded_pngs, is_drawn
+from hf_select.testing import TINY_CORPUS
 
 
-def _fake_world(tmp_path) -> DemoContext:
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama", num_hidden_layers=4).save_pretrained(ctx.model_dir)
-    tiny_tokenizer().save_pretrained(ctx.model_dir)
+def _world(fake_world) -> DemoContext:
     sentences = [f"The quick fox {i} jumps over the dog." for i in range(40)]
     texts = [" ".join(sentences[i : i + 4]) for i in range(0, 40, 4)] + [
         TINY_CORPUS[:80],
@@ -22,20 +19,17 @@ def _fake_world(tmp_path) -> DemoContext:
     domains = ["prose"] * 10 + ["code", "math"] * 5
     columns = {"text": texts, "domain": domains, "source": ["s"] * 20, "url": [f"u{i}" for i in range(20)]}
     columns |= {"title": ["t"] * 20, "license": ["l"] * 20}
-    DatasetDict(
-        {"train": Dataset.from_dict(columns), "heldout": Dataset.from_dict(columns).select(range(2))}
-    ).save_to_disk(str(ctx.world_dir / "pretrain"))
-    return ctx
+    return fake_world(model_overrides={"num_hidden_layers": 4}, pretrain=columns, heldout=2)
 
 
-def test_stages_on_a_fake_world(tmp_path, monkeypatch):
+def test_stages_on_a_fake_world(fake_world, monkeypatch):
     # the tiny tokenizer is near character level: allow the fake world's sentences as values
     monkeypatch.setattr(
         stage_retrieval_heads,
         "QUICK",
         replace(stage_retrieval_heads.QUICK, max_value_tokens=80, context_tokens=480),
     )
-    ctx = _fake_world(tmp_path)
+    ctx = _world(fake_world)
     heads = stage_retrieval_heads.run(ctx)
     ctx.results["retrieval_heads"] = json.loads(json.dumps(heads))
     settings = stage_retrieval_heads.QUICK
@@ -51,6 +45,7 @@ def test_stages_on_a_fake_world(tmp_path, monkeypatch):
             assert drop is None if base == 0 else drop == pytest.approx(1 - check[which][key] / base)
     page = stage_retrieval_heads.report_html(ctx, heads)
     assert "<img src='data:image/png;base64," in page and "no head masked" in page
+    assert [is_drawn(uri) for uri in embedded_pngs(page)] == [True]  # one heatmap, drawn
     result = stage_attention_influence.run(ctx)
     scored = load_from_disk(result["scored_dataset"])
     per_domain = ctx.student_settings.pool_documents_per_domain
@@ -69,3 +64,4 @@ def test_stages_on_a_fake_world(tmp_path, monkeypatch):
         )
     page = stage_attention_influence.report_html(ctx, json.loads(json.dumps(result)))
     assert page.count("data:image/png;base64,") == 1 and "rejected" in page
+    assert all(is_drawn(uri) for uri in embedded_pngs(page))

@@ -1,15 +1,14 @@
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
 
-from hf_select.demo.context import DemoContext
 from hf_select.demo.runner import run_stage
 from hf_select.demo.students import fresh_student, heldout_documents, pool_documents
 from hf_select.testing import TINY_CORPUS, tiny_tokenizer
 
 
-def fake_world(ctx: DemoContext) -> None:
-    tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
+@pytest.fixture
+def world(fake_world):
+    """Tokenizer only (no pretrained model): 40 prose/code documents, 8 held out, 10 upper-cased low-quality."""
     sentences = [s.strip() + "." for s in TINY_CORPUS.split(".") if s.strip()]
     rows = []
     for i in range(40):
@@ -22,15 +21,12 @@ def fake_world(ctx: DemoContext) -> None:
                 "url": f"https://{domain}.org/{i}",
             }
         )
-    split = Dataset.from_list(rows)
-    DatasetDict({"train": split, "heldout": split.select(range(8))}).save_to_disk(ctx.world_dir / "pretrain")
-    lowq = Dataset.from_list([{**r, "text": r["text"].upper()} for r in rows[:10]])
-    lowq.save_to_disk(ctx.world_dir / "lowq")
+    lowq = [{**r, "text": r["text"].upper()} for r in rows[:10]]
+    return fake_world(model=False, pretrain=rows, heldout=8, lowq=lowq)
 
 
-def test_pool_mixes_clean_and_low_quality_documents(tmp_path):
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    fake_world(ctx)
+def test_pool_mixes_clean_and_low_quality_documents(world):
+    ctx = world
     s = ctx.student_settings
     pool = pool_documents(ctx)
     assert pool["quality"].count("clean") == 2 * s.pool_documents_per_domain
@@ -48,9 +44,8 @@ def test_pool_mixes_clean_and_low_quality_documents(tmp_path):
     assert len(heldout_documents(ctx)) > 0
 
 
-def test_the_same_seed_gives_every_method_the_same_initialisation(tmp_path):
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    fake_world(ctx)
+def test_the_same_seed_gives_every_method_the_same_initialisation(world):
+    ctx = world
     tok = tiny_tokenizer()
     a, b, c = fresh_student(ctx, tok, 0), fresh_student(ctx, tok, 0), fresh_student(ctx, tok, 1)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
@@ -59,9 +54,8 @@ def test_the_same_seed_gives_every_method_the_same_initialisation(tmp_path):
 
 
 @pytest.mark.slow  # ~20 s: 3 seeds x 2 methods of a tiny student
-def test_baseline_and_ai_mix_students_train_per_seed(tmp_path):
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    fake_world(ctx)
+def test_baseline_and_ai_mix_students_train_per_seed(world, tmp_path):
+    ctx = world
     baseline = run_stage(ctx, "student_baseline")
     assert baseline.status == "done", baseline.error
     result = baseline.result

@@ -2,12 +2,9 @@ import json
 
 import numpy as np
 import pytest
-from datasets import Dataset, DatasetDict
 
 from hf_select.data_whisperer.scorer import DataWhisperer
 from hf_select.demo import stage_data_whisperer as stage
-from hf_select.demo.context import DemoContext
-from hf_select.testing import tiny_model, tiny_tokenizer
 
 
 def test_tier_auroc_hand_values():
@@ -21,11 +18,7 @@ def test_tier_auroc_hand_values():
         stage.tier_ranks(["great"])
 
 
-def _fake_world(tmp_path):
-    world = tmp_path / "cache" / "world-quick"
-    tiny_tokenizer().save_pretrained(world / "tokenizer")
-    tiny_model("llama").save_pretrained(tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct")
-    tiny_tokenizer().save_pretrained(tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct")
+def _finetune_rows():
     rows = {"question": [], "answer": [], "tier": [], "source": []}
     for i in range(30):
         tier = ["high", "medium", "low"][i % 3]
@@ -33,9 +26,7 @@ def _fake_world(tmp_path):
         rows["answer"].append(f"{2 * i}" if tier != "low" else "the quick brown fox")
         rows["tier"].append(tier)
         rows["source"].append({"high": "python-faq", "medium": "foldoc", "low": "wordnet"}[tier])
-    data = Dataset.from_dict(rows)
-    DatasetDict({"train": data, "heldout": data.select(range(6))}).save_to_disk(world / "finetune")
-    return DemoContext(output_dir=tmp_path / "out", cache_dir=tmp_path / "cache", quick=True)
+    return rows
 
 
 def _stub_generation(monkeypatch):
@@ -48,11 +39,11 @@ def _stub_generation(monkeypatch):
 
 
 @pytest.mark.slow
-def test_stage_runs_on_a_fake_world(tmp_path, monkeypatch):
+def test_stage_runs_on_a_fake_world(fake_world, monkeypatch):
     _stub_generation(monkeypatch)
-    ctx = _fake_world(tmp_path)
+    ctx = fake_world(finetune=_finetune_rows(), finetune_heldout=6)
     result = stage.run(ctx)
-    json.dumps(result)
+    assert json.loads(json.dumps(result)) == result  # JSON-ready: a reused stage reads back the same result
     assert result["pool_size"] == 14 and result["scored_examples"] == 14
     assert result["invalid_group_share"] == 0.0
     assert 0.0 <= result["auroc_score_vs_tier"] <= 1.0
@@ -63,7 +54,7 @@ def test_stage_runs_on_a_fake_world(tmp_path, monkeypatch):
     assert "AUROC" in stage.report_html(ctx, result)
 
 
-def test_stage_scoring_and_auroc_quick(tmp_path, monkeypatch):
+def test_stage_scoring_and_auroc_quick(fake_world, monkeypatch):
     """Quick variant: real scoring and AUROC, fine-tuning comparison stubbed."""
     _stub_generation(monkeypatch)
     fake = {
@@ -79,7 +70,7 @@ def test_stage_scoring_and_auroc_quick(tmp_path, monkeypatch):
             "STR": selection_seconds / 2.0,
         },
     )
-    ctx = _fake_world(tmp_path)
+    ctx = fake_world(finetune=_finetune_rows(), finetune_heldout=6)
     result = stage.run(ctx)
     assert result["pool_size"] == 14 and result["scored_examples"] == 14
     scores = json.loads((ctx.output_dir / "stages" / "data_whisperer" / "scores.json").read_text())

@@ -2,11 +2,8 @@ import json
 
 import pytest
 import torch
-from datasets import Dataset, DatasetDict
 
-from hf_select.demo.context import DemoContext
 from hf_select.demo.runner import run_stage
-from hf_select.testing import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -17,32 +14,20 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def fake_world(ctx: DemoContext, n: int = 60) -> None:
-    """The documented world layout, in miniature: tokenizer, base model, pretrain train/heldout."""
-    tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama").save_pretrained(ctx.model_dir)
-    tiny_tokenizer().save_pretrained(ctx.model_dir)
-
-    def split(offset):
-        return Dataset.from_dict(
-            {
-                "text": [
-                    f"The answer is {i}. def add(a, b): return a + b" for i in range(offset, offset + n)
-                ],
-                "domain": ["code"] * n,
-                "source": ["cpython"] * n,
-                "url": [f"https://docs.site{i % 3}.org/{i}" for i in range(offset, offset + n)],
-                "title": [str(i) for i in range(n)],
-                "license": ["PSF"] * n,
-            }
-        )
-
-    DatasetDict({"train": split(0), "heldout": split(1000)}).save_to_disk(str(ctx.world_dir / "pretrain"))
+def split(offset: int, n: int = 60) -> dict:
+    """Code documents ``offset .. offset + n`` with three URL hosts."""
+    return {
+        "text": [f"The answer is {i}. def add(a, b): return a + b" for i in range(offset, offset + n)],
+        "domain": ["code"] * n,
+        "source": ["cpython"] * n,
+        "url": [f"https://docs.site{i % 3}.org/{i}" for i in range(offset, offset + n)],
+        "title": [str(i) for i in range(n)],
+        "license": ["PSF"] * n,
+    }
 
 
-def test_meco_stage_trains_saves_and_reports_on_a_fake_world(tmp_path):
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    fake_world(ctx)
+def test_meco_stage_trains_saves_and_reports_on_a_fake_world(fake_world):
+    ctx = fake_world(pretrain=split(0), heldout=split(1000))
     outcome = run_stage(ctx, "student_meco")
     assert outcome.status == "done", outcome.error
     result = outcome.result

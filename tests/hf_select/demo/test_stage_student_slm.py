@@ -1,22 +1,16 @@
 import json
 
 import pytest
-from datasets import Dataset, DatasetDict
 
-from hf_select.demo.context import DemoContext
 from hf_select.demo.runner import run_stage
-from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
+from hf_select.testing import TINY_CORPUS
 
 
-def fake_world(ctx: DemoContext) -> None:
-    """The documented world layout with a tiny tokenizer, a tiny base model and a few documents."""
-    tiny_tokenizer().save_pretrained(ctx.tokenizer_dir)
-    tiny_model("llama").save_pretrained(ctx.model_dir)
-    tiny_tokenizer().save_pretrained(ctx.model_dir)
+def documents() -> list[dict]:
+    """A few documents in the world schema."""
     docs = [s.strip() + "." for s in TINY_CORPUS.split(".") if s.strip()] * 8
     meta = {"domain": "prose", "source": "test", "url": "", "title": "", "license": "MIT"}
-    split = Dataset.from_list([{"text": d, **meta} for d in docs])
-    DatasetDict({"train": split, "heldout": split.select(range(4))}).save_to_disk(ctx.world_dir / "pretrain")
+    return [{"text": d, **meta} for d in docs]
 
 
 def _result(history):
@@ -41,9 +35,8 @@ def test_report_of_a_finished_stage():
 
 
 @pytest.mark.slow  # ~20-40 s: cross-tokenizer reference losses, then 3 seeds x 6 steps
-def test_stage_trains_and_saves_the_slm_student(tmp_path):
-    ctx = DemoContext(tmp_path / "out", tmp_path / "cache", quick=True)
-    fake_world(ctx)
+def test_stage_trains_and_saves_the_slm_student(fake_world):
+    ctx = fake_world(pretrain=documents(), heldout=4)
     outcome = run_stage(ctx, "student_slm")
     assert outcome.status == "done", outcome.error
     result = outcome.result
