@@ -61,6 +61,8 @@ def test_harness_generation_goes_through_the_core_greedy_generate(monkeypatch):
         return ["41. and more", "x\ny"]
 
     monkeypatch.setattr(scoring, "greedy_generate", spy)
-    texts = scoring.generate_greedy(tiny_model("llama"), tiny_tokenizer(), [[1, 5], [1, 6, 7]], [".", "\n"], 4)
+    texts = scoring.generate_greedy(
+        tiny_model("llama"), tiny_tokenizer(), [[1, 5], [1, 6, 7]], [".", "\n"], 4
+    )
     assert texts == ["41", "x"]
     assert calls[0]["input_ids"] == [[1, 5], [1, 6, 7]] and calls[0]["stop_strings"] == [".", "\n"]

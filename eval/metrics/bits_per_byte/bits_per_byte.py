@@ -5,7 +5,6 @@ tasks); comparable across tokenizers, unlike token perplexity. Computed by
 :func:`hf_select.eval.results.bits_per_byte`, the function the harness uses.
 """
 
-
 import datasets
 import evaluate
 
