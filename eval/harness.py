@@ -207,10 +207,12 @@ def evaluate(
     was_training = model.training
     model.eval()
 
-    # longest first (fails early when a batch does not fit); processes take interleaved rows
+    # processes take interleaved rows of the length order; score_rows packs them longest first (fails early
+    # when a batch does not fit)
     order = sorted(range(len(plan.rows)), key=lambda i: -plan.rows[i].num_tokens)[rank::world]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
-    sums = score_rows(model, [plan.rows[i] for i in order], batch_size, pad_id, show_progress)
+    rows = [plan.rows[i] for i in order]
+    sums = score_rows(model, rows, batch_size, pad_id, show_progress)
     local: dict = {}
     for i, row_sums in zip(order, sums):
         local.update(zip(plan.rows[i].keys, row_sums))

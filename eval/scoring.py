@@ -113,8 +113,8 @@ def build_rows(
     share_limit: int | None,
 ) -> list[ScoringRow]:
     """Rows for one context: one shared row when its positions fit ``share_limit`` (None: never share), else
-    one per continuation
-    with the context left-truncated as lm-eval truncates ``(context + continuation)[-(max_length + 1):]``."""
+    one per continuation with the context left-truncated as lm-eval truncates
+    ``(context + continuation)[-(max_length + 1):]`` (the row then feeds exactly ``max_length`` tokens)."""
     longest = max(len(c) for c in continuations)
     if share_limit and len(continuations) > 1 and len(context) + longest - 1 <= share_limit:
         return [ScoringRow(context, continuations, keys)]
@@ -130,98 +130,173 @@ def build_rows(
 # --------------------------------------------------------------------------------------------- scoring
 
 
-def _row_layout(row: ScoringRow):
-    """Token ids, position ids, (query, key) pairs allowed to attend, and (source, target, slot) per target."""
+@dataclass
+class _Layout:
+    """A row as fed: the context, then the continuations' proper prefixes as a token tree (shared prefixes
+    once, each continuation's last token never fed: its output predicts nothing), and what each target reads."""
+
+    ids: list[int]
+    positions: list[int]
+    context: int
+    paths: list[list[int]]  # fed indices of each continuation's tokens but its last
+    sources: list[int]  # per target token: the fed index whose output predicts it
+    targets: list[int]
+    slots: list[int]  # per target token: which continuation it belongs to
+
+
+def _row_layout(row: ScoringRow) -> _Layout:
     c = len(row.context)
     ids, positions = list(row.context), list(range(c))
-    sources, targets, slots = [], [], []
-    spans = []
+    root: dict[int, tuple[int, dict]] = {}
+    paths, sources, targets, slots = [], [], [], []
     for slot, cont in enumerate(row.continuations):
-        start = len(ids)
-        spans.append((start, len(cont)))
-        ids.extend(cont)
-        positions.extend(range(c, c + len(cont)))
+        node, path = root, []
+        for depth, token in enumerate(cont[:-1]):
+            if token not in node:
+                node[token] = (len(ids), {})
+                ids.append(token)
+                positions.append(c + depth)
+            index, node = node[token]
+            path.append(index)
+        paths.append(path)
         for t, token in enumerate(cont):
-            sources.append(c - 1 if t == 0 else start + t - 1)
+            sources.append(c - 1 if t == 0 else path[t - 1])
             targets.append(token)
             slots.append(slot)
-    return ids, positions, spans, sources, targets, slots
+    return _Layout(ids, positions, c, paths, sources, targets, slots)
 
 
-def _batch_inputs(rows: list[ScoringRow], pad_id: int, device, dtype):
-    layouts = [_row_layout(r) for r in rows]
-    length = max(len(lay[0]) for lay in layouts)
-    batch = len(rows)
+def pack_rows(lengths: list[int], batch_size: int, pack: bool = True) -> list[list[list[int]]]:
+    """Batches of bins of row indices for rows of ``lengths`` (fed tokens), sorted longest first.
+
+    A batch holds up to ``batch_size`` bins; a bin is one sequence of the batch. With ``pack``, the shortest
+    remaining rows fill the room a bin has left before the batch's longest row, so no bin is longer than the
+    batch's longest row (memory and attention cost stay those of the unpacked batch) and padding is mostly
+    gone; without, a bin is one row (2D attention masks, e.g. flash-attention).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    lo, hi, batches = 0, len(order) - 1, []
+    while lo <= hi:
+        capacity = lengths[order[lo]]
+        bins, rooms = [], []
+        while lo <= hi and len(bins) < batch_size:
+            bins.append([order[lo]])
+            rooms.append(capacity - lengths[order[lo]])
+            lo += 1
+        if pack:
+            for b in range(len(bins)):
+                while lo <= hi and lengths[order[hi]] <= rooms[b]:
+                    bins[b].append(order[hi])
+                    rooms[b] -= lengths[order[hi]]
+                    hi -= 1
+        batches.append(bins)
+    return batches
+
+
+def _batch_inputs(bins: list[list[_Layout]], pad_id: int, device, dtype, custom_mask: bool):
+    """Model inputs of one batch (one sequence per bin) and, per target token, (sequence, column, target id).
+
+    With ``custom_mask`` the attention mask is 4D: each context attends causally to itself, each fed
+    continuation token to its context and its own prefix (the tree path), padding to itself only; nothing
+    crosses rows packed into one sequence. Otherwise a 2D padding mask (one row per sequence).
+    """
+    length = max(sum(len(lay.ids) for lay in layouts) for layouts in bins)
+    batch = len(bins)
     input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
     position_ids = torch.zeros((batch, length), dtype=torch.long)
-    shared = any(len(r.continuations) > 1 for r in rows)
-    if shared:
-        allowed = torch.eye(length, dtype=torch.bool).repeat(batch, 1, 1)  # padding attends to itself only
+    if custom_mask:
+        allowed = torch.eye(length, dtype=torch.bool).repeat(batch, 1, 1)
+        tril = torch.ones(length, length, dtype=torch.bool).tril()
     else:
         attention_mask = torch.zeros((batch, length), dtype=torch.long)
-    gather_rows, gather_cols, gather_targets, gather_slots = [], [], [], []
-    for b, (ids, positions, spans, sources, targets, slots) in enumerate(layouts):
-        n = len(ids)
-        input_ids[b, :n] = torch.tensor(ids)
-        position_ids[b, :n] = torch.tensor(positions)
-        c = len(rows[b].context)
-        if shared:
-            allowed[b, :c, :c] = torch.ones(c, c, dtype=torch.bool).tril()
-            for start, k in spans:
-                allowed[b, start : start + k, :c] = True
-                allowed[b, start : start + k, start : start + k] = torch.ones(k, k, dtype=torch.bool).tril()
-        else:
-            attention_mask[b, :n] = 1
-        gather_rows.extend([b] * len(sources))
-        gather_cols.extend(sources)
-        gather_targets.extend(targets)
-        gather_slots.extend(slots)
-    if shared:
+    g_rows, g_cols, g_targets = [], [], []
+    for b, layouts in enumerate(bins):
+        offset = 0
+        for lay in layouts:
+            n, c = len(lay.ids), lay.context
+            input_ids[b, offset : offset + n] = torch.tensor(lay.ids)
+            position_ids[b, offset : offset + n] = torch.tensor(lay.positions)
+            if custom_mask:
+                allowed[b, offset : offset + c, offset : offset + c] = tril[:c, :c]
+                for path in lay.paths:
+                    if path:
+                        idx = torch.tensor(path) + offset
+                        allowed[b, idx, offset : offset + c] = True
+                        allowed[b, idx[:, None], idx[None, :]] |= tril[: len(path), : len(path)]
+            else:
+                attention_mask[b, offset : offset + n] = 1
+            g_rows.extend([b] * len(lay.sources))
+            g_cols.extend(offset + s for s in lay.sources)
+            g_targets.extend(lay.targets)
+            offset += n
+    if custom_mask:
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         mask = mask[:, None].to(device)
     else:
         mask = attention_mask.to(device)
     gather = (
-        torch.tensor(gather_rows, device=device),
-        torch.tensor(gather_cols, device=device),
-        torch.tensor(gather_targets, device=device),
+        torch.tensor(g_rows, device=device),
+        torch.tensor(g_cols, device=device),
+        torch.tensor(g_targets, device=device),
     )
-    return input_ids.to(device), mask, position_ids.to(device), gather, gather_slots
+    return input_ids.to(device), mask, position_ids.to(device), gather
 
 
 def score_rows(
-    model, rows: list[ScoringRow], batch_size: int = 16, pad_id: int = 0, show_progress: bool = True
+    model,
+    rows: list[ScoringRow],
+    batch_size: int = 16,
+    pad_id: int = 0,
+    show_progress: bool = True,
+    pack: bool = True,
 ) -> list[list[float]]:
-    """Summed log-likelihood of every continuation of every row (same order), in float64.
+    """Summed log-likelihood of every continuation of every row (same order as ``rows``), in float64.
 
-    Rows are scored in the order given (sort them by length first); each batch is one forward pass of the
-    backbone and one chunked LM-head projection of the continuation positions only.
+    Each row is fed as its context plus a token tree of its continuations' proper prefixes (a prefix shared by
+    several continuations is computed once; lm-eval feeds ``context + continuation[:-1]`` per continuation,
+    the same tokens for one continuation). Rows are sorted longest first; each batch is one forward pass of
+    the backbone and one chunked LM-head projection of the predicting positions only.
+
+    Rows with several continuations need a 4D attention mask; with ``pack`` they are also packed several to
+    a sequence (:func:`pack_rows`). Rows with one continuation keep a 2D padding mask, so the model applies
+    its own causal and sliding-window masking (such rows may be as long as the context window) and the
+    attention kernel may be flash-attention.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     inner = unwrap_model(model)
     _, head, softcap = split_causal_lm(inner)
     param = next(inner.parameters())
-    results: list[list[float]] = []
-    starts = range(0, len(rows), batch_size)
-    for start in tqdm(starts, desc="log-likelihood", disable=not show_progress or len(starts) < 2):
-        batch = rows[start : start + batch_size]
-        input_ids, mask, position_ids, (rb, cb, tgt), slots = _batch_inputs(
-            batch, pad_id, param.device, param.dtype
+    layouts = [_row_layout(r) for r in rows]
+    shared = [i for i, r in enumerate(rows) if len(r.continuations) > 1]
+    single = [i for i, r in enumerate(rows) if len(r.continuations) == 1]
+    batches = []
+    for group, custom_mask in ((shared, True), (single, False)):
+        packed = pack_rows([len(layouts[i].ids) for i in group], batch_size, pack and custom_mask)
+        batches.extend(([[group[j] for j in b] for b in bins], custom_mask) for bins in packed)
+    results: list[list[float]] = [[] for _ in rows]
+    for bins, custom_mask in tqdm(
+        batches, desc="log-likelihood", disable=not show_progress or len(batches) < 2
+    ):
+        input_ids, mask, position_ids, (rb, cb, tgt) = _batch_inputs(
+            [[layouts[i] for i in b] for b in bins], pad_id, param.device, param.dtype, custom_mask
         )
         with torch.no_grad():
             hidden = final_hidden_states(
                 inner, input_ids=input_ids, attention_mask=mask, position_ids=position_ids
             )
             nll = logits_to_losses(hidden[rb, cb], tgt, head, softcap).double().cpu()
-        counts = torch.tensor([len(r.continuations) for r in batch])
-        owner = (counts.cumsum(0) - counts)[rb.cpu()] + torch.tensor(slots)
-        total = int(counts.sum())
-        sums = torch.zeros(total, dtype=torch.float64).index_add_(0, owner, -nll).tolist()
-        offset = 0
-        for r in batch:
-            results.append(sums[offset : offset + len(r.continuations)])
-            offset += len(r.continuations)
+        members = [i for b in bins for i in b]  # rows in the order their targets were gathered
+        owners, base = [], 0
+        for i in members:
+            owners.extend(base + slot for slot in layouts[i].slots)
+            base += len(rows[i].continuations)
+        sums = torch.zeros(base, dtype=torch.float64)
+        sums = sums.index_add_(0, torch.tensor(owners, dtype=torch.long), -nll).tolist()
+        base = 0
+        for i in members:
+            results[i] = sums[base : base + len(rows[i].continuations)]
+            base += len(rows[i].continuations)
     return results
 
 
