@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     words, rest = found
     module = importlib.import_module(COMMANDS[words][0])
     configs = parse_configs(module.CONFIG_CLASSES, rest, prog=f"hf-select {' '.join(words)}")
+    from hf_select.threads import set_torch_threads
+
+    set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)
     result = module.run(*configs)
     return int(result) if isinstance(result, int) else 0
 
