@@ -291,10 +291,19 @@ class SLMTrainer(Trainer):
     def _token_cross_entropy(
         logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor
     ) -> torch.Tensor:
-        """Float32 CE ``[batch, seq]`` of predicting token ``t`` from the logits at ``t - 1`` (0 elsewhere)."""
-        rows, cols = valid.nonzero(as_tuple=True)
-        ce = F.cross_entropy(logits[rows, cols - 1].float(), targets[rows, cols], reduction="none")
-        return torch.zeros(valid.shape, dtype=ce.dtype, device=ce.device).index_put((rows, cols), ce)
+        """Float32 CE ``[batch, seq]`` of predicting token ``t`` from the logits at ``t - 1`` (0 elsewhere).
+
+        Computed as the stock causal-LM loss computes it -- the targets shift left instead of the logits, and
+        one ``cross_entropy`` runs over the flat view of the logits with the other positions ignored -- so the
+        step copies no ``[tokens, vocab]`` tensor that a plain step does not (the SLM overhead floor).
+        """
+        batch, seq, vocab = logits.shape
+        shifted = torch.full_like(targets, -100)
+        shifted[:, :-1] = torch.where(valid[:, 1:], targets[:, 1:], -100)
+        ce = F.cross_entropy(
+            logits.reshape(-1, vocab).float(), shifted.reshape(-1), reduction="none", ignore_index=-100
+        ).view(batch, seq)
+        return F.pad(ce[:, :-1], (1, 0))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         input_ids = inputs["input_ids"]
