@@ -23,6 +23,7 @@ logger = logging.get_logger(__name__)
 _METRICS = {
     "multiple_choice": ["acc", "acc_norm"],
     "perplexity": ["word_perplexity", "byte_perplexity", "bits_per_byte"],
+    "generate": ["exact_match"],
 }
 
 
@@ -40,11 +41,16 @@ def _require_lm_eval():
 
 
 def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str, Any]:
-    """The lm-eval task config (as a dict) equivalent to an hf-select multiple-choice or perplexity task."""
+    """The lm-eval task config (as a dict) equivalent to an hf-select multiple-choice, generate or perplexity task.
+
+    A ``generate`` task becomes ``output_type: generate_until`` with greedy decoding, the task's ``until`` and
+    ``max_gen_toks``; lm-eval grades it with its own ``exact_match`` (string equality), so compare the
+    generations (``filtered_resps``), not that number, with hf-select's numeric exact match.
+    """
     if task.type not in _METRICS:
         raise NotImplementedError(
-            f"task {task.name!r}: only multiple_choice and perplexity tasks have an lm-eval equivalent, "
-            f"not {task.type!r}"
+            f"task {task.name!r}: only multiple_choice, generate and perplexity tasks have an lm-eval "
+            f"equivalent, not {task.type!r}"
         )
     if not task.data_files:
         raise ValueError(f"task {task.name!r} has inline data; lm-eval needs data_files")
@@ -56,7 +62,11 @@ def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str,
         "test_split": task.split,
         "num_fewshot": task.num_fewshot if num_fewshot is None else num_fewshot,
         "metric_list": [
-            {"metric": m, "aggregation": _aggregation(m), "higher_is_better": m == "acc" or m == "acc_norm"}
+            {
+                "metric": m,
+                "aggregation": _aggregation(m),
+                "higher_is_better": m in ("acc", "acc_norm", "exact_match"),
+            }
             for m in _METRICS[task.type]
         ],
         "metadata": {"version": 1.0},
@@ -70,6 +80,23 @@ def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str,
             description=task.description,
             target_delimiter=task.target_delimiter,
             fewshot_delimiter=task.fewshot_delimiter,
+        )
+        if task.fewshot_split:
+            config["fewshot_split"] = task.fewshot_split
+    elif task.type == "generate":
+        config.update(
+            output_type="generate_until",
+            doc_to_text=task.query_field,
+            doc_to_target=task.gold_field,
+            description=task.description,
+            target_delimiter=task.target_delimiter,
+            fewshot_delimiter=task.fewshot_delimiter,
+            generation_kwargs={
+                "until": list(task.until),
+                "max_gen_toks": task.max_gen_toks,
+                "do_sample": False,
+                "temperature": 0.0,
+            },
         )
         if task.fewshot_split:
             config["fewshot_split"] = task.fewshot_split
@@ -219,3 +246,34 @@ def format_agreement(report: dict[str, Any]) -> str:
             f"max |loglik diff| {r['max_loglik_diff']:.2e} -> {'AGREE' if r['agree'] else 'DISAGREE'}"
         )
     return "\n".join(lines)
+
+
+def compare_generations(ours: dict[str, Any], theirs: dict[str, Any], task: Task) -> dict[str, Any]:
+    """Compare the generations of a ``generate`` task: hf-select's :func:`evaluate` output (``log_samples``)
+    vs :func:`run_lm_eval`'s (``log_samples``), item by item, graded with the same exact match.
+
+    Returns ``{"num_items", "identical" (generations equal as strings), "exact_match" (ours),
+    "lm_eval_exact_match" (hf-select's grading of lm-eval's generations), "mismatches": [(doc_id, ours,
+    theirs), ...]}``.
+    """
+    from hf_select.text_metrics import exact_match
+
+    mine = {s["doc_id"]: s for s in ours["samples"][task.name]}
+    identical, graded, mismatches = 0, [], []
+    for sample in theirs["samples"].get(task.name, []):
+        text = sample["filtered_resps"][0]
+        text = text[0] if isinstance(text, list) else text
+        own = mine[sample["doc_id"]]
+        identical += own["prediction"] == text
+        graded.append(exact_match(text, own["gold"]))
+        if own["prediction"] != text:
+            mismatches.append((sample["doc_id"], own["prediction"], text))
+    if not graded:
+        raise ValueError(f"lm-eval returned no samples for task {task.name!r} (run it with log_samples=True)")
+    return {
+        "num_items": len(graded),
+        "identical": identical,
+        "exact_match": ours["results"][task.name]["exact_match"],
+        "lm_eval_exact_match": sum(graded) / len(graded),
+        "mismatches": mismatches,
+    }

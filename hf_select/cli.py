@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(COMMANDS[words][0])
         # argparse prints its own one-line error and exits with code 2 (SystemExit)
         configs = parse_configs(module.CONFIG_CLASSES, rest, prog=prog)
+        from hf_select.threads import set_torch_threads
+
+        set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)
         result = module.run(*configs)
     except USER_ERRORS as exc:
         if debug:

@@ -37,19 +37,11 @@ STAGES: tuple[str, ...] = (
 
 
 def pin_threads() -> int:
-    """Give torch one intra-op thread per core this process may use, and keep tokenizers single-threaded.
+    """Give torch this process's share of the cores and keep tokenizers single-threaded
+    (:func:`hf_select.threads.set_torch_threads`); returns the thread count."""
+    from hf_select.threads import set_torch_threads
 
-    The demo is one process; torch's busy-waiting threads and the tokenizers' Rust pool on the same cores make
-    each other wait (measured: one generate 8x slower with two processes of 2 threads each on 2 cores).
-    """
-    import os
-
-    import torch
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    torch.set_num_threads(max(1, cores))
-    return cores
+    return set_torch_threads()
 
 
 @dataclass

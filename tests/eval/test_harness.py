@@ -237,3 +237,38 @@ def test_shared_rows_stay_inside_a_sliding_window(tok, mc_records):
     )
     hand = [hand_loglik(model, tok, records[0]["query"], " " + c) for c in records[0]["choices"]]
     np.testing.assert_allclose(out["samples"]["w"][0]["loglikelihoods"], hand, atol=2e-4)
+
+
+def test_shared_prefixes_fed_once_and_packed_rows_do_not_mix(tok):
+    """Continuations that share token prefixes (and one-token ones) under the token-tree layout, with rows of
+    very different lengths packed into one sequence: every log-likelihood equals the full-logits value."""
+    from hf_select.eval.scoring import ScoringRow, _row_layout, score_rows
+
+    model = tiny_model("llama")
+    queries = ["Question: the quick brown fox jumps over?\nAnswer:", "Q: box?\nA:", "The", "Key: value"]
+    choices = ["dog", "dog house", "dog house big", "cat", "a"]
+    rows, hands = [], []
+    for q in queries:
+        ctx = tok(q).input_ids
+        conts = [tok(q + " " + c).input_ids[len(ctx) :] for c in choices]
+        rows.append(ScoringRow(ctx, conts, [(q, j) for j in range(len(conts))]))
+        hands.append([hand_loglik(model, tok, q, " " + c) for c in choices])
+    lay = _row_layout(rows[0])
+    proper_prefixes = {tuple(c[:k]) for c in rows[0].continuations for k in range(1, len(c))}
+    assert len(lay.ids) == len(rows[0].context) + len(proper_prefixes)  # shared prefixes once, no last token
+    got = score_rows(model, rows, batch_size=2, show_progress=False)  # the short rows ride in the long ones
+    np.testing.assert_allclose(got, hands, atol=2e-4)
+
+
+def test_pack_rows_fills_the_room_left_by_the_longest_row():
+    from hf_select.eval.scoring import pack_rows
+
+    lengths = [10, 3, 9, 2, 8, 1, 1, 4]
+    batches = pack_rows(lengths, batch_size=2)
+    seen = sorted(i for bins in batches for b in bins for i in b)
+    assert seen == list(range(len(lengths)))
+    for bins in batches:
+        capacity = max(lengths[b[0]] for b in bins)
+        assert len(bins) <= 2 and all(sum(lengths[i] for i in b) <= capacity for b in bins)
+    assert sum(len(bins) for bins in batches) < len(lengths)  # short rows shared a sequence
+    assert [len(b) for bins in pack_rows(lengths, 2, pack=False) for b in bins] == [1] * len(lengths)

@@ -135,3 +135,23 @@ def test_two_processes_equal_one(tmp_path):
         state = torch.load(tmp_path / f"{scope}.pt")
         diff = max(float((state[n] - p.detach()).abs().max()) for n, p in expected.named_parameters())
         assert diff < TOL, scope
+
+
+def test_token_cross_entropy_by_hand_and_its_gradient():
+    """The shifted-target CE (no copy of the logits) equals the per-position formula, gradient included:
+    token t is predicted from the logits at t - 1, and only valid positions (same document, trainable) count."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 11, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 11, (2, 6), generator=gen)
+    valid = torch.tensor([[0, 1, 1, 0, 1, 1], [0, 1, 0, 1, 1, 1]], dtype=torch.bool)  # 0 at doc starts
+    got = SLMTrainer._token_cross_entropy(logits, targets, valid)
+    logp = torch.log_softmax(logits.double(), -1)
+    want = torch.zeros(2, 6, dtype=torch.float64)
+    for b in range(2):
+        for t in range(1, 6):
+            if valid[b, t]:
+                want[b, t] = -logp[b, t - 1, targets[b, t]]
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=0)
+    (grad,) = torch.autograd.grad((got * torch.arange(12.0).view(2, 6)).sum(), logits)
+    (want_grad,) = torch.autograd.grad((want * torch.arange(12.0).view(2, 6)).sum(), logits)
+    torch.testing.assert_close(grad, want_grad, atol=1e-5, rtol=0)

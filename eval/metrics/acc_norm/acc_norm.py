@@ -1,12 +1,15 @@
 """acc and acc_norm of multiple-choice items from per-choice log-likelihoods, as lm-evaluation-harness 0.4.13.
 
 acc = argmax(loglikelihood) == gold; acc_norm = argmax(loglikelihood / character length of the choice) == gold
-(the first maximum wins ties, as ``numpy.argmax``).
+(the first maximum wins ties, as ``numpy.argmax``). Grading is
+:func:`hf_select.eval.results.multiple_choice_metrics`, the function the harness aggregates with.
 """
 
 import datasets
 import evaluate
 import numpy as np
+
+from hf_select.eval.results import multiple_choice_metrics
 
 _DESCRIPTION = """acc / acc_norm of multiple-choice items: acc_norm divides each choice's summed log-likelihood by
 the number of characters of the choice (lm-evaluation-harness ``acc_norm``)."""
@@ -44,12 +47,8 @@ class AccNorm(evaluate.Metric):
     def _compute(self, predictions, references, choices):
         if len(predictions) == 0:
             raise ValueError("acc_norm of an empty list is undefined")
-        acc, acc_norm = [], []
-        for lls, gold, item_choices in zip(predictions, references, choices):
-            lls = np.asarray(lls, dtype=np.float64)
-            if len(lls) != len(item_choices) or len(lls) == 0:
-                raise ValueError(f"{len(lls)} log-likelihoods for {len(item_choices)} choices")
-            lengths = np.asarray([float(len(c)) for c in item_choices])
-            acc.append(float(int(np.argmax(lls)) == gold))
-            acc_norm.append(float(int(np.argmax(lls / lengths)) == gold))
-        return {"acc": float(np.mean(acc)), "acc_norm": float(np.mean(acc_norm))}
+        items = [
+            multiple_choice_metrics(lls, item_choices, gold)
+            for lls, gold, item_choices in zip(predictions, references, choices)
+        ]
+        return {metric: float(np.mean([item[metric] for item in items])) for metric in ("acc", "acc_norm")}

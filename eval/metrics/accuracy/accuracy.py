@@ -1,7 +1,12 @@
-"""Accuracy: the fraction of predicted indices (or labels) equal to the reference, as lm-eval's ``acc``."""
+"""Accuracy: the fraction of predicted indices (or labels) equal to the reference, as lm-eval's ``acc``.
+
+Grading is :func:`hf_select.eval.results.accuracy`, the function the harness uses.
+"""
 
 import datasets
 import evaluate
+
+from hf_select.eval.results import accuracy
 
 _DESCRIPTION = """Accuracy = mean(prediction == reference). For multiple-choice log-likelihood tasks the prediction
 is the argmax of the per-choice log-likelihoods (lm-evaluation-harness ``acc``)."""
@@ -32,7 +37,4 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references):
-        if len(predictions) == 0:
-            raise ValueError("accuracy of an empty list is undefined")
-        hits = sum(int(p == r) for p, r in zip(predictions, references))
-        return {"accuracy": hits / len(predictions)}
+        return {"accuracy": accuracy(predictions, references)}

@@ -1,13 +1,14 @@
 """Bits per byte: summed negative log-likelihood (nats) / ln 2 / UTF-8 bytes, pooled over items.
 
 Used for the gold continuation of a task (sum of -log p over its tokens) and for held-out text (perplexity
-tasks); comparable across tokenizers, unlike token perplexity.
+tasks); comparable across tokenizers, unlike token perplexity. Computed by
+:func:`hf_select.eval.results.bits_per_byte`, the function the harness uses.
 """
-
-import math
 
 import datasets
 import evaluate
+
+from hf_select.eval.results import bits_per_byte
 
 _DESCRIPTION = """Bits per byte = sum(nll) / ln(2) / sum(num_bytes), with nll the summed negative log-likelihood in
 nats of each text and num_bytes its UTF-8 length (lm-evaluation-harness ``bits_per_byte``)."""
@@ -38,7 +39,4 @@ class BitsPerByte(evaluate.Metric):
         )
 
     def _compute(self, nll, num_bytes):
-        total = sum(num_bytes)
-        if total <= 0:
-            raise ValueError("bits per byte needs at least one byte of text")
-        return {"bits_per_byte": sum(nll) / math.log(2) / total}
+        return {"bits_per_byte": bits_per_byte(list(nll), list(num_bytes))}
