@@ -14,7 +14,7 @@ $(BIN)/python:
 # installed too, so tests/eval/test_lm_eval_agreement.py runs in `make test` instead of being skipped.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,lm-eval]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,lm-eval,datatrove]"
 	touch $(STAMP)
 
 install: $(STAMP)
