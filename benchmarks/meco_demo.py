@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import ast
 import json
-import math
 import random
 import sys
 import sysconfig
@@ -241,6 +240,7 @@ def train_meco(config, tokenizer, train, out: Path, args, cooldown_fraction: flo
 def score(model, tokenizer, heldout, max_chars: int) -> dict[str, float]:
     from hf_select.meco.conditional import prefixed_text_losses
     from hf_select.meco.metadata import metadata_prefix, official_host
+    from hf_select.token_loss import bits_per_byte
 
     texts = [t[:max_chars] for t in heldout["text"]]
     hosts = [official_host(u) for u in heldout["url"]]
@@ -254,7 +254,7 @@ def score(model, tokenizer, heldout, max_chars: int) -> dict[str, float]:
         ("wrong URL", [metadata_prefix(h) for h in wrong]),
     ):
         out = prefixed_text_losses(model, tokenizer, texts, prefix, batch_size=16)
-        result[name] = sum(out["nats"]) / math.log(2) / sum(out["num_bytes"])
+        result[name] = bits_per_byte(out["nats"], out["num_bytes"])
     return result
 
 

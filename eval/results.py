@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from hf_select.text_metrics import exact_match
+from hf_select.token_loss import bits_per_byte
 
 from .tasks import Task, TaskError
 
@@ -60,13 +61,6 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
     return sum(int(p == r) for p, r in zip(predictions, references)) / len(predictions)
 
 
-def bits_per_byte(nll: float | Sequence[float], num_bytes: int | Sequence[int]) -> float:
-    """Summed negative log-likelihood in nats / ln 2 / UTF-8 bytes, pooled over items (lm-eval ``bits_per_byte``)."""
-    total_nll = float(sum(nll)) if isinstance(nll, Sequence) else float(nll)
-    total_bytes = int(sum(num_bytes)) if isinstance(num_bytes, Sequence) else int(num_bytes)
-    if total_bytes <= 0:
-        raise ValueError("bits per byte needs at least one byte of text")
-    return total_nll / math.log(2) / total_bytes
 
 
 def token_perplexity(nll: float, num_tokens: int) -> float:

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from .token_loss import IGNORE_INDEX
 
 
 def pack_documents(
@@ -116,6 +116,80 @@ def pack_dataset_batch(
         overflow=overflow,
         columns={name: batch[name] for name in columns},
     )
+
+
+def special_token_ids(tokenizer, add_bos: bool = True, add_eos: bool = True) -> tuple[list[int], list[int]]:
+    """``([BOS], [EOS])`` of ``tokenizer`` (each empty when the tokenizer has no such token or it is not added)."""
+    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    return bos, eos
+
+
+def document_token_ids(
+    tokenizer, texts: Sequence[str], add_bos: bool = True, add_eos: bool = True
+) -> list[list[int]]:
+    """``BOS + tokens(text) + EOS`` per document, the text tokenised without special tokens.
+
+    This is the one document encoding of pretraining-style data in hf-select (SLM, OPUS, MeCo's plain
+    documents, reference losses and the demo students), so that losses computed by one piece of code line up
+    token for token with rows trained by another.
+    """
+    bos, eos = special_token_ids(tokenizer, add_bos, add_eos)
+    return [bos + list(ids) + eos for ids in tokenizer(list(texts), add_special_tokens=False).input_ids]
+
+
+def tokenize_documents(
+    dataset, tokenizer, text_column: str = "text", *, remove_columns: bool = False, **map_kwargs: Any
+):
+    """``dataset`` with ``input_ids`` (:func:`document_token_ids`) added through ``Dataset.map``.
+
+    ``remove_columns`` drops every other column; ``map_kwargs`` go to ``Dataset.map`` (``keep_in_memory``,
+    ``num_proc``, ...).
+    """
+    if text_column not in dataset.column_names:
+        raise ValueError(f"no {text_column!r} column to tokenise in {dataset.column_names}")
+
+    def encode(batch):
+        return {"input_ids": document_token_ids(tokenizer, batch[text_column])}
+
+    removed = dataset.column_names if remove_columns else None
+    return dataset.map(encode, batched=True, remove_columns=removed, desc="tokenize", **map_kwargs)
+
+
+def pack_dataset(
+    dataset,
+    max_length: int,
+    overflow: str = "discard",
+    columns: tuple[str, ...] = (),
+    keep: tuple[str, ...] = (),
+    group_column: str | None = None,
+    **map_kwargs: Any,
+):
+    """Document-masked packed rows of a tokenised ``dataset`` (``input_ids`` and optionally ``labels``).
+
+    ``keep`` names row-level columns to drop *not* (they must then be constant per packed row, e.g. with
+    ``group_column``); ``group_column`` packs each value's documents into rows of their own and keeps the
+    value as a column (OPUS packs one domain per row). ``columns`` are per-token columns packed alongside.
+    """
+    if group_column is not None and group_column not in dataset.column_names:
+        group_column = None
+
+    def pack(batch):
+        if group_column is None:
+            return pack_dataset_batch(batch, max_length, overflow, columns)
+        out: dict[str, list] = {}
+        for value in sorted(set(batch[group_column]), key=str):
+            chosen = [i for i, v in enumerate(batch[group_column]) if v == value]
+            sub = {name: [batch[name][i] for i in chosen] for name in ("input_ids", "labels", *columns) if name in batch}
+            rows = pack_dataset_batch(sub, max_length, overflow, columns)
+            rows[group_column] = [str(value)] * len(rows["input_ids"])
+            for key, values in rows.items():
+                out.setdefault(key, []).extend(values)
+        return out
+
+    keep = (*keep, group_column) if group_column else keep
+    drop = [c for c in dataset.column_names if c not in keep]
+    return dataset.map(pack, batched=True, batch_size=1000, remove_columns=drop, desc="pack", **map_kwargs)
 
 
 @dataclass

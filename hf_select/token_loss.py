@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import weakref
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -510,3 +511,12 @@ def document_losses(
         "num_tokens": counts[keep],
         "mean_loss": mean,
     }
+
+
+def bits_per_byte(nll: float | Sequence[float], num_bytes: int | Sequence[int]) -> float:
+    """Summed negative log-likelihood in nats / ln 2 / UTF-8 bytes, pooled over items (lm-eval ``bits_per_byte``)."""
+    total_nll = float(sum(nll)) if isinstance(nll, Sequence) else float(nll)
+    total_bytes = int(sum(num_bytes)) if isinstance(num_bytes, Sequence) else int(num_bytes)
+    if total_bytes <= 0:
+        raise ValueError("bits per byte needs at least one byte of text")
+    return total_nll / math.log(2) / total_bytes

@@ -22,7 +22,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from hf_select.meco.metadata import add_metadata_tokens
-from hf_select.packing import PackedCollator, pack_dataset_batch
+from hf_select.packing import PackedCollator, pack_dataset
 
 from .meco_config import MeCoConfig
 
@@ -60,14 +60,7 @@ def packed_pool(documents, tokenizer, args: MeCoConfig, conditioned: bool):
             text_column=args.text_column,
             invalid_metadata=args.invalid_metadata,
         )
-    return documents.map(
-        pack_dataset_batch,
-        batched=True,
-        batch_size=1000,
-        remove_columns=documents.column_names,
-        fn_kwargs={"max_length": args.max_length, "overflow": args.packing_overflow},
-        desc="pack",
-    )
+    return pack_dataset(documents, args.max_length, overflow=args.packing_overflow)
 
 
 def cycled_order(pool_size: int, num_rows: int, seed: int, what: str = "pool") -> np.ndarray:

@@ -11,9 +11,16 @@ from .head_masking import HeadMasker, mask_heads, normalize_heads
 from .proxy_accuracy import proxy_task_accuracy
 from .proxy_task import build_proxy_samples, proxy_dataset
 from .retrieval_heads import RetrievalHeads, detect_retrieval_heads, record_attention_argmax
-from .scorer import AttentionInfluence, AttentionInfluenceConfig, base_and_reference_losses, score_dataset
+from .scorer import (
+    SCORE_COLUMNS,
+    AttentionInfluence,
+    AttentionInfluenceConfig,
+    base_and_reference_losses,
+    score_dataset,
+)
 
 __all__ = [
+    "SCORE_COLUMNS",
     "AttentionInfluence",
     "AttentionInfluenceConfig",
     "HeadMasker",

@@ -50,25 +50,13 @@ def tokenize_and_pack(
     dataset, tokenizer, text_column: str, max_length: int, domain_column: str | None = None
 ):
     """Packed rows (``input_ids, labels, position_ids`` and ``domain`` when known), one domain per row."""
-    from ..packing import pack_documents
+    from ..packing import pack_dataset, tokenize_documents
 
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    has_domain = domain_column is not None and domain_column in dataset.column_names
-
-    def pack(batch):
-        ids = [bos + x + eos for x in tokenizer(batch[text_column], add_special_tokens=False).input_ids]
-        if not has_domain:
-            return pack_documents(ids, max_length)
-        out: dict[str, list] = {}
-        for domain in sorted(set(batch[domain_column])):
-            rows = pack_documents([i for i, d in zip(ids, batch[domain_column]) if d == domain], max_length)
-            rows["domain"] = [str(domain)] * len(rows["input_ids"])
-            for key, value in rows.items():
-                out.setdefault(key, []).extend(value)
-        return out
-
-    return dataset.map(pack, batched=True, batch_size=1000, remove_columns=dataset.column_names, desc="pack")
+    tokens = tokenize_documents(dataset, tokenizer, text_column)
+    rows = pack_dataset(tokens, max_length, group_column=domain_column)
+    if domain_column is not None and domain_column != "domain" and domain_column in rows.column_names:
+        rows = rows.rename_column(domain_column, "domain")
+    return rows
 
 
 def run(model_args: ModelArguments, data: OPUSDataArguments, config: OPUSConfig) -> int:

@@ -54,7 +54,7 @@ def training_rows(dataset, tokenizer, text_column: str, seq_length: int, overflo
     position restarts), ``"truncate"`` drops the rest and logs how many tokens were dropped. The maps keep
     their results in memory, so nothing is written next to the input dataset.
     """
-    from ..packing import pack_dataset_batch
+    from ..packing import pack_dataset, tokenize_documents
 
     if overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"overflow must be one of {sorted(OVERFLOW_POLICIES)}, got {overflow!r}")
@@ -64,28 +64,8 @@ def training_rows(dataset, tokenizer, text_column: str, seq_length: int, overflo
         raise ValueError(
             f"dataset has neither input_ids nor a {text_column!r} column: {dataset.column_names}"
         )
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-
-    def encode(batch):
-        return {
-            "input_ids": [
-                bos + x + eos for x in tokenizer(batch[text_column], add_special_tokens=False).input_ids
-            ]
-        }
-
-    tokens = dataset.map(
-        encode, batched=True, remove_columns=dataset.column_names, keep_in_memory=True, desc="tokenize"
-    )
-    rows = tokens.map(
-        pack_dataset_batch,
-        batched=True,
-        batch_size=1000,
-        remove_columns=tokens.column_names,
-        fn_kwargs={"max_length": seq_length, "overflow": OVERFLOW_POLICIES[overflow]},
-        keep_in_memory=True,
-        desc="pack",
-    )
+    tokens = tokenize_documents(dataset, tokenizer, text_column, remove_columns=True, keep_in_memory=True)
+    rows = pack_dataset(tokens, seq_length, overflow=OVERFLOW_POLICIES[overflow], keep_in_memory=True)
     if overflow == "truncate":
         dropped = sum(map(len, tokens["input_ids"])) - sum(map(len, rows["input_ids"]))
         if dropped:

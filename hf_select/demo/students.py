@@ -91,30 +91,16 @@ def heldout_documents(ctx: DemoContext):
 
 def tokenize_documents(dataset, tokenizer, text_column: str = "text", num_proc: int | None = None):
     """Add ``input_ids`` = BOS + tokens + EOS per document (cached by the datasets fingerprint)."""
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    from ..packing import tokenize_documents as encode
 
-    def encode(batch):
-        ids = tokenizer(batch[text_column], add_special_tokens=False).input_ids
-        return {"input_ids": [bos + x + eos for x in ids]}
-
-    return dataset.map(encode, batched=True, num_proc=num_proc, desc="tokenize")
+    return encode(dataset, tokenizer, text_column, num_proc=num_proc)
 
 
 def packed_rows(ctx: DemoContext, dataset, max_length: int | None = None, keep: tuple[str, ...] = ()):
     """Document-masked packed rows (``input_ids, labels, position_ids``) of a tokenised dataset."""
-    from ..packing import pack_dataset_batch
+    from ..packing import pack_dataset
 
-    max_length = max_length or ctx.student_settings.seq_length
-    drop = [c for c in dataset.column_names if c not in keep]
-    return dataset.map(
-        pack_dataset_batch,
-        batched=True,
-        batch_size=1000,
-        remove_columns=drop,
-        fn_kwargs={"max_length": max_length},
-        desc="pack",
-    )
+    return pack_dataset(dataset, max_length or ctx.student_settings.seq_length, keep=keep)
 
 
 def pool_rows(ctx: DemoContext, tokenizer, documents=None):
@@ -187,13 +173,12 @@ def save_student(ctx: DemoContext, name: str, model, tokenizer, extra: dict[str,
 
 def heldout_bits_per_byte(model, tokenizer, texts, prefix=None) -> float:
     """Bits per UTF-8 byte of ``texts`` (every token scored, given ``prefix`` when one is given)."""
-    import math
-
     from ..meco.conditional import prefixed_text_losses
+    from ..token_loss import bits_per_byte
 
     model.eval()
     out = prefixed_text_losses(model, tokenizer, list(texts), prefix)
-    return sum(out["nats"]) / math.log(2) / max(sum(out["num_bytes"]), 1)
+    return bits_per_byte(out["nats"], out["num_bytes"])
 
 
 def mean_and_spread(values) -> dict[str, Any]:

@@ -10,12 +10,11 @@ Each helper takes one prefix for all texts or one per text (``None`` = no prefix
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 
-from ..token_loss import per_token_loss
+from ..token_loss import bits_per_byte, per_token_loss
 from .metadata import DEFAULT_TEMPLATE, format_metadata, tokenize_with_metadata
 
 # Paper Table 11: the URL prepended per evaluation task.
@@ -112,5 +111,5 @@ def prefixed_text_losses(
             out["nats"].append(nats)
             out["num_tokens"].append(int(mask[row].sum()))
             out["num_bytes"].append(num_bytes)
-            out["bits_per_byte"].append(nats / math.log(2) / max(num_bytes, 1))
+            out["bits_per_byte"].append(bits_per_byte(nats, max(num_bytes, 1)))
     return out

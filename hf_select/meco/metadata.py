@@ -33,7 +33,9 @@ from typing import Any
 
 from transformers.utils import logging
 
-IGNORE_INDEX = -100
+from ..packing import special_token_ids
+from ..token_loss import IGNORE_INDEX
+
 logger = logging.get_logger(__name__)
 URL_MODES = ("host", "domain", "suffix", "hash", "full")
 METADATA_MODES = (*URL_MODES, "raw")
@@ -194,13 +196,12 @@ def tokenize_with_metadata(
     ``input_ids = [BOS] + tokens(prefix) + tokens(text) + [EOS]`` where prefix and text are tokenised
     separately without special tokens; ``labels`` are ``-100`` on BOS and on the prefix and equal to the ids
     elsewhere (the first text token is trained). A ``None`` prefix (or ``prefixes=None``) gives a plain
-    document, identical to ``hf_select.demo.students.tokenize_documents``. BOS/EOS are skipped when the
+    document, identical to :func:`hf_select.packing.document_token_ids`. BOS/EOS are skipped when the
     tokenizer has none.
     """
     if prefixes is not None and len(prefixes) != len(texts):
         raise ValueError(f"{len(texts)} texts but {len(prefixes)} metadata prefixes")
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    bos, eos = special_token_ids(tokenizer, add_bos, add_eos)
     text_ids = tokenizer(list(texts), add_special_tokens=False).input_ids
     meta_ids: list[list[int]] = [[] for _ in texts]
     if prefixes is not None:

@@ -43,10 +43,9 @@ import torch
 from torch import nn
 
 from ..model_adapter import get_model_adapter, unwrap_model
-from ..token_loss import final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
+from ..token_loss import IGNORE_INDEX, final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
 
 PRECONDITIONERS = ("auto", "sgd", "adamw", "muon")
-IGNORE_INDEX = -100
 
 
 class OptimizerStateError(ValueError):

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..packing import special_token_ids
 from ..token_loss import per_token_loss
 
 
@@ -66,8 +67,7 @@ def project_token_losses(
 def _encode(tokenizer, texts, add_bos: bool, add_eos: bool):
     enc = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = [], []
-    bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    eos = [tokenizer.eos_token_id] if add_eos and tokenizer.eos_token_id is not None else []
+    bos, eos = special_token_ids(tokenizer, add_bos, add_eos)
     for x, off in zip(enc.input_ids, enc.offset_mapping):
         ids.append(bos + list(x) + eos)
         offsets.append([(0, 0)] * len(bos) + [tuple(o) for o in off] + [(0, 0)] * len(eos))
@@ -85,7 +85,7 @@ def cross_tokenizer_reference_losses(
     """Reference losses of ``ref_model`` for each document, projected onto the student's tokens.
 
     Each document is scored on its own by the reference (BOS + tokens, truncated to ``max_length``) and
-    projected onto the student's encoding BOS + tokens + EOS (as :func:`hf_select.demo.students.tokenize_documents`
+    projected onto the student's encoding BOS + tokens + EOS (as :func:`hf_select.packing.document_token_ids`
     builds it). Returns per document ``input_ids`` (student) and ``ref_loss`` (aligned with them). Pack them
     with ``pack_documents(..., columns={"ref_loss": ...})`` and ``overflow="discard"`` so that every trained
     token keeps the context its reference loss saw.
