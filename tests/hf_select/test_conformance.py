@@ -168,28 +168,44 @@ def test_packed_equals_per_document_loss(family):
     torch.testing.assert_close(packed[13:], _hand_losses(model, docs[1]), atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_one_slm_step(family, tmp_path):
-    """SLMTrainer's loss on a packed batch == mean student CE over the top ceil(0.6 n) tokens by excess loss,
-    both losses computed document by document from the models' own logits."""
+@pytest.fixture(scope="module")
+def slm_trainer(tmp_path_factory):
+    """One SLMTrainer for the whole column: its selection and loss (``get_batch_samples`` +
+    ``compute_loss``) read the student and reference given per family, so one Trainer set-up serves all."""
     from datasets import Dataset
 
+    from hf_select.trainer_ext import SLMConfig, SLMTrainer
+
+    args = SLMConfig(
+        output_dir=str(tmp_path_factory.mktemp("slm")),
+        use_cpu=True,
+        report_to="none",
+        token_select_ratio=0.6,
+        select_scope="sequence",
+    )
+    model = build_family("llama")
+    return SLMTrainer(
+        model=copy.deepcopy(model),
+        args=args,
+        ref_model=model,
+        train_dataset=Dataset.from_dict({"input_ids": [[1, 2]]}),
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_slm_step(family, slm_trainer):
+    """SLMTrainer's loss on a packed batch == mean student CE over the top ceil(0.6 n) tokens by excess loss,
+    both losses computed document by document from the models' own logits."""
     from hf_select.packing import pack_documents
-    from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
+    from hf_select.trainer_ext import SLMCollator
 
     student = copy.deepcopy(build_family(family, initializer_range=0.2)).train()
     reference = build_family(family, seed=1, initializer_range=0.2)
     docs = _ids(7, 9, 10, 6, seed=4)
     rows = pack_documents([d.tolist() for d in docs], max_length=16)
     rows.pop("num_documents")
-    args = SLMConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        report_to="none",
-        token_select_ratio=0.6,
-        select_scope="sequence",
-    )
-    trainer = SLMTrainer(model=student, args=args, ref_model=reference, train_dataset=Dataset.from_dict(rows))
+    trainer = slm_trainer
+    trainer.model, trainer.ref_model = student, reference
     batch = SLMCollator()([{k: v[i] for k, v in rows.items()} for i in range(len(rows["input_ids"]))])
     expected = _expect(family, "slm")
     if expected is not None:
