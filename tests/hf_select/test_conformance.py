@@ -68,6 +68,13 @@ def _hand_losses(model, doc):
     return F.cross_entropy(logits[:-1], doc[1:], reduction="none")
 
 
+def _hand_batch_losses(model, ids, mask):
+    """``_hand_losses`` of right-padded documents in one forward (``[docs, length - 1]``)."""
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+
+
 def _padded_batch(docs):
     length = max(len(d) for d in docs)
     ids = torch.zeros(len(docs), length, dtype=torch.long)
@@ -216,14 +223,20 @@ def test_one_slm_step(family, slm_trainer):
     batches, _ = trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)
     loss = trainer.compute_loss(student, batches[0])
     student.eval()
-    chosen = []
+    spans = []  # (row, start, stop) of every packed document
     for r, positions in enumerate(rows["position_ids"]):
         starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+        spans += [(r, a, b) for a, b in zip(starts, starts[1:])]
+    ids, mask = _padded_batch([torch.tensor(rows["input_ids"][r][a:b]) for r, a, b in spans])
+    ce, ref = _hand_batch_losses(student, ids, mask), _hand_batch_losses(reference, ids, mask)
+    chosen = []
+    for r in range(len(rows["input_ids"])):
         cells = []
-        for a, b in zip(starts, starts[1:]):
-            doc = torch.tensor(rows["input_ids"][r][a:b])
-            ce, ref = _hand_losses(student, doc), _hand_losses(reference, doc)
-            cells += [(float(ce[t] - ref[t]), a + t, float(ce[t])) for t in range(len(doc) - 1)]
+        for doc, (row, a, b) in enumerate(spans):
+            if row == r:
+                cells += [
+                    (float(ce[doc, t] - ref[doc, t]), a + t, float(ce[doc, t])) for t in range(b - a - 1)
+                ]
         k = math.ceil(0.6 * len(cells) - 1e-6)
         chosen += [c[2] for c in sorted(cells, key=lambda c: (-c[0], c[1]))[:k]]
     assert math.isclose(float(loss.detach()), sum(chosen) / len(chosen), rel_tol=1e-4, abs_tol=TOL)
