@@ -83,7 +83,7 @@ class ModelAdapter:
     Build it with :func:`get_model_adapter`. All per-layer lists are indexed by decoder layer.
     ``sliding_windows[layer]`` is the layer's sliding window ``w`` (query ``i`` sees keys ``i - w < j <= i``,
     transformers' convention) or None for full causal attention. ``probe`` is the model's
-    :class:`hf_select.token_loss.ModelProbe` (head and packing checks, run once per model).
+    :class:`hf_select.token_loss.ModelProbe` (head and packing checks, run once per model, on first use).
     """
 
     model: nn.Module
@@ -98,7 +98,15 @@ class ModelAdapter:
     value_projections: list[nn.Module]
     value_split: str
     sliding_windows: list[int | None] = field(default_factory=list)
-    probe: Any = None
+
+    @property
+    def probe(self) -> Any:
+        """The model's :class:`hf_select.token_loss.ModelProbe` (head and packing checks), run on first use
+        and cached per model: building an adapter runs no forward pass, so it is safe inside attention-capture
+        set-up; :func:`hf_select.token_loss.split_causal_lm` and packed rows run the probe anyway."""
+        from .token_loss import probe_model  # token_loss imports this module
+
+        return probe_model(self.model)
 
     @property
     def heads_per_kv(self) -> int:
@@ -215,8 +223,6 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
     head_dim = _config_value(text_config, "head_dim", default=hidden // num_heads)
     if model_type in ("gpt2", "gpt_neox"):  # no grouped-query attention; head_dim is never a config field
         num_kv_heads, head_dim = num_heads, hidden // num_heads
-    from .token_loss import probe_model  # token_loss imports this module
-
     return ModelAdapter(
         model=model,
         family=model_type if model_type in _FAMILIES else f"{model_type} (Llama layout)",
@@ -230,7 +236,6 @@ def get_model_adapter(model: nn.Module) -> ModelAdapter:
         value_projections=[getattr(attn, value_attr) for attn in attentions],
         value_split=value_split,
         sliding_windows=[_sliding_window(attn, text_config) for attn in attentions],
-        probe=probe_model(model),
     )
 
 

@@ -162,7 +162,8 @@ class LogitHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         head = self.head
-        if type(head) is nn.Linear:
+        # accelerate-offloaded heads (``_hf_hook``) load their weight in a pre-forward hook: call them
+        if type(head) is nn.Linear and not hasattr(head, "_hf_hook") and head.weight.device.type != "meta":
             bias = head.bias.float() if head.bias is not None else None
             logits = F.linear(hidden.float(), head.weight.float(), bias)
         else:
@@ -274,6 +275,7 @@ class ModelProbe(NamedTuple):
 
 
 _PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PROBES_BY_ARCHITECTURE: dict[tuple, ModelProbe] = {}
 
 
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -348,7 +350,8 @@ def _run_probe(inner: nn.Module) -> ModelProbe:
 
 
 def probe_model(model: nn.Module) -> ModelProbe:
-    """Check once per model (cached) that hf-select's hand-applied pieces reproduce the model's own forward.
+    """Check once per model (cached per instance, and per architecture: class, config, attention
+    implementation and dtype) that hf-select's hand-applied pieces reproduce the model's own forward.
 
     Two checks on a few random tokens, in eval mode without gradients (training flags are restored):
 
@@ -363,6 +366,20 @@ def probe_model(model: nn.Module) -> ModelProbe:
     """
     inner = unwrap_model(model)
     probe = _PROBES.get(inner)
+    if probe is not None:
+        return probe
+    # what the checks depend on: the architecture, its config (attention implementation included) and dtype,
+    # not the weights; copies of a model (student / reference, deep copies) share one probe
+    config = getattr(inner, "config", None)
+    first = next(inner.parameters(), None)
+    key = (
+        type(inner),
+        config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else id(inner),
+        getattr(config, "_attn_implementation", None),
+        first.dtype if first is not None else None,
+        id(inner) if "forward" in vars(inner) else None,  # a patched forward is an architecture of its own
+    )
+    probe = _PROBES_BY_ARCHITECTURE.get(key)
     if probe is None:
         flags = [(module, module.training) for module in inner.modules()]
         inner.eval()
@@ -371,7 +388,8 @@ def probe_model(model: nn.Module) -> ModelProbe:
         finally:
             for module, training in flags:
                 module.training = training
-        _PROBES[inner] = probe
+        _PROBES_BY_ARCHITECTURE[key] = probe
+    _PROBES[inner] = probe
     return probe
 
 

@@ -42,6 +42,9 @@ CONFORMANCE_FAMILIES: dict[str, dict] = {
     "gemma2": {"query_pre_attn_scalar": 8, "sliding_window": WINDOW},
     "gemma3_text": {"query_pre_attn_scalar": 8, "sliding_window": WINDOW},
     "gpt2": {
+        "resid_pdrop": 0.0,
+        "embd_pdrop": 0.0,
+        "attn_pdrop": 0.0,
         "n_embd": 32,
         "n_layer": 2,
         "n_head": 4,

@@ -68,6 +68,13 @@ def _hand_losses(model, doc):
     return F.cross_entropy(logits[:-1], doc[1:], reduction="none")
 
 
+def _hand_batch_losses(model, ids, mask):
+    """``_hand_losses`` of right-padded documents in one forward (``[docs, length - 1]``)."""
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+    return F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+
+
 def _padded_batch(docs):
     length = max(len(d) for d in docs)
     ids = torch.zeros(len(docs), length, dtype=torch.long)
@@ -168,28 +175,44 @@ def test_packed_equals_per_document_loss(family):
     torch.testing.assert_close(packed[13:], _hand_losses(model, docs[1]), atol=TOL, rtol=TOL)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_one_slm_step(family, tmp_path):
-    """SLMTrainer's loss on a packed batch == mean student CE over the top ceil(0.6 n) tokens by excess loss,
-    both losses computed document by document from the models' own logits."""
+@pytest.fixture(scope="module")
+def slm_trainer(tmp_path_factory):
+    """One SLMTrainer for the whole column: its selection and loss (``get_batch_samples`` +
+    ``compute_loss``) read the student and reference given per family, so one Trainer set-up serves all."""
     from datasets import Dataset
 
+    from hf_select.trainer_ext import SLMConfig, SLMTrainer
+
+    args = SLMConfig(
+        output_dir=str(tmp_path_factory.mktemp("slm")),
+        use_cpu=True,
+        report_to="none",
+        token_select_ratio=0.6,
+        select_scope="sequence",
+    )
+    model = build_family("llama")
+    return SLMTrainer(
+        model=copy.deepcopy(model),
+        args=args,
+        ref_model=model,
+        train_dataset=Dataset.from_dict({"input_ids": [[1, 2]]}),
+    )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_slm_step(family, slm_trainer):
+    """SLMTrainer's loss on a packed batch == mean student CE over the top ceil(0.6 n) tokens by excess loss,
+    both losses computed document by document from the models' own logits."""
     from hf_select.packing import pack_documents
-    from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
+    from hf_select.trainer_ext import SLMCollator
 
     student = copy.deepcopy(build_family(family, initializer_range=0.2)).train()
     reference = build_family(family, seed=1, initializer_range=0.2)
     docs = _ids(7, 9, 10, 6, seed=4)
     rows = pack_documents([d.tolist() for d in docs], max_length=16)
     rows.pop("num_documents")
-    args = SLMConfig(
-        output_dir=str(tmp_path),
-        use_cpu=True,
-        report_to="none",
-        token_select_ratio=0.6,
-        select_scope="sequence",
-    )
-    trainer = SLMTrainer(model=student, args=args, ref_model=reference, train_dataset=Dataset.from_dict(rows))
+    trainer = slm_trainer
+    trainer.model, trainer.ref_model = student, reference
     batch = SLMCollator()([{k: v[i] for k, v in rows.items()} for i in range(len(rows["input_ids"]))])
     expected = _expect(family, "slm")
     if expected is not None:
@@ -200,14 +223,20 @@ def test_one_slm_step(family, tmp_path):
     batches, _ = trainer.get_batch_samples(iter([batch]), 1, trainer.args.device)
     loss = trainer.compute_loss(student, batches[0])
     student.eval()
-    chosen = []
+    spans = []  # (row, start, stop) of every packed document
     for r, positions in enumerate(rows["position_ids"]):
         starts = [i for i, p in enumerate(positions) if p == 0] + [len(positions)]
+        spans += [(r, a, b) for a, b in zip(starts, starts[1:])]
+    ids, mask = _padded_batch([torch.tensor(rows["input_ids"][r][a:b]) for r, a, b in spans])
+    ce, ref = _hand_batch_losses(student, ids, mask), _hand_batch_losses(reference, ids, mask)
+    chosen = []
+    for r in range(len(rows["input_ids"])):
         cells = []
-        for a, b in zip(starts, starts[1:]):
-            doc = torch.tensor(rows["input_ids"][r][a:b])
-            ce, ref = _hand_losses(student, doc), _hand_losses(reference, doc)
-            cells += [(float(ce[t] - ref[t]), a + t, float(ce[t])) for t in range(len(doc) - 1)]
+        for doc, (row, a, b) in enumerate(spans):
+            if row == r:
+                cells += [
+                    (float(ce[doc, t] - ref[doc, t]), a + t, float(ce[doc, t])) for t in range(b - a - 1)
+                ]
         k = math.ceil(0.6 * len(cells) - 1e-6)
         chosen += [c[2] for c in sorted(cells, key=lambda c: (-c[0], c[1]))[:k]]
     assert math.isclose(float(loss.detach()), sum(chosen) / len(chosen), rel_tol=1e-4, abs_tol=TOL)
