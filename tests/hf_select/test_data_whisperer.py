@@ -331,6 +331,7 @@ def test_llama3_style_trimming_template_spans():
             1,
             ["The Question of Lay Investiture."],
         ),  # a word, no label
+        (" Define Aries.\nAnswer: In Python, you", 1, ["Define Aries."]),  # an unnumbered label ends it
         (" 5\nAnswer 3: 9", 3, None),
         ("\n\nAnswer 2: 6", 2, None),  # empty first answer
     ],
