@@ -320,9 +320,11 @@ def demonstration_weights(
 # ----------------------------------------------------------------------------------------------------------
 
 _ANY_ANSWER_LABEL = r"(?:\*\*)?Answer\s*\d+\s*:(?:\*\*)?"
-# an answer ends at a blank line, at a "Question" label (an echoed or invented next question) or at any
-# "Answer k:" label
-_CUT = re.compile(rf"\n\s*\n|(?:^|(?<=\s))(?:\*\*)?Question\b(?:\s*\d+)?\s*:?|{_ANY_ANSWER_LABEL}")
+# an answer ends at a blank line, at a "Question" label or a line starting with "Question" (an echoed or
+# invented next question), at a line starting with an unnumbered "Answer:" or at any "Answer k:" label; "Question" inside a sentence does not end it
+_CUT = re.compile(
+    rf"\n\s*\n|\n\s*(?:\*\*)?(?:Question|Answer\s*:)|(?:\*\*)?Question\s*\d*\s*:|{_ANY_ANSWER_LABEL}"
+)
 
 
 def _answer_label(j: int) -> re.Pattern:

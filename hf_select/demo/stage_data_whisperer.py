@@ -149,10 +149,12 @@ def run_experiment(model_factory, tokenizer, train, heldout, settings: Experimen
         max_chars_per_field=settings.max_chars_per_field,
         query_mode=settings.query_mode,
         seed=settings.seed,
+        state_dir=work_dir / "dw_state",  # a killed demo resumes its scoring
     )
     start = time.perf_counter()
     scores = whisperer.score(pool)
-    selection_seconds = time.perf_counter() - start
+    # resumed groups add the wall-clock they took in the earlier run
+    selection_seconds = time.perf_counter() - start + whisperer.resumed_seconds
     ranks = tier_ranks(pool["tier"])
     # unscored examples rank last; if too few were scored the selection is flagged invalid below
     ranked = np.nan_to_num(scores, nan=-np.inf)

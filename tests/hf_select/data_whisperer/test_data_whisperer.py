@@ -326,6 +326,12 @@ def test_llama3_style_trimming_template_spans():
         ),
         (" 5\nQuestion 2: What is x?\n7\n\n", 2, ["5", "7"]),  # its echo of query 2 is skipped
         (" 5\nQuestion 2: What is x?", 2, None),  # an echo alone is no answer
+        (
+            " The Question of Lay Investiture.\n\nx",
+            1,
+            ["The Question of Lay Investiture."],
+        ),  # a word, no label
+        (" Define Aries.\nAnswer: In Python, you", 1, ["Define Aries."]),  # an unnumbered label ends it
         (" 5\nAnswer 3: 9", 3, None),
         ("\n\nAnswer 2: 6", 2, None),  # empty first answer
     ],
