@@ -3,21 +3,21 @@
 AttentionInfluence (arXiv 2505.07293), then optionally the top fraction per domain in a second pass::
 
     # one machine, 4 tasks on 2 worker processes
-    python examples/datatrove_scoring.py ai --input data/ --output runs/ai --model HuggingFaceTB/SmolLM2-135M \
+    python examples/datatrove_scoring.py --method ai --input data/ --output runs/ai --model HuggingFaceTB/SmolLM2-135M \
         --heads heads.json --executor local --tasks 4 --workers 2 --select_fraction 0.2
 
     # Slurm: a 64-task array job, one GPU per task; the selection pass waits for it (afterok dependency)
-    python examples/datatrove_scoring.py ai --input s3://bucket/corpus/ --output /shared/runs/ai \
+    python examples/datatrove_scoring.py --method ai --input s3://bucket/corpus/ --output /shared/runs/ai \
         --model HuggingFaceTB/SmolLM2-135M --heads heads.json --executor slurm --tasks 64 --workers 16 \
         --partition gpu --time 12:00:00 --gpus_per_task 1 --cpus_per_task 8 --venv_path /shared/venv/bin/activate
 
     # Ray: on the cluster that RAY_ADDRESS (or `ray start --head`) names
-    python examples/datatrove_scoring.py ai ... --executor ray --tasks 64 --workers 8 --gpus_per_task 1
+    python examples/datatrove_scoring.py --method ai ... --executor ray --tasks 64 --workers 8 --gpus_per_task 1
 
 RHO-1 reference losses of packed training rows (``input_ids``, ``labels``, ``position_ids`` in parquet or
 JSONL, e.g. ``hf_select.commands.train_slm.training_rows(...).to_parquet(...)``)::
 
-    python examples/datatrove_scoring.py ref --input rows/ --output runs/ref --model my-reference-model \
+    python examples/datatrove_scoring.py --method ref --input rows/ --output runs/ref --model my-reference-model \
         --executor local --tasks 4 --workers 2
 
 Outputs: ``<output>/scored/*.parquet`` (one column per field), ``<output>/logs`` (datatrove logs, stats,
@@ -30,7 +30,7 @@ here (no cluster).
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -55,32 +55,45 @@ def executor_kwargs(args) -> dict:
     return {}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("method", choices=("ai", "ref"), help="ai: AttentionInfluence; ref: RHO-1 reference losses")
-    parser.add_argument("--input", required=True, help="folder of JSONL or parquet files (local, s3://, hf://)")
-    parser.add_argument("--input_format", default=None, choices=("jsonl", "parquet"), help="default: guessed")
-    parser.add_argument("--output", required=True)
-    parser.add_argument("--model", required=True, help="Hub id or folder (each worker loads it)")
-    parser.add_argument("--heads", help="ai: RetrievalHeads JSON from hf-select detect-heads")
-    parser.add_argument("--max_length", type=int, default=2048)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--docs_per_chunk", type=int, default=1000, help="length-sorting and checkpoint unit")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--attn_implementation", default="sdpa")
-    parser.add_argument("--select_fraction", type=float, default=None, help="ai: keep the top fraction per domain")
-    parser.add_argument("--domain_key", default="domain")
-    parser.add_argument("--executor", default="local", choices=("local", "slurm", "ray"))
-    parser.add_argument("--tasks", type=int, default=1)
-    parser.add_argument("--workers", type=int, default=-1)
-    parser.add_argument("--partition", default=None, help="slurm")
-    parser.add_argument("--time", default="24:00:00", help="slurm: time limit per array task")
-    parser.add_argument("--venv_path", default=None, help="slurm: script that activates the environment")
-    parser.add_argument("--cpus_per_task", type=int, default=8)
-    parser.add_argument("--gpus_per_task", type=int, default=0)
-    parser.add_argument("--mem_per_cpu_gb", type=float, default=4)
-    args = parser.parse_args()
+@dataclass
+class ScriptArguments:
+    """The script's options (parsed with ``HfArgumentParser``, like TRL's example scripts)."""
 
+    method: str = field(
+        metadata={"help": "ai: AttentionInfluence; ref: RHO-1 reference losses", "choices": ["ai", "ref"]}
+    )
+    input: str = field(metadata={"help": "Folder of JSONL or parquet files (local, s3://, hf://)."})
+    output: str = field(metadata={"help": "Output folder: scored/, selected/, checkpoints/, logs/."})
+    model: str = field(metadata={"help": "Hub id or folder (each worker loads it)."})
+    input_format: str | None = field(default=None, metadata={"help": "jsonl or parquet (default: guessed)."})
+    heads: str | None = field(
+        default=None, metadata={"help": "ai: RetrievalHeads JSON from hf-select detect-heads."}
+    )
+    max_length: int = field(default=2048, metadata={"help": "ai: tokens scored per document."})
+    batch_size: int = field(default=8, metadata={"help": "Documents per forward."})
+    docs_per_chunk: int = field(default=1000, metadata={"help": "Length-sorting and checkpoint unit."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype (auto, float32, bfloat16)."})
+    attn_implementation: str = field(default="sdpa", metadata={"help": "transformers attention kernel."})
+    select_fraction: float | None = field(
+        default=None, metadata={"help": "ai: keep the top fraction per domain."}
+    )
+    domain_key: str = field(default="domain", metadata={"help": "Metadata key of the domain."})
+    executor: str = field(
+        default="local", metadata={"help": "local, slurm or ray.", "choices": ["local", "slurm", "ray"]}
+    )
+    tasks: int = field(default=1, metadata={"help": "datatrove tasks (shards, the unit of resumption)."})
+    workers: int = field(default=-1, metadata={"help": "Tasks running at once (-1: all)."})
+    partition: str | None = field(default=None, metadata={"help": "slurm: partition."})
+    time: str = field(default="24:00:00", metadata={"help": "slurm: time limit per array task."})
+    venv_path: str | None = field(
+        default=None, metadata={"help": "slurm: script that activates the environment."}
+    )
+    cpus_per_task: int = field(default=8, metadata={"help": "slurm/ray: CPUs per task."})
+    gpus_per_task: int = field(default=0, metadata={"help": "slurm/ray: GPUs per task."})
+    mem_per_cpu_gb: float = field(default=4, metadata={"help": "slurm/ray: memory per CPU in GB."})
+
+
+def main(args: ScriptArguments) -> None:
     from hf_select.datatrove import (
         TopFractionFilter,
         attention_influence_pipeline,
@@ -114,10 +127,17 @@ def main() -> None:
             **common,
         )
     else:
-        pipeline = reference_loss_pipeline(args.input, str(out / "scored"), args.model, input_format, **common)
+        pipeline = reference_loss_pipeline(
+            args.input, str(out / "scored"), args.model, input_format, **common
+        )
     kwargs = executor_kwargs(args)
     scoring = make_executor(
-        pipeline, args.executor, tasks=args.tasks, workers=args.workers, logging_dir=str(out / "logs"), **kwargs
+        pipeline,
+        args.executor,
+        tasks=args.tasks,
+        workers=args.workers,
+        logging_dir=str(out / "logs"),
+        **kwargs,
     )
     if args.select_fraction is None or args.method != "ai":
         scoring.run()
@@ -130,7 +150,9 @@ def main() -> None:
     ]
     if args.executor == "local":
         scoring.run()
-        make_executor(select, "local", tasks=args.tasks, workers=args.workers, logging_dir=str(out / "logs_select")).run()
+        make_executor(
+            select, "local", tasks=args.tasks, workers=args.workers, logging_dir=str(out / "logs_select")
+        ).run()
     else:  # Slurm / Ray: the selection job depends on the scoring job and is launched with it
         kwargs["gpus_per_task"] = 0
         make_executor(
@@ -145,4 +167,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from transformers import HfArgumentParser
+
+    main(*HfArgumentParser(ScriptArguments).parse_args_into_dataclasses())
