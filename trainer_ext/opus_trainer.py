@@ -33,7 +33,6 @@ from transformers.utils import logging
 
 from hf_select.opus.sketch import make_sketch
 from hf_select.opus.utility import (
-    IGNORE_INDEX,
     block_linear_layers,
     build_preconditioners,
     candidate_statistics,
@@ -44,6 +43,7 @@ from hf_select.opus.utility import (
     select_candidates,
 )
 from hf_select.packing import PackedCollator
+from hf_select.token_loss import IGNORE_INDEX
 
 from .opus_config import OPUSConfig
 

@@ -13,9 +13,7 @@ products of every query head against its KV head (grouped-query aware) and keeps
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -119,13 +117,9 @@ class RetrievalHeads:
 
     def heatmap_base64(self, title: str | None = None) -> str:
         """The heatmap as a base64 PNG (for HTML reports)."""
-        import matplotlib.pyplot as plt
+        from ..figures import DATA_URI_PREFIX, png_data_uri
 
-        fig = self.plot_heatmap(title=title)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=90)
-        plt.close(fig)
-        return base64.b64encode(buffer.getvalue()).decode()
+        return png_data_uri(self.plot_heatmap(title=title))[len(DATA_URI_PREFIX) :]
 
 
 @contextlib.contextmanager

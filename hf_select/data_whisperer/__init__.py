@@ -9,4 +9,11 @@ answers weighted by attention, and fine-tuning of the selected subset (full or L
 from .finetune import FinetuneArguments, compare_subsets
 from .scorer import DataWhisperer, DataWhispererConfig, answer_metric, parse_answers
 
-__all__ = ["DataWhisperer", "DataWhispererConfig", "FinetuneArguments", "answer_metric", "compare_subsets", "parse_answers"]
+__all__ = [
+    "DataWhisperer",
+    "DataWhispererConfig",
+    "FinetuneArguments",
+    "answer_metric",
+    "compare_subsets",
+    "parse_answers",
+]

@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -64,6 +63,9 @@ from ..attention_probe import attention_probe, probe_attention_rows
 from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..text_metrics import answer_metric
+from .config import DEFAULT_INSTRUCTION, DataWhispererConfig
+from .parsing import parse_answers, parse_generation
+from .prompt import Prompt, build_prompt, clip_field, tokenize_prompt
 
 logger = logging.get_logger(__name__)
 
@@ -80,213 +82,6 @@ __all__ = [
     "parse_answers",
     "tokenize_prompt",
 ]
-
-DEFAULT_INSTRUCTION = (
-    "Here are some questions with their answers. Answer the questions at the end in the same style, "
-    "one answer per line, each after its label."
-)
-
-
-@dataclass
-class DataWhispererConfig:
-    """Every parameter of Data Whisperer scoring (arXiv 2505.12212); the single source for the scorer, the CLI
-    (``hf-select score data-whisperer`` parses it with ``HfArgumentParser``) and the cache fingerprint."""
-
-    n_demos: int = field(default=5, metadata={"help": "Demonstrations per prompt (paper: 5)."})
-    n_queries: int = field(default=3, metadata={"help": "Queries answered per prompt (paper: 3-5)."})
-    attn_layer: int | None = field(
-        default=None,
-        metadata={"help": "Decoder layer whose attention weighs the demonstrations (default: ~40%% depth, "
-                  "round(0.4 * num_layers), the paper's 13 of 32)."},
-    )  # fmt: skip
-    metric: str = field(
-        default="auto",
-        metadata={
-            "help": "auto (GSM8K final number / exact match / ROUGE-L), exact_match, rouge_l or gsm8k."
-        },
-    )
-    rounds: int = field(
-        default=1, metadata={"help": "Passes over the pool; an example's scores are averaged."}
-    )
-    seed: int = field(default=0, metadata={"help": "Shuffling seed (round r uses seed + r)."})
-    question_column: str = field(default="question", metadata={"help": "Column holding the question."})
-    answer_column: str = field(default="answer", metadata={"help": "Column holding the gold answer."})
-    max_answer_tokens: int = field(
-        default=256,
-        metadata={"help": "Most new tokens for one query's answer (a cap on the gold-based budget)."},
-    )
-    answer_budget_factor: float = field(
-        default=1.5, metadata={"help": "New-token budget per query = factor x gold answer tokens + slack."}
-    )
-    answer_budget_slack: int = field(
-        default=8, metadata={"help": "Extra new tokens per query (labels, slack)."}
-    )
-    max_retries: int = field(default=3, metadata={"help": "Re-draws of an unparseable group per round."})
-    instruction: str = field(default=DEFAULT_INSTRUCTION, metadata={"help": "First line of the prompt."})
-    use_chat_template: bool | None = field(
-        default=None,
-        metadata={"help": "Wrap the prompt in the tokenizer's chat template (default: when it has one)."},
-    )
-    short_answer_words: int = field(
-        default=3,
-        metadata={"help": "metric=auto grades gold answers of at most this many words by exact match."},
-    )
-    rouge_stemmer: bool = field(
-        default=True, metadata={"help": "Porter stemming in ROUGE-L (the official code uses it)."}
-    )
-    max_chars_per_field: int | None = field(
-        default=600, metadata={"help": "Clip every question and answer to this many characters."}
-    )
-    max_prompt_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Longest prompt; longer ones get every field clipped further (default: the model's "
-                  "context minus the prompt's answer budget)."},
-    )  # fmt: skip
-    query_mode: str = field(
-        default="joint",
-        metadata={
-            "help": "joint: one generation answers every query (paper); separate: one prompt per query."
-        },
-    )
-    batch_prompts: int = field(
-        default=8, metadata={"help": "Prompts (of several groups) generated in one left-padded batch."}
-    )
-
-    def __post_init__(self):
-        if self.n_demos < 1 or self.n_queries < 1 or self.rounds < 1:
-            raise ValueError("n_demos, n_queries and rounds must be >= 1")
-        if self.query_mode not in ("joint", "separate"):
-            raise ValueError(f"query_mode must be 'joint' or 'separate', got {self.query_mode!r}")
-        if self.max_answer_tokens < 1 or self.batch_prompts < 1 or self.max_retries < 0:
-            raise ValueError("max_answer_tokens and batch_prompts must be >= 1, max_retries >= 0")
-        if isinstance(self.metric, str) and self.metric not in ("auto", "exact_match", "rouge_l", "gsm8k"):
-            raise ValueError(
-                f"unknown metric {self.metric!r}; use auto, exact_match, rouge_l, gsm8k or a callable"
-            )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Prompt and spans
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Prompt:
-    """A few-shot prompt with the character spans of its demonstrations and query questions."""
-
-    text: str
-    demo_spans: list[tuple[int, int]]
-    query_spans: list[tuple[int, int]]
-    add_special_tokens: bool
-
-
-def _plain_body(
-    demos: Sequence[tuple[str, str]], queries: Sequence[str], instruction: str
-) -> tuple[str, list, list]:
-    parts, demo_spans, query_spans = [instruction + "\n\n"], [], []
-    pos = len(parts[0])
-    for question, answer in demos:
-        block = f"Question: {question.strip()}\nAnswer: {answer.strip()}"
-        demo_spans.append((pos, pos + len(block)))
-        parts.append(block + "\n\n")
-        pos += len(block) + 2
-    for j, question in enumerate(queries, 1):
-        label = f"Question {j}: "
-        text = question.strip()
-        query_spans.append((pos + len(label), pos + len(label) + len(text)))
-        parts.append(label + text + "\n")
-        pos += len(label) + len(text) + 1
-    return "".join(parts), demo_spans, query_spans
-
-
-def _relocate_spans(rendered: str, body: str, spans: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Each span of ``body`` located in ``rendered`` in order (a template may trim or re-wrap the body)."""
-    head = body.strip()[:64]
-    cursor = max(rendered.find(head), 0) if head else 0
-    out = []
-    for a, b in spans:
-        piece = body[a:b]
-        at = rendered.find(piece, cursor)
-        if at < 0:
-            raise ValueError(
-                f"the chat template changed the prompt text: cannot find {piece[:40]!r} in the rendered prompt "
-                "(set use_chat_template=False)"
-            )
-        out.append((at, at + len(piece)))
-        cursor = at + len(piece)
-    return out
-
-
-def build_prompt(
-    tokenizer,
-    demos: Sequence[tuple[str, str]],
-    queries: Sequence[str],
-    instruction: str = DEFAULT_INSTRUCTION,
-    use_chat_template: bool | None = None,
-) -> Prompt:
-    """The Data Whisperer prompt: instruction, ``(question, answer)`` demonstrations, numbered query questions,
-    ending with ``"Answer 1:"``.
-
-    With a chat template (``use_chat_template`` None = when the tokenizer has one, i.e. instruct models) the body
-    is the user turn and the answers are the assistant turn; base models get the plain text. The spans are
-    located in the rendered text one by one, so templates that trim or re-wrap the message (Llama-3) work.
-    """
-    body, demo_spans, query_spans = _plain_body(demos, queries, instruction)
-    chat = (
-        getattr(tokenizer, "chat_template", None) is not None
-        if use_chat_template is None
-        else use_chat_template
-    )
-    if not chat:
-        return Prompt(body + "\nAnswer 1:", demo_spans, query_spans, add_special_tokens=True)
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("use_chat_template=True but the tokenizer has no chat template")
-    rendered = tokenizer.apply_chat_template(
-        [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
-    )
-    located = _relocate_spans(rendered, body, [*demo_spans, *query_spans])
-    return Prompt(
-        rendered + "Answer 1:",
-        located[: len(demo_spans)],
-        located[len(demo_spans) :],
-        add_special_tokens=False,
-    )
-
-
-def _clip(text: str, limit: int | None) -> str:
-    return text if limit is None or len(text) <= limit else text[:limit]
-
-
-def char_spans_to_token_spans(
-    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]]
-) -> list[np.ndarray]:
-    """Indices of the tokens overlapping each character span (special tokens, with empty offsets, never do)."""
-    starts = np.array([o[0] for o in offsets])
-    ends = np.array([o[1] for o in offsets])
-    real = ends > starts
-    out = []
-    for a, b in spans:
-        idx = np.nonzero(real & (starts < b) & (ends > a))[0]
-        if idx.size == 0:
-            raise ValueError(f"character span {(a, b)} covers no token")
-        out.append(idx)
-    return out
-
-
-def tokenize_prompt(tokenizer, prompt: Prompt) -> tuple[torch.Tensor, list[np.ndarray], list[np.ndarray]]:
-    """One tokenisation of the full prompt: ``input_ids [1, S]`` and the token indices of every demo and query."""
-    if not getattr(tokenizer, "is_fast", False):
-        raise ValueError("Data Whisperer needs a fast tokenizer (character offsets); got a slow one")
-    enc = tokenizer(prompt.text, add_special_tokens=prompt.add_special_tokens, return_offsets_mapping=True)
-    offsets = enc["offset_mapping"]
-    demos = char_spans_to_token_spans(offsets, prompt.demo_spans)
-    queries = char_spans_to_token_spans(offsets, prompt.query_spans)
-    return torch.tensor([enc["input_ids"]]), demos, queries
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Attention weights
-# ----------------------------------------------------------------------------------------------------------
 
 
 def layer_attention_rows(model, input_ids: torch.Tensor, layer: int, rows: Sequence[int]) -> torch.Tensor:
@@ -317,84 +112,6 @@ def demonstration_weights(
 
 # ----------------------------------------------------------------------------------------------------------
 # Answers
-# ----------------------------------------------------------------------------------------------------------
-
-_ANY_ANSWER_LABEL = r"(?:\*\*)?Answer\s*\d+\s*:(?:\*\*)?"
-# an answer ends at a blank line, at a "Question" label or a line starting with "Question" (an echoed or
-# invented next question), at a line starting with an unnumbered "Answer:" or at any "Answer k:" label; "Question" inside a sentence does not end it
-_CUT = re.compile(
-    rf"\n\s*\n|\n\s*(?:\*\*)?(?:Question|Answer\s*:)|(?:\*\*)?Question\s*\d*\s*:|{_ANY_ANSWER_LABEL}"
-)
-
-
-def _answer_label(j: int) -> re.Pattern:
-    return re.compile(rf"(?:\*\*)?Answer\s*{j}\s*:(?:\*\*)?")
-
-
-def _question_label(j: int) -> re.Pattern:
-    return re.compile(rf"(?:\*\*)?Question\s*{j}\s*:(?:\*\*)?")
-
-
-def _squash(text: str) -> str:
-    return " ".join(text.split()).lower()
-
-
-def _parse(
-    generation: str, n_queries: int, questions: Sequence[str] | None = None
-) -> tuple[list[str] | None, bool]:
-    """``(answers or None, closed)``: ``closed`` when the last answer ended at a cut, not at the end of text."""
-    text = generation
-    first = re.match(rf"\s*{_answer_label(1).pattern}", text)  # the model may repeat the prompted label
-    pos = first.end() if first else 0
-    answers, closed = [], False
-    for j in range(1, n_queries + 1):
-        if j > 1:
-            label = _answer_label(j).search(text, pos)
-            if label is None:  # instruct models (SmolLM2) often write "Question j:" before their answer
-                label = _question_label(j).search(text, pos)
-                if label is None:
-                    return None, False
-                pos = label.end()
-                rest = text[pos:].lstrip()
-                question = questions[j - 1].strip() if questions is not None else ""
-                if question and _squash(rest).startswith(_squash(question)):  # an echo of the question
-                    words = len(question.split())
-                    echo = re.match(r"\s*" + r"\s+".join([r"\S+"] * words), text[pos:])
-                    pos += echo.end() if echo else 0
-                    after = re.match(
-                        rf"\s*(?:{_answer_label(j).pattern}|(?:\*\*)?Answer\s*:(?:\*\*)?)", text[pos:]
-                    )
-                    pos += after.end() if after else 0
-            else:
-                pos = label.end()
-        pos += len(text[pos:]) - len(text[pos:].lstrip())  # blank lines before an answer do not end it
-        cut = _CUT.search(text, pos)
-        end = cut.start() if cut else len(text)
-        answer = text[pos:end].strip()
-        if not answer:
-            return None, False
-        answers.append(answer)
-        closed = cut is not None
-        pos = end
-    return answers, closed
-
-
-def parse_answers(
-    generation: str, n_queries: int, questions: Sequence[str] | None = None
-) -> list[str] | None:
-    """Answers from a generation that continues ``"Answer 1:"``; None when any label or answer is missing.
-
-    The first answer may be unlabelled (the prompt already ends with its label); answer ``j > 1`` follows the
-    label ``Answer j:`` (optionally in markdown bold), or -- when the generation has no such label -- the label
-    ``Question j:`` that instruct models write before their answer; an echo of query ``j``'s text
-    (``questions``) right after that label is skipped. Blank lines before an answer are skipped; every answer
-    ends at a blank line, at a ``Question`` label or at any ``Answer k:`` label.
-    """
-    return _parse(generation, n_queries, questions)[0]
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The scorer
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -531,8 +248,8 @@ class DataWhisperer:
         while True:
             prompt = build_prompt(
                 self.tokenizer,
-                [(_clip(questions[i], limit), _clip(answers[i], limit)) for i in demos],
-                [_clip(questions[j], limit) for j in queries],
+                [(clip_field(questions[i], limit), clip_field(answers[i], limit)) for i in demos],
+                [clip_field(questions[j], limit) for j in queries],
                 c.instruction,
                 c.use_chat_template,
             )
@@ -590,7 +307,7 @@ class DataWhisperer:
 
         def stop(i, new_ids):
             text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-            answers, closed = _parse(text, prompts[i]["n_answers"], prompts[i]["questions"])
+            answers, closed = parse_generation(text, prompts[i]["n_answers"], prompts[i]["questions"])
             return answers is not None and closed
 
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:

@@ -14,9 +14,7 @@ example has the higher score (ties count one half) -- 0.5 is chance, 1.0 perfect
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import time
 from dataclasses import dataclass
@@ -284,11 +282,9 @@ def _plot(ctx: DemoContext) -> str:
     ax.set_xticks(range(1, len(labels) + 1), labels)
     ax.set_ylabel("Data Whisperer score")
     ax.set_title("score by tier")
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'>"
+    from ..figures import img_html
+
+    return img_html(fig, alt="Data Whisperer score by tier")
 
 
 def report_html(ctx: DemoContext, result: dict) -> str:

@@ -42,329 +42,54 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..model_adapter import get_model_adapter, unwrap_model
-from ..token_loss import IGNORE_INDEX, final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
+from .gradients import (
+    LayerGradients,
+    ScoredLayer,
+    block_linear_layers,
+    layer_gradients,
+    opus_row_window,
+    row_mean_losses,
+    scoring_objective,
+    unwrap_for_scoring,
+)
+from .preconditioners import (
+    PRECONDITIONERS,
+    LayerPreconditioner,
+    OptimizerStateError,
+    build_preconditioners,
+    resolve_preconditioner,
+)
+from .sampling import SELECTIONS, Selection, select_candidates
 
-PRECONDITIONERS = ("auto", "sgd", "adamw", "muon")
-
-
-class OptimizerStateError(ValueError):
-    """The optimizer does not keep the state that the requested OPUS preconditioner reads."""
-
-
-# ----------------------------------------------------------------------------------------------- layers
-
-
-@dataclass
-class ScoredLayer:
-    """A Linear-like layer inside a decoder block, seen as ``y = x W^T`` with ``W`` of shape ``[d_out, d_in]``."""
-
-    name: str
-    module: nn.Module
-    weight: nn.Parameter
-    transposed: bool  # GPT-2 Conv1D stores W^T
-
-    @property
-    def d_out(self) -> int:
-        return self.weight.shape[0] if not self.transposed else self.weight.shape[1]
-
-    @property
-    def d_in(self) -> int:
-        return self.weight.shape[1] if not self.transposed else self.weight.shape[0]
-
-    def oriented(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A tensor shaped like the weight, in ``[d_out, d_in]`` orientation."""
-        return tensor.t() if self.transposed else tensor
-
-
-def block_linear_layers(model: nn.Module, trainable_only: bool = True) -> list[ScoredLayer]:
-    """The Linear (and GPT-2 Conv1D) layers inside the decoder blocks of ``model``."""
-    adapter = get_model_adapter(model)
-    layers = []
-    for index, block in enumerate(adapter.layers):
-        for name, module in block.named_modules():
-            weight = getattr(module, "weight", None)
-            if weight is None or weight.ndim != 2 or (trainable_only and not weight.requires_grad):
-                continue
-            if isinstance(module, nn.Linear):
-                layers.append(ScoredLayer(f"layers.{index}.{name}", module, weight, False))
-            elif type(module).__name__ == "Conv1D":
-                layers.append(ScoredLayer(f"layers.{index}.{name}", module, weight, True))
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no trainable Linear layer inside its decoder blocks")
-    return layers
-
-
-# ------------------------------------------------------------------------------------- layer gradients
-
-
-@dataclass
-class LayerGradients:
-    """Inputs ``x [rows, T, d_in]`` and output gradients ``gy [rows, T, d_out]`` of every scored layer."""
-
-    inputs: dict[str, torch.Tensor]
-    output_grads: dict[str, torch.Tensor]
-    row_losses: torch.Tensor  # mean token loss per row (no grad)
-
-
-def row_mean_losses(
-    model: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor, position_ids: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum of token losses and number of predicted tokens per row (differentiable), for packed/windowed rows."""
-    mask = prediction_mask(input_ids, None, position_ids, labels)
-    _, head, softcap = split_causal_lm(model)
-    hidden = final_hidden_states(model, input_ids=input_ids, attention_mask=None, position_ids=position_ids)
-    rows, cols = mask.nonzero(as_tuple=True)
-    token_losses = logits_to_losses(hidden[rows, cols - 1], labels[rows, cols], head, softcap)
-    sums = torch.zeros(input_ids.shape[0], dtype=token_losses.dtype, device=input_ids.device)
-    sums = sums.index_add(0, rows, token_losses)
-    return sums, mask.sum(-1)
-
-
-def layer_gradients(
-    model: nn.Module,
-    layers: list[ScoredLayer],
-    input_ids: torch.Tensor,
-    labels: torch.Tensor,
-    position_ids: torch.Tensor,
-    num_candidates: int,
-) -> LayerGradients:
-    """One forward/backward over candidate rows (first ``num_candidates``) and proxy rows (the rest).
-
-    The objective is ``sum_i mean_loss(candidate i) + mean token loss of the proxy rows``, so row ``i``'s
-    output gradients are those of its own mean loss and the proxy rows' sum to the proxy mean gradient.
-    Gradients are taken w.r.t. the layer outputs only. Call it in eval mode (no dropout, no checkpointing).
-    """
-    captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(name):
-        def fn(_module, args, output):
-            captured[name] = (args[0].detach(), output)
-
-        return fn
-
-    handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in layers]
-    try:
-        with torch.enable_grad():
-            sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
-            objective, row_losses = _scoring_objective(sums, counts, num_candidates)
-            missing = [layer.name for layer in layers if layer.name not in captured]
-            if missing:
-                raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
-            outputs = [captured[layer.name][1] for layer in layers]
-            grads = torch.autograd.grad(objective, outputs, allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-    inputs, output_grads = {}, {}
-    for layer, grad in zip(layers, grads):
-        x = captured[layer.name][0]
-        inputs[layer.name] = x
-        output_grads[layer.name] = (
-            torch.zeros(*x.shape[:-1], layer.d_out, dtype=x.dtype, device=x.device) if grad is None else grad
-        )
-    return LayerGradients(inputs, output_grads, row_losses)
-
-
-# ---------------------------------------------------------------------------------------- preconditioner
-
-
-@dataclass
-class LayerPreconditioner:
-    """``u = scale * L @ G @ R`` (factored; ``L``/``R`` optional matrices, or vectors for diagonal ones) or
-    ``u = dense * G`` (elementwise)."""
-
-    scale: float = 1.0
-    left: torch.Tensor | None = None  # [d_out, d_out] or diagonal [d_out]
-    right: torch.Tensor | None = None  # [d_in, d_in] or diagonal [d_in]
-    dense: torch.Tensor | None = None  # [d_out, d_in]
-
-    @property
-    def factored(self) -> bool:
-        return self.dense is None
-
-    def rank_one(self) -> LayerPreconditioner:
-        """Factored approximation of an elementwise preconditioner: Adafactor's ``P ~ r c^T / sum(P)``.
-
-        Exact when ``P`` is rank one; lets the sketch of ``P * sum_t g_t x_t^T`` be taken from the factors
-        ``(r * g_t, c * x_t)`` without the dense per-sample matrix.
-        """
-        if self.dense is None:
-            return self
-        rows, cols = self.dense.sum(1), self.dense.sum(0)
-        return LayerPreconditioner(scale=1.0 / float(self.dense.sum()), left=rows, right=cols)
-
-    def transform_factors(
-        self, grads: torch.Tensor, inputs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Factors of ``u = sum_t g'_t x'_t^T`` (factored preconditioners only)."""
-        grads = grads * self.scale
-        if self.left is not None:
-            grads = grads * self.left if self.left.ndim == 1 else grads @ self.left.t()
-        if self.right is not None:
-            inputs = (
-                inputs * self.right if self.right.ndim == 1 else inputs @ self.right
-            )  # rows of (G R)^T: x R
-        return grads, inputs
-
-    def apply(self, matrices: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-        """Preconditioned dense gradients ``[..., d_out, d_in]`` (``inplace``: elementwise case only, reuses them)."""
-        if self.dense is not None:
-            return matrices.mul_(self.dense) if inplace else matrices * self.dense
-        out = matrices * self.scale
-        if self.left is not None:
-            out = out * self.left[:, None] if self.left.ndim == 1 else self.left @ out
-        if self.right is not None:
-            out = out * self.right if self.right.ndim == 1 else out @ self.right
-        return out
-
-
-def _inner_optimizer(optimizer):
-    """The torch optimizer inside accelerate / deepspeed wrappers."""
-    while isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer):
-        optimizer = optimizer.optimizer
-    return optimizer
-
-
-def resolve_preconditioner(optimizer, choice: str = "auto") -> str:
-    """``choice`` or, for ``auto``, the preconditioner matching the optimizer's class."""
-    if choice not in PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {choice!r}")
-    if choice != "auto":
-        return choice
-    inner = _inner_optimizer(optimizer)
-    muon = getattr(torch.optim, "Muon", None)
-    if muon is not None and isinstance(inner, muon):
-        return "muon"
-    if isinstance(inner, (torch.optim.Adam, torch.optim.AdamW)):
-        return "adamw"
-    if isinstance(inner, torch.optim.SGD):
-        return "sgd"
-    raise OptimizerStateError(
-        f"OPUS cannot infer the update rule of {type(inner).__name__}: it reads torch Adam/AdamW, Muon and SGD "
-        "state. Use one of those, or set preconditioner='sgd' to score raw gradients (identity preconditioner)."
-    )
-
-
-def _param_group(optimizer, param):
-    for group in optimizer.param_groups:
-        if any(p is param for p in group["params"]):
-            return group
-    return None
-
-
-def _adamw_layer(optimizer, group, layer: ScoredLayer, steps_taken: int | None) -> LayerPreconditioner:
-    lr = float(group["lr"])
-    state = optimizer.state.get(layer.weight, {})
-    step = state.get("step", 0)
-    step = int(step.item()) if torch.is_tensor(step) else int(step)
-    if step == 0 and not state and not steps_taken:
-        return LayerPreconditioner(scale=lr)
-    v = state.get("exp_avg_sq")
-    if not torch.is_tensor(v) or v.shape != layer.weight.shape or not v.is_floating_point():
-        raise OptimizerStateError(
-            f"{type(optimizer).__name__} keeps no float 'exp_avg_sq' of the weight's shape for {layer.name} "
-            f"(state keys: {sorted(state)}); the AdamW preconditioner needs torch Adam/AdamW state. Quantised "
-            "(8-bit) or stateless optimizers are not supported: use preconditioner='sgd'."
-        )
-    if group.get("amsgrad", False):
-        raise OptimizerStateError("the AdamW preconditioner does not support amsgrad=True")
-    beta1, beta2 = group["betas"]
-    t = step + 1
-    v_hat = layer.oriented(v).float() * beta2 / (1 - beta2**t)
-    coef = lr * (1 - beta1) / (1 - beta1**t)
-    return LayerPreconditioner(dense=coef / (v_hat.sqrt() + group["eps"]))
-
-
-def _muon_lr(lr: float, adjust: str | None, shape) -> float:
-    a, b = shape[:2]
-    if adjust in (None, "original"):
-        return lr * math.sqrt(max(1.0, a / b))
-    if adjust == "match_rms_adamw":
-        return lr * 0.2 * math.sqrt(max(a, b))
-    return lr
-
-
-def _inverse_sqrt_psd(gram: torch.Tensor, floor: float) -> torch.Tensor:
-    evals, evecs = torch.linalg.eigh(gram.double())
-    inv = evals.clamp(min=floor**2).rsqrt()
-    return ((evecs * inv) @ evecs.t()).to(gram.dtype)
-
-
-def _muon_layer(optimizer, group, layer: ScoredLayer) -> LayerPreconditioner:
-    lr = _muon_lr(float(group["lr"]), group.get("adjust_lr_fn"), layer.weight.shape)
-    state = optimizer.state.get(layer.weight, {})
-    buf = state.get("momentum_buffer")
-    if buf is None:
-        if state:
-            raise OptimizerStateError(
-                f"{type(optimizer).__name__} keeps no 'momentum_buffer' for {layer.name}; the Muon "
-                "preconditioner needs torch.optim.Muon state"
-            )
-        return LayerPreconditioner(scale=lr)
-    mu, nesterov = group["momentum"], group.get("nesterov", True)
-    m0 = layer.oriented(buf).float() * (mu * mu if nesterov else mu)
-    norm = float(m0.norm())
-    if norm == 0.0:
-        return LayerPreconditioner(scale=lr)
-    a, _, _ = group.get("ns_coefficients", (3.4445, -4.7750, 2.0315))
-    floor = norm / (abs(a) ** group.get("ns_steps", 5))
-    scale = lr * ((1 + mu) if nesterov else 1.0)
-    if m0.shape[0] <= m0.shape[1]:
-        return LayerPreconditioner(scale=scale, left=_inverse_sqrt_psd(m0 @ m0.t(), floor))
-    return LayerPreconditioner(scale=scale, right=_inverse_sqrt_psd(m0.t() @ m0, floor))
-
-
-def _sgd_layer(optimizer, group, layer: ScoredLayer) -> LayerPreconditioner:
-    """Linear part of a torch SGD step in the new gradient ``g`` (weight decay and the old buffer are constant).
-
-    torch.optim.SGD keeps ``buf = g`` on its first step (no dampening) and ``buf = mu buf + (1 - dampening) g``
-    afterwards, and steps by ``lr * buf`` (or ``lr * (g + mu buf)`` with Nesterov), so ``du / dg`` is ``lr`` /
-    ``lr (1 + mu)`` on the first step and ``lr (1 - dampening)`` / ``lr (1 + mu (1 - dampening))`` after it.
-    """
-    lr = float(group["lr"])
-    momentum, dampening = group.get("momentum", 0.0), group.get("dampening", 0.0)
-    if not momentum:
-        return LayerPreconditioner(scale=lr)
-    has_buffer = optimizer.state.get(layer.weight, {}).get("momentum_buffer") is not None
-    fresh = 1.0 - dampening if has_buffer else 1.0  # the weight of g inside the new buffer
-    if group.get("nesterov", False):
-        return LayerPreconditioner(scale=lr * (1.0 + momentum * fresh))
-    return LayerPreconditioner(scale=lr * fresh)
-
-
-def build_preconditioners(
-    optimizer, layers: list[ScoredLayer], kind: str, steps_taken: int | None = None
-) -> dict[str, LayerPreconditioner | None]:
-    """Per-layer preconditioner from the optimizer state as it is now (``None``: layer not optimised).
-
-    ``steps_taken`` (optimizer steps done so far, when the caller knows it) turns a missing AdamW state after
-    the first step into an error instead of the first-step identity.
-    """
-    inner = _inner_optimizer(optimizer)
-    out: dict[str, LayerPreconditioner | None] = {}
-    for layer in layers:
-        group = _param_group(inner, layer.weight)
-        if group is None:
-            out[layer.name] = None
-        elif kind == "adamw":
-            out[layer.name] = _adamw_layer(inner, group, layer, steps_taken)
-        elif kind == "muon":
-            out[layer.name] = _muon_layer(inner, group, layer)
-        elif kind == "sgd":
-            out[layer.name] = _sgd_layer(inner, group, layer)
-        else:
-            raise ValueError(f"unknown preconditioner {kind!r}")
-    if all(p is None for p in out.values()):
-        raise OptimizerStateError("the optimizer holds none of the scored block Linear weights")
-    return out
-
+# The OPUS scoring API in one place: gradients, preconditioners and sampling are re-exported here.
+__all__ = [
+    "GRAM_WEIGHTS",
+    "PRECONDITIONERS",
+    "SELECTIONS",
+    "CandidateStatistics",
+    "LayerGradients",
+    "LayerPreconditioner",
+    "OptimizerStateError",
+    "ScoredLayer",
+    "Selection",
+    "block_linear_layers",
+    "build_preconditioners",
+    "candidate_statistics",
+    "layer_gradients",
+    "layer_weights",
+    "opus_row_window",
+    "per_sample_updates",
+    "resolve_preconditioner",
+    "row_mean_losses",
+    "scored_statistics",
+    "select_candidates",
+    "unwrap_for_scoring",
+]
 
 # ---------------------------------------------------------------------------------------- inner products
 
 
 GRAM_WEIGHTS = ("numel", "sqrt_numel")
-SELECTIONS = ("boltzmann", "greedy", "topk")
 
 
 @dataclass
@@ -502,15 +227,6 @@ def candidate_statistics(
     return CandidateStatistics(alignment.double(), gram.double(), row_losses=grads.row_losses)
 
 
-def _scoring_objective(sums, counts, num_candidates):
-    counts = counts.to(sums.dtype)
-    cand = sums[:num_candidates] / counts[:num_candidates].clamp(min=1)
-    proxy_tokens = counts[num_candidates:].sum()
-    if proxy_tokens == 0:
-        raise ValueError("the proxy batch has no predicted token (empty proxy rows?)")
-    return cand.sum() + sums[num_candidates:].sum() / proxy_tokens, (sums / counts.clamp(min=1)).detach()
-
-
 def scored_statistics(
     model: nn.Module,
     layers: list[ScoredLayer],
@@ -578,7 +294,7 @@ def scored_statistics(
     try:
         with torch.enable_grad():
             sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
-            objective, row_losses = _scoring_objective(sums, counts, num_candidates)
+            objective, row_losses = scoring_objective(sums, counts, num_candidates)
             missing = [layer.name for layer in layers if layer.name not in seen]
             if missing:
                 raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
@@ -602,89 +318,4 @@ def scored_statistics(
     )
 
 
-# ---------------------------------------------------------------------------------------------- selection
-
-
-@dataclass
-class Selection:
-    indices: list[int]
-    utilities: torch.Tensor  # first-draw utilities (after standardisation)
-    effective_sample_size: float  # 1 / sum p^2 of the first draw's distribution
-    utility_spread: float  # std of the raw alignment
-
-
-def select_candidates(
-    alignment: torch.Tensor,
-    gram: torch.Tensor,
-    k: int,
-    temperature: float = 0.9,
-    redundancy_weight: float = 1.0,
-    standardize: bool = True,
-    greedy: bool = False,
-    generator: torch.Generator | None = None,
-    selection: str | None = None,
-) -> Selection:
-    """Pick ``k`` candidates by sequential Boltzmann draws without replacement, greedily, or top-k.
-
-    ``U_z = a_z - lambda * sum_{j picked} gram[z, j]``. With ``standardize`` the alignment is z-scored over the
-    buffer and the Gram matrix divided by the mean squared update norm, so ``temperature`` is in standard
-    deviations and a picked candidate lowers its exact duplicate by ``lambda``. Without it the raw values of
-    the paper are used (they are ~1e-3, so ``temperature=0.9`` is close to uniform sampling).
-
-    Args:
-        selection: ``"boltzmann"`` (paper, default), ``"greedy"`` (argmax of ``U_z`` with the redundancy
-            update after each pick; also ``greedy=True``) or ``"topk"``: the ``k`` largest alignments, no
-            redundancy term and no sampling (GhostSuite's "OPUS top-k": validation loss 2.830 vs Boltzmann's
-            2.845 on GPT-2-small / Pile).
-    """
-    mode = selection or ("greedy" if greedy else "boltzmann")
-    if mode not in SELECTIONS:
-        raise ValueError(f"selection must be one of {SELECTIONS}, got {mode!r}")
-    n = alignment.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"cannot select {k} of {n} candidates")
-    if temperature <= 0 and mode == "boltzmann":
-        raise ValueError(f"temperature must be > 0 (or use greedy / topk selection), got {temperature}")
-    a = alignment.double()
-    g = gram.double()
-    spread = float(a.std()) if n > 1 else 0.0
-    if standardize:
-        a = (a - a.mean()) / a.std().clamp(min=1e-30) if n > 1 else a - a.mean()
-        g = g / g.diagonal().mean().clamp(min=1e-30)
-    first = a.clone()
-    if mode == "topk":
-        # ties broken by position (stable sort): deterministic
-        order = torch.sort(-first, stable=True).indices[:k]
-        return Selection([int(i) for i in order], first, 1.0, spread)
-    penalty = torch.zeros_like(a)
-    picked: list[int] = []
-    available = torch.ones(n, dtype=torch.bool)
-    probs0 = torch.softmax(first / max(temperature, 1e-300), 0) if mode == "boltzmann" else None
-    for _ in range(k):
-        utility = (a - redundancy_weight * penalty).masked_fill(~available, float("-inf"))
-        if mode == "greedy":
-            choice = int(utility.argmax())
-        else:
-            probs = torch.softmax(utility / temperature, 0)
-            choice = int(torch.multinomial(probs.float(), 1, generator=generator))
-        picked.append(choice)
-        available[choice] = False
-        penalty = penalty + g[:, choice]
-    ess = float(1.0 / (probs0**2).sum()) if probs0 is not None else 1.0
-    return Selection(picked, first, ess, spread)
-
-
-def opus_row_window(labels: torch.Tensor, window: int, generator: torch.Generator | None = None) -> list[int]:
-    """Random start of a ``window``-token span inside each row's trained part (0 when the row is shorter)."""
-    starts = []
-    for row in labels:
-        trained = (row != IGNORE_INDEX).nonzero()
-        length = int(trained[-1]) + 1 if trained.numel() else row.shape[0]
-        room = max(0, length - window)
-        starts.append(int(torch.randint(room + 1, (1,), generator=generator)) if room else 0)
-    return starts
-
-
-def unwrap_for_scoring(model: nn.Module) -> nn.Module:
-    """The plain model (outside DDP / torch.compile wrappers)."""
-    return unwrap_model(model)
+# Selection lives in .sampling; imported last because it reads CandidateStatistics from this module.

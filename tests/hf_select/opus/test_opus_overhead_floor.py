@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "opus_overhead.py"
+SCRIPT = Path(__file__).parents[3] / "benchmarks" / "opus_overhead.py"
 
 
 def _load():

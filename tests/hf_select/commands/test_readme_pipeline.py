@@ -12,7 +12,7 @@ from hf_select.cli import main
 from hf_select.loading import load_any_dataset
 from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def _quick_start_commands() -> list[list[str]]:
