@@ -1,0 +1,55 @@
+"""Contract table over the scorers (issue 16): every config field changes the fingerprint, ``Dataset.map`` equals
+``IterableDataset.map``, and the model's train/eval mode is restored. (Data Whisperer's fingerprint contract is
+``test_config_is_the_single_source_and_every_field_changes_the_fingerprint`` in its own tests.)"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from datasets import Dataset
+
+from hf_select.attention_influence import AttentionInfluence, AttentionInfluenceConfig
+from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
+
+TEXTS = [s.strip() + "." for s in TINY_CORPUS.split(".") if s.strip()][:6]
+OTHER_VALUE = {
+    "heads": [(0, 1)],
+    "max_length": 16,
+    "batch_size": 3,
+    "text_column": "body",
+    "reuse_lower_layers": False,
+}
+
+
+def _scorer(model=None, **overrides):
+    config = AttentionInfluenceConfig(**{"heads": [(1, 0)], "max_length": 32, **overrides})
+    return AttentionInfluence(model or tiny_model("llama"), tiny_tokenizer(), config=config)
+
+
+def test_every_attention_influence_field_changes_the_fingerprint():
+    data = Dataset.from_dict({"text": TEXTS})
+    model = tiny_model("llama")
+    base = _scorer(model).fingerprint(data)
+    names = [f.name for f in dataclasses.fields(AttentionInfluenceConfig)]
+    assert set(names) == set(OTHER_VALUE), "a new config field needs a row in OTHER_VALUE"
+    for name in names:
+        assert _scorer(model, **{name: OTHER_VALUE[name]}).fingerprint(data) != base, name
+
+
+def test_map_equals_iterable_map():
+    data = Dataset.from_dict({"text": TEXTS})
+    scorer = _scorer()
+    mapped = data.map(scorer, batched=True, batch_size=4)
+    streamed = list(data.to_iterable_dataset().map(scorer, batched=True, batch_size=4))
+    assert len(streamed) == len(mapped)
+    np.testing.assert_allclose([r["ai_score"] for r in streamed], mapped["ai_score"], rtol=0, atol=1e-6)
+    assert [r["ai_num_tokens"] for r in streamed] == mapped["ai_num_tokens"]
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_the_model_mode_is_restored(training):
+    model = tiny_model("llama").train(training)
+    _scorer(model)({"text": TEXTS[:2]})
+    assert model.training is training
