@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from ..generation import left_pad
 from ..token_loss import bits_per_byte, per_token_loss
 from .metadata import DEFAULT_TEMPLATE, format_metadata, tokenize_with_metadata
 
@@ -74,8 +75,8 @@ def generate_with_prefix(
         return []
     ids = encode_with_prefix(tokenizer, prompts, prefix)["input_ids"]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = _pad(ids, pad if pad is not None else 0, left=True).to(model.device)
-    attention_mask = _pad([[1] * len(r) for r in ids], 0, left=True).to(model.device)
+    input_ids, attention_mask, _ = left_pad(ids, pad if pad is not None else 0)
+    input_ids, attention_mask = input_ids.to(model.device), attention_mask.to(model.device)
     generate_kwargs.setdefault("pad_token_id", pad)
     out = model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
     return tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
