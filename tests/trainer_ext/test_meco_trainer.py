@@ -14,13 +14,7 @@ from hf_select.trainer_ext.meco_trainer import cycled_order, meco_schedule
 SEQ = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train ~10x faster on one thread when the 2 cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def rows_pool(low: int, high: int, n_docs: int, seed: int) -> Dataset:

@@ -1,18 +1,11 @@
 import pytest
-import torch
 from datasets import Dataset
 
 from hf_select.cli import main, parse_configs
 from hf_select.commands import train_meco
 from hf_select.testing import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.mark.slow

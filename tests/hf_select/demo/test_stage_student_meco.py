@@ -1,17 +1,10 @@
 import json
 
 import pytest
-import torch
 
 from hf_select.demo.runner import run_stage
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def split(offset: int, n: int = 60) -> dict:

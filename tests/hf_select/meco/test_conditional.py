@@ -12,13 +12,7 @@ from hf_select.meco.conditional import (
 )
 from hf_select.testing import tiny_model, tiny_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_prefix_is_tokenised_on_its_own_like_in_training():
