@@ -3,6 +3,8 @@ takes gradients with respect to their outputs only, and the random scoring windo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -78,6 +80,46 @@ def row_mean_losses(
     return sums, mask.sum(-1)
 
 
+@contextlib.contextmanager
+def hooked_scoring_objective(
+    model: nn.Module,
+    layers: list[ScoredLayer],
+    make_hook: Callable[[ScoredLayer], Callable],
+    input_ids: torch.Tensor,
+    labels: torch.Tensor,
+    position_ids: torch.Tensor,
+    num_candidates: int,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The joint scoring forward with ``make_hook(layer)`` as a forward hook on every scored layer.
+
+    Yields ``(objective, row_losses)`` (:func:`scoring_objective`) with grad enabled, so the caller takes its
+    gradients inside the block; the hooks are removed on exit. A layer the forward never reached is an error.
+    """
+    reached: set[str] = set()
+
+    def wrap(layer):
+        inner = make_hook(layer)
+
+        def fn(module, args, output):
+            reached.add(layer.name)
+            return inner(module, args, output)
+
+        return fn
+
+    handles = [layer.module.register_forward_hook(wrap(layer)) for layer in layers]
+    try:
+        with torch.enable_grad():
+            sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
+            objective, row_losses = scoring_objective(sums, counts, num_candidates)
+            missing = [layer.name for layer in layers if layer.name not in reached]
+            if missing:
+                raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
+            yield objective, row_losses
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def layer_gradients(
     model: nn.Module,
     layers: list[ScoredLayer],
@@ -94,25 +136,18 @@ def layer_gradients(
     """
     captured: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def hook(name):
+    def hook(layer):
         def fn(_module, args, output):
-            captured[name] = (args[0].detach(), output)
+            captured[layer.name] = (args[0].detach(), output)
 
         return fn
 
-    handles = [layer.module.register_forward_hook(hook(layer.name)) for layer in layers]
-    try:
-        with torch.enable_grad():
-            sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
-            objective, row_losses = scoring_objective(sums, counts, num_candidates)
-            missing = [layer.name for layer in layers if layer.name not in captured]
-            if missing:
-                raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
-            outputs = [captured[layer.name][1] for layer in layers]
-            grads = torch.autograd.grad(objective, outputs, allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
+    with hooked_scoring_objective(model, layers, hook, input_ids, labels, position_ids, num_candidates) as (
+        objective,
+        row_losses,
+    ):
+        outputs = [captured[layer.name][1] for layer in layers]
+        grads = torch.autograd.grad(objective, outputs, allow_unused=True)
     inputs, output_grads = {}, {}
     for layer, grad in zip(layers, grads):
         x = captured[layer.name][0]

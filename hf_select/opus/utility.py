@@ -46,10 +46,10 @@ from .gradients import (
     LayerGradients,
     ScoredLayer,
     block_linear_layers,
+    hooked_scoring_objective,
     layer_gradients,
     opus_row_window,
     row_mean_losses,
-    scoring_objective,
     unwrap_for_scoring,
 )
 from .preconditioners import (
@@ -255,7 +255,6 @@ def scored_statistics(
     state = {"alignment": None, "gram": None, "seconds": 0.0}
     inputs: dict[str, torch.Tensor] = {}
     outputs: list[torch.Tensor] = []
-    seen: set[str] = set()
 
     def on_grad(layer, pre):
         def fn(grad):
@@ -280,7 +279,6 @@ def scored_statistics(
 
     def forward_hook(layer):
         def fn(_module, args, output):
-            seen.add(layer.name)
             pre = preconditioners.get(layer.name)
             if pre is None or not output.requires_grad:
                 return
@@ -290,22 +288,16 @@ def scored_statistics(
 
         return fn
 
-    handles = [layer.module.register_forward_hook(forward_hook(layer)) for layer in layers]
     try:
-        with torch.enable_grad():
-            sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
-            objective, row_losses = scoring_objective(sums, counts, num_candidates)
-            missing = [layer.name for layer in layers if layer.name not in seen]
-            if missing:
-                raise RuntimeError(f"layers not reached by the forward pass: {missing[:3]}")
+        with hooked_scoring_objective(
+            model, layers, forward_hook, input_ids, labels, position_ids, num_candidates
+        ) as (objective, row_losses):
             if not outputs:
                 raise OptimizerStateError("the optimizer holds none of the scored block Linear weights")
             # gradients w.r.t. the layer outputs only: no weight gradient, no .grad touched; the returned
             # tensors are dropped at once (the hooks already consumed them)
             torch.autograd.grad(objective, outputs, allow_unused=True)
     finally:
-        for handle in handles:
-            handle.remove()
         inputs.clear()
     if state["alignment"] is None:  # no layer received a gradient (the loss does not depend on any)
         state["alignment"] = torch.zeros(num_candidates)
@@ -316,6 +308,3 @@ def scored_statistics(
         {"sketch_and_inner_products": state["seconds"]},
         row_losses,
     )
-
-
-# Selection lives in .sampling; imported last because it reads CandidateStatistics from this module.
