@@ -12,7 +12,8 @@ head_dim]`` with head ``h`` at ``[h * head_dim, (h + 1) * head_dim)``; query hea
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +75,47 @@ def unwrap_model(model: nn.Module) -> nn.Module:
         if inner is model:
             return model
         model = inner
+
+
+def is_fully_sharded(model: nn.Module) -> bool:
+    """Whether ``model`` (or the model inside its peft / DDP / compile wrapper) is an FSDP2 ``fully_shard`` root."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # torch built without distributed support
+        return False
+    return isinstance(model, FSDPModule) or isinstance(unwrap_model(model), FSDPModule)
+
+
+@contextlib.contextmanager
+def unsharded_root(model: nn.Module) -> Iterator[None]:
+    """Hold the parameters of an FSDP2 model outside its decoder layers (embeddings, final norm, LM head)
+    gathered inside the block.
+
+    hf-select calls the backbone and the LM head of a causal LM separately (final hidden states, then chunked
+    float32 logits). Under ``fully_shard`` the decoder layers gather their own parameters in their forward and
+    backward hooks, but the root's parameters are gathered only by the root's own forward, which these calls
+    bypass, and the LM head's weight is read directly, not through its module's forward. Every rank must enter the block at the same point (it all-gathers). A no-op for other models;
+    nested blocks gather once.
+    """
+    inner = unwrap_model(model)
+    if not is_fully_sharded(inner) or getattr(inner, "_hf_select_unsharded", False):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    # the root and the units accelerate carves out of it (embeddings; final norm + LM head), not the decoder
+    # layers: those are the members of a ModuleList
+    in_lists = {id(m) for lst in inner.modules() if isinstance(lst, nn.ModuleList) for m in lst}
+    units = [m for m in inner.modules() if isinstance(m, FSDPModule) and id(m) not in in_lists]
+    for unit in units:
+        unit.unshard()
+    inner._hf_select_unsharded = True
+    try:
+        yield
+    finally:
+        inner._hf_select_unsharded = False
+        for unit in units:
+            unit.reshard()
 
 
 @dataclass

@@ -114,3 +114,31 @@ def run_torchrun(script, *args, nproc: int = 2, env: dict | None = None, timeout
     cmd += ["--master_port", str(free_port()), str(script), *map(str, args)]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
     return subprocess.run(cmd, env=full_env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def enable_fsdp_on_cpu() -> None:
+    """Let the Trainer's own FSDP path (accelerate's FSDP plugin) run on CPU under gloo, for tests.
+
+    accelerate turns its FSDP plugin on only for accelerator devices (``MULTI_GPU``, ``MULTI_XPU``, ...); on
+    CPU a ``TrainingArguments(fsdp=..., use_cpu=True)`` run silently falls back to DDP. This lifts that one gate:
+    after ``AcceleratorState`` is built for a multi-process CPU run with an FSDP plugin, its distributed type
+    becomes ``FSDP``. Everything after it -- ``fsdp2_prepare_model`` (``fully_shard`` per decoder layer),
+    sharded optimizer state, gradient clipping, sharded checkpoints -- is accelerate's and the Trainer's own
+    code. Call it before building the ``TrainingArguments`` in every process.
+    """
+    import accelerate.state
+    from accelerate.utils import DistributedType
+
+    state_cls = accelerate.state.AcceleratorState
+    if getattr(state_cls.__init__, "_hf_select_cpu_fsdp", False):
+        return
+    original = state_cls.__init__
+
+    def __init__(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if fsdp_plugin is not None and self.distributed_type == DistributedType.MULTI_CPU:
+            self.distributed_type = DistributedType.FSDP
+            self.fsdp_plugin = fsdp_plugin
+
+    __init__._hf_select_cpu_fsdp = True
+    state_cls.__init__ = __init__

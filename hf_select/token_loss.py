@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model_adapter import UnsupportedModelError, unwrap_model
+from .model_adapter import UnsupportedModelError, unsharded_root, unwrap_model
 
 IGNORE_INDEX = -100
 
@@ -384,7 +384,8 @@ def probe_model(model: nn.Module) -> ModelProbe:
         flags = [(module, module.training) for module in inner.modules()]
         inner.eval()
         try:
-            probe = _run_probe(inner)
+            with unsharded_root(inner):
+                probe = _run_probe(inner)
         finally:
             for module, training in flags:
                 module.training = training
@@ -447,7 +448,7 @@ def per_token_loss(
     model_inputs, position_ids = prepare_model_inputs(input_ids, attention_mask, position_ids, model)
     mask = prediction_mask(input_ids, attention_mask, position_ids, labels)
     targets_all = labels if labels is not None else input_ids
-    with torch.no_grad():
+    with torch.no_grad(), unsharded_root(model):
         _, head, softcap = split_causal_lm(model)
         if hidden_states is None:
             hidden_states = final_hidden_states(model, **model_inputs)

@@ -25,6 +25,7 @@ from hf_select.meco.metadata import add_metadata_tokens
 from hf_select.packing import PackedCollator, pack_dataset
 
 from .meco_config import MeCoConfig
+from .sharding import check_parallelism
 
 logger = logging.get_logger(__name__)
 
@@ -177,6 +178,7 @@ class MeCoTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        check_parallelism(self, "MeCoTrainer")
 
     def _get_train_sampler(self, train_dataset=None) -> torch.utils.data.Sampler:
         # The schedule is already in consumption order; shuffling would mix the two phases.

@@ -46,6 +46,7 @@ from hf_select.packing import PackedCollator
 from hf_select.token_loss import IGNORE_INDEX
 
 from .opus_config import OPUSConfig
+from .sharding import check_parallelism
 
 logger = logging.get_logger(__name__)
 
@@ -107,6 +108,7 @@ class OPUSTrainer(Trainer):
             kwargs["data_collator"] = PackedCollator(pad_token_id=pad)
         kwargs["data_collator"] = _DomainCollator(kwargs["data_collator"])
         super().__init__(model=model, args=args, **kwargs)
+        check_parallelism(self, "OPUSTrainer")
         self._opus_layers = None
         self._opus_sketches = None
         self._opus_kind = None

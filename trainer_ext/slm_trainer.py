@@ -25,7 +25,8 @@ definition.
 
 Reference: a ``ref_loss`` column of the dataset (:func:`hf_select.compute_reference_losses`, computed on the
 same packed rows), else an online frozen ``ref_model`` (eval mode, no gradients, one extra forward per
-micro-batch), else -- for a peft model -- the base model with the adapter disabled. Evaluation reports the
+micro-batch; under FSDP2 it is sharded like the student, :func:`~hf_select.trainer_ext.sharding.shard_frozen_model`),
+else -- for a peft model -- the base model with the adapter disabled. Evaluation reports the
 plain mean cross-entropy over all tokens.
 """
 
@@ -52,6 +53,7 @@ from hf_select.slm.token_selection import (
 )
 from hf_select.token_loss import per_token_loss, prediction_mask, prepare_model_inputs
 
+from .sharding import check_parallelism, shard_frozen_model
 from .slm_config import SLMConfig
 
 logger = logging.get_logger(__name__)
@@ -236,10 +238,14 @@ class SLMTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        check_parallelism(self, "SLMTrainer")
         self.ref_model = ref_model
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
             ref_model.to(self.args.device)
+            if self.is_fsdp_enabled and online:
+                # sharded like the student: no rank keeps a full replica of the reference
+                self.ref_model = shard_frozen_model(self, ref_model)
         self._slm_stats = torch.zeros(len(_STAT_NAMES), dtype=torch.float64, device=self.args.device)
 
     def _set_signature_columns_if_needed(self) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..model_adapter import get_model_adapter, unwrap_model
+from ..model_adapter import get_model_adapter, unsharded_root, unwrap_model
 from ..token_loss import IGNORE_INDEX, final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
 
 
@@ -108,7 +108,8 @@ def hooked_scoring_objective(
 
     handles = [layer.module.register_forward_hook(wrap(layer)) for layer in layers]
     try:
-        with torch.enable_grad():
+        # the root's parameters stay gathered through the caller's backward (the LM head is in the graph)
+        with torch.enable_grad(), unsharded_root(model):
             sums, counts = row_mean_losses(model, input_ids, labels, position_ids)
             objective, row_losses = scoring_objective(sums, counts, num_candidates)
             missing = [layer.name for layer in layers if layer.name not in reached]

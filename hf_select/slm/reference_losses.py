@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import logging
 
+from ..model_adapter import unsharded_root
 from ..packing import PackedCollator
 from ..token_loss import (
     final_hidden_states,
@@ -58,7 +59,7 @@ def reference_token_stats(
     """Per-token ``ref_loss`` (and ``ref_entropy`` of the distribution that predicts the token) ``[batch, seq]``
     float32, plus the prediction ``mask``; one backbone forward, no gradients."""
     model_inputs, _ = prepare_model_inputs(input_ids, attention_mask, position_ids, model)
-    with torch.no_grad():
+    with torch.no_grad(), unsharded_root(model):
         hidden = final_hidden_states(model, **model_inputs)
         losses, mask = per_token_loss(
             model, input_ids, attention_mask, position_ids, labels, chunk_size, hidden_states=hidden
