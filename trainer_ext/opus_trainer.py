@@ -87,7 +87,8 @@ class OPUSTrainer(Trainer):
     Attributes:
         opus_timings: seconds spent in scoring forward/backward, sketch + inner products and selection.
         opus_history: one dict per scored micro-batch (step, micro-batch index, raw alignments, utility spread,
-            ESS, selected indices, selected domains, seconds).
+            ESS, selected indices, selected domains, seconds, and whether the preconditioner was sharded (FSDP):
+            then every rank scored all ranks' candidates on its rows, see :meth:`_candidates_of_all_ranks`).
     """
 
     def __init__(self, model=None, args: OPUSConfig | None = None, *, proxy_dataset=None, **kwargs):
@@ -143,6 +144,12 @@ class OPUSTrainer(Trainer):
     def _setup_opus(self, model):
         self._opus_layers = block_linear_layers(model)
         self._opus_kind = resolve_preconditioner(self.optimizer, self.args.preconditioner)
+        if self.is_fsdp_enabled and self._opus_kind == "muon":
+            raise ValueError(
+                "OPUS's Muon preconditioner is not supported under FSDP: it orthogonalises the whole momentum "
+                "matrix of each layer, which FSDP shards across ranks, and a sharded form is not implemented or "
+                "tested. Use AdamW or SGD with FSDP, or Muon with DDP"
+            )
         dim = self.args.sketch_dim
         device = next(model.parameters()).device
         self._opus_sketches = {
@@ -195,6 +202,46 @@ class OPUSTrainer(Trainer):
         p_labels[:, 0] = IGNORE_INDEX
         return [torch.cat([c, p.to(c.device)]) for c, p in zip(cand, (p_ids, p_labels, p_pos))]
 
+    def _candidates_of_all_ranks(self, ids, labels, pos, n: int):
+        """The joint batch with every rank's candidate windows (rank order) before the shared proxy rows.
+
+        Under FSDP the AdamW second moments are sharded: a rank holds rows ``[a, b)`` of each layer's
+        preconditioner, so it can compute only that part of each update ``u_i``, for every candidate of every
+        rank. Each rank scores the candidates of all ranks (the scoring forward/backward grows with the world
+        size; the inner-product work is split by rows) and :meth:`_complete_sharded_statistics` sums the parts.
+        Returns the joint tensors and the offset of this rank's candidates.
+        """
+        import torch.nn.functional as F
+
+        sizes = self.accelerator.gather(torch.tensor([[n, ids.shape[1]]], device=ids.device))
+        if bool((sizes[:, 0] != n).any()):
+            raise ValueError(
+                f"OPUS under FSDP scores every rank's candidates together and needs the same number of candidates "
+                f"per micro-batch on every rank, got {sizes[:, 0].tolist()} (set dataloader_drop_last=True)"
+            )
+        length = int(sizes[:, 1].max())
+        fills = (0, IGNORE_INDEX, 0)
+        out = []
+        for tensor, fill in zip((ids, labels, pos), fills):
+            tensor = F.pad(tensor, (0, length - tensor.shape[1]), value=fill)
+            out.append(torch.cat([self.accelerator.gather(tensor[:n].contiguous()), tensor[n:]]))
+        return (*out, self.args.process_index * n)
+
+    def _complete_sharded_statistics(self, stats, offset: int, n: int):
+        """Sum the ranks' parts of the alignments and the Gram matrix (one all-reduce) and keep this rank's
+        candidates."""
+        import torch.distributed as dist
+
+        total, device = stats.alignment.numel(), stats.alignment.device
+        flat = torch.cat([stats.alignment, stats.gram.flatten()]).to(self.args.device)
+        dist.all_reduce(flat)
+        alignment, gram = flat[:total].to(device), flat[total:].view(total, total).to(device)
+        keep = slice(offset, offset + n)
+        stats.alignment, stats.gram = alignment[keep].clone(), gram[keep, keep].clone()
+        if stats.row_losses is not None:
+            stats.row_losses = stats.row_losses[keep]
+        return stats
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return super().compute_loss(
             model, {**inputs, "use_cache": False}, return_outputs, num_items_in_batch=num_items_in_batch
@@ -226,6 +273,13 @@ class OPUSTrainer(Trainer):
             t0 = self.opus_clock()
             pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
             ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
+            sharded = any(p is not None and p.block is not None for p in pre.values())
+            scored, offset = n, 0
+            if sharded:
+                ids, labels, pos, offset = self._candidates_of_all_ranks(ids, labels, pos, n)
+                scored = n * self.accelerator.num_processes
+                if self.args.process_index != 0:  # unsharded layers: counted once, on rank 0
+                    pre = {name: p if p is None or p.block is not None else None for name, p in pre.items()}
             options = dict(
                 sketches=self._opus_sketches,
                 rank_one_sketch=self.args.sketch_rank_one_adamw,
@@ -234,16 +288,18 @@ class OPUSTrainer(Trainer):
             )
             if self.args.sketch_in_backward:
                 stats = scored_statistics(
-                    model, self._opus_layers, ids, labels, pos, n, pre, clock=self.opus_clock, **options
+                    model, self._opus_layers, ids, labels, pos, scored, pre, clock=self.opus_clock, **options
                 )
                 t2 = self.opus_clock()
                 t1 = t2 - stats.per_layer_seconds["sketch_and_inner_products"]
             else:
-                grads = layer_gradients(model, self._opus_layers, ids, labels, pos, n)
+                grads = layer_gradients(model, self._opus_layers, ids, labels, pos, scored)
                 t1 = self.opus_clock()
-                stats = candidate_statistics(grads, self._opus_layers, pre, n, **options)
+                stats = candidate_statistics(grads, self._opus_layers, pre, scored, **options)
                 del grads
                 t2 = self.opus_clock()
+            if sharded:
+                stats = self._complete_sharded_statistics(stats, offset, n)
             sel = select_candidates(
                 stats.alignment,
                 stats.gram,
@@ -272,6 +328,7 @@ class OPUSTrainer(Trainer):
             "utility_spread": sel.utility_spread,
             "effective_sample_size": sel.effective_sample_size,
             "selected": sel.indices,
+            "sharded_preconditioner": sharded,
             "seconds": {
                 "scoring_forward_backward": t1 - t0,
                 "sketch_and_inner_products": t2 - t1,

@@ -32,6 +32,9 @@ class LayerPreconditioner:
     left: torch.Tensor | None = None  # [d_out, d_out] or diagonal [d_out]
     right: torch.Tensor | None = None  # [d_in, d_in] or diagonal [d_in]
     dense: torch.Tensor | None = None  # [d_out, d_in]
+    # sharded optimizer state (FSDP): ``dense`` covers only ``[start, stop)`` along ``dim`` of the oriented
+    # ``[d_out, d_in]`` weight, and the layer's inner products are this rank's part of the full ones
+    block: tuple[int, int, int] | None = None  # (dim, start, stop)
 
     @property
     def factored(self) -> bool:
@@ -125,9 +128,33 @@ def _adamw_layer(optimizer, group, layer: ScoredLayer, steps_taken: int | None) 
         raise OptimizerStateError("the AdamW preconditioner does not support amsgrad=True")
     beta1, beta2 = group["betas"]
     t = step + 1
+    v, block = _local_shard(v, layer)
     v_hat = layer.oriented(v).float() * beta2 / (1 - beta2**t)
     coef = lr * (1 - beta1) / (1 - beta1**t)
-    return LayerPreconditioner(dense=coef / (v_hat.sqrt() + group["eps"]))
+    return LayerPreconditioner(dense=coef / (v_hat.sqrt() + group["eps"]), block=block)
+
+
+def _local_shard(tensor: torch.Tensor, layer: ScoredLayer) -> tuple[torch.Tensor, tuple[int, int, int] | None]:
+    """This rank's part of a DTensor optimizer state (FSDP2 shards along one dimension) and its block in the
+    oriented ``[d_out, d_in]`` weight; a plain tensor is returned whole with ``None``. Nothing is gathered."""
+    try:
+        from torch.distributed.tensor import DTensor, Shard
+    except ImportError:
+        return tensor, None
+    if not isinstance(tensor, DTensor):
+        return tensor, None
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+    dims = {p.dim for p in tensor.placements if isinstance(p, Shard)}
+    if len(dims) != 1 or any(not (p.is_replicate() or isinstance(p, Shard)) for p in tensor.placements):
+        raise OptimizerStateError(
+            f"the optimizer state of {layer.name} is a DTensor with placements {tensor.placements}; OPUS reads "
+            "state sharded along one dimension (FSDP2) only"
+        )
+    (dim,) = dims
+    shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
+    oriented_dim = 1 - dim if layer.transposed else dim
+    return tensor.to_local(), (oriented_dim, int(offset[dim]), int(offset[dim]) + int(shape[dim]))
 
 
 def _muon_lr(lr: float, adjust: str | None, shape) -> float:

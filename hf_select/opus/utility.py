@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .gradients import (
@@ -163,14 +164,43 @@ def layer_statistics(
     n = num_candidates
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, gy = x.to(dtype), gy.to(dtype)
+    widen = None
+    if pre.block is not None:  # sharded optimizer state: this rank's rows (or columns) of every update
+        dim, start, stop = pre.block
+        if dim == 0:
+            gy = gy[..., start:stop]
+            widen = (0, 0, start, layer.d_out - stop)
+        else:
+            x = x[..., start:stop]
+            widen = (start, layer.d_in - stop)
+        if sketch is not None and rank_one_sketch:
+            raise ValueError(
+                f"{layer.name}: sketch_rank_one_adamw needs the whole AdamW second moment, but the optimizer "
+                "state is sharded (FSDP); turn it off"
+            )
     if sketch is not None and rank_one_sketch:
         pre = pre.rank_one()
     forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
-    if sketch is None or (forms_dense and n * layer.d_out * layer.d_in <= exact_elements):
+    if sketch is None or (forms_dense and n * gy.shape[-1] * x.shape[-1] <= exact_elements):
         # one GEMM for the proxy's summed gradient and one batched GEMM for all candidates (exact mode keeps
         # the n x d_out x d_in features anyway, so chunking would only add a copy)
         target = (gy[n:].reshape(-1, gy.shape[-1]).t() @ x[n:].reshape(-1, x.shape[-1])).flatten()
         feats = _dense_updates(gy, x, pre, 0, n).flatten(1)
+    elif widen is not None:
+        # a sharded layer: the sketches of this rank's block, zero outside it (the sketch is linear, so the
+        # ranks' parts sum to an unbiased estimate of the full inner products)
+        if pre.block[0] == 0:
+            proxy_g, proxy_x = F.pad(gy[n:], widen[2:]), x[n:]
+        else:
+            proxy_g, proxy_x = gy[n:], F.pad(x[n:], widen[:2])
+        proxy_g, proxy_x = proxy_g.reshape(1, -1, proxy_g.shape[-1]), proxy_x.reshape(1, -1, proxy_x.shape[-1])
+        target = sketch.sketch_outer(proxy_g, proxy_x)[0]
+        feats = torch.cat(
+            [
+                sketch.sketch_dense(F.pad(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)), widen))
+                for s in range(0, n, chunk_size)
+            ]
+        )
     else:
         # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
         proxy_g, proxy_x = gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1])

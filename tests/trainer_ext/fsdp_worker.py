@@ -69,14 +69,12 @@ def opus_rows(n, seed):
 
 def build(method, mode, ga, out_dir, save):
     """The trainer of ``method`` (a fresh model each call, identical weights in every process)."""
-    from hf_select.trainer_ext import (
-        MeCoConfig,
-        MeCoTrainer,
-        OPUSConfig,
-        OPUSTrainer,
-        SLMConfig,
-        SLMTrainer,
-    )
+    from hf_select.trainer_ext import MeCoConfig, MeCoTrainer, OPUSConfig, OPUSTrainer, SLMConfig, SLMTrainer
+
+    class GuardedOPUS(OPUSTrainer):
+        def opus_select(self, batch, micro_batch=0):
+            with NoGather():
+                return super().opus_select(batch, micro_batch)
 
     args = common_args(out_dir, mode, ga, save)
     model = tiny_model("llama", seed=0).train()
@@ -102,15 +100,36 @@ def build(method, mode, ga, out_dir, save):
         optimizer = "adamw_torch" if method == "opus_adamw" else "sgd"
         args.update(optim=optimizer, learning_rate=1e-2 if optimizer == "adamw_torch" else 0.5)
         config = OPUSConfig(
-            candidates_per_device=4,
+            buffer_factor=2.0,
             score_window=SEQ,
             proxy_batch_size=2,
             sketch_dim=None,
             selection="topk",
             **args,
         )
-        return OPUSTrainer(model=model, args=config, train_dataset=opus_rows(96, 1), proxy_dataset=opus_rows(8, 2))
+        return GuardedOPUS(model=model, args=config, train_dataset=opus_rows(96, 1), proxy_dataset=opus_rows(8, 2))
     raise ValueError(f"unknown method {method!r}")
+
+
+class NoGather:
+    """Fails any DTensor gather (``full_tensor`` / ``redistribute``) while OPUS scores a micro-batch."""
+
+    def __enter__(self):
+        from torch.distributed.tensor import DTensor
+
+        self.saved = {name: getattr(DTensor, name) for name in ("full_tensor", "redistribute")}
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("OPUS scoring gathered a sharded tensor")
+
+        for name in self.saved:
+            setattr(DTensor, name, refuse)
+
+    def __exit__(self, *exc):
+        from torch.distributed.tensor import DTensor
+
+        for name, fn in self.saved.items():
+            setattr(DTensor, name, fn)
 
 
 def full_weights(trainer):
@@ -144,7 +163,7 @@ def main(out_dir, method, mode, ga, resume=False):
         "reference_numel": sum(p.numel() for p in ref.parameters()) if ref is not None else None,
         "global_step": trainer.state.global_step,
         "opus": [
-            {k: r[k] for k in ("step", "micro_batch", "alignment", "selected")}
+            {k: r[k] for k in ("step", "micro_batch", "alignment", "selected", "sharded_preconditioner")}
             for r in getattr(trainer, "opus_history", [])
         ],
         "logs": [h for h in trainer.state.log_history if "loss" in h],
