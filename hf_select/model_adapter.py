@@ -106,6 +106,11 @@ def unsharded_root(model: nn.Module) -> Iterator[None]:
     # the root and the units accelerate carves out of it (embeddings; final norm + LM head), not the decoder
     # layers: those are the members of a ModuleList
     in_lists = {id(m) for lst in inner.modules() if isinstance(lst, nn.ModuleList) for m in lst}
+    # FSDP2 picks its root at the first forward of any of its modules; make it the model, as the model's own
+    # forward would (no public API: the state's lazy initialisation is idempotent)
+    lazy_init = getattr(inner._get_fsdp_state(), "_lazy_init", None)
+    if lazy_init is not None:
+        lazy_init()
     units = [m for m in inner.modules() if isinstance(m, FSDPModule) and id(m) not in in_lists]
     for unit in units:
         unit.unshard()
