@@ -183,10 +183,14 @@ def test_slm_under_torch_compile_equals_eager(tmp_path, one_thread):
 
 @pytest.mark.slow
 def test_opus_under_torch_compile_equals_eager(tmp_path, one_thread):
-    eager = _opus(tmp_path / "eager")
-    compiled = _opus(tmp_path / "compiled", torch_compile=True)
+    """SGD: AdamW's first update is about ``lr * sign(g)``, so compiled kernels' 1e-8 gradient differences on
+    near-zero gradients become 1e-2 weight differences (measured: alignments then differ by 1e-3 relative at
+    the next step); the scoring hooks are what compile could break, and they do not depend on the optimizer."""
+    eager = _opus(tmp_path / "eager", optim="sgd", learning_rate=0.1)
+    compiled = _opus(tmp_path / "compiled", optim="sgd", learning_rate=0.1, torch_compile=True)
+    assert len(eager.opus_history) == len(compiled.opus_history) == 2
     for a, b in zip(eager.opus_history, compiled.opus_history):
         assert any(v != 0 for v in b["alignment"])  # not the all-zero scores of hooks skipped by a graph
-        assert a["alignment"] == pytest.approx(b["alignment"], rel=1e-5, abs=1e-12)
+        assert b["alignment"] == pytest.approx(a["alignment"], rel=1e-5, abs=1e-5 * max(map(abs, a["alignment"])))
         assert a["selected"] == b["selected"]
     assert _max_diff(_plain(eager), _plain(compiled)) < 1e-5

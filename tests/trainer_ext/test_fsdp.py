@@ -116,7 +116,8 @@ def test_opus_under_fsdp_equals_ddp(runs_root, method, ga):
         assert len(a) == len(b) == 3 * ga
         for x, y in zip(a, b):
             assert x["selected"] == y["selected"]
-            assert x["alignment"] == pytest.approx(y["alignment"], rel=1e-4, abs=1e-12)
+            scale = max(abs(v) for v in y["alignment"])  # float32 inner products: error relative to the largest
+            assert x["alignment"] == pytest.approx(y["alignment"], rel=1e-4, abs=1e-4 * scale)
             assert any(v != 0 for v in x["alignment"])
         sharded = [x["sharded_preconditioner"] for x in a]
         # AdamW has second moments from the first update on; SGD's preconditioner is a scalar
