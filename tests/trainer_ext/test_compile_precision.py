@@ -71,11 +71,11 @@ def _opus_rows(n, seed):
 
 
 def _opus(tmp_path, steps=2, **kw):
+    kw.setdefault("learning_rate", 1e-2)
     args = OPUSConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=2,
         max_steps=steps,
-        learning_rate=1e-2,
         use_cpu=True,
         report_to="none",
         save_strategy="no",

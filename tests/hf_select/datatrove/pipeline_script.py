@@ -1,10 +1,12 @@
-"""Run an hf-select datatrove pipeline (LocalPipelineExecutor) from the command line, for the tests.
+"""Run an hf-select datatrove pipeline (Local or Ray executor) from the command line, for the tests.
 
     python pipeline_script.py ai|ref INPUT_DIR RUN_DIR MODEL_DIR [--slow_ranks 2,3] [--tasks 4 --workers 2]
+        [--executor ray] [--pid_dir DIR]
 
 Writes ``RUN_DIR/output`` (parquet), ``RUN_DIR/logs`` (datatrove logs, stats, completion markers) and
 ``RUN_DIR/ckpt`` (in-task checkpoints). ``--slow_ranks`` sleeps after each scored document of those tasks, so
-that a test can kill the run while they are half done.
+that a test can kill the run while they are half done; ``--pid_dir`` records each task's process id (a Ray
+worker's, under ``--executor ray``, which starts a local 2-CPU cluster).
 """
 
 import argparse
@@ -24,6 +26,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--docs_per_chunk", type=int, default=4)
     parser.add_argument("--start_method", default="fork", help="fork: workers inherit the imports (fast tests)")
+    parser.add_argument("--executor", default="local", choices=("local", "ray"))
+    parser.add_argument("--pid_dir", default=None, help="each task writes its process id to PID_DIR/<rank>")
     args = parser.parse_args()
 
     # imported before the pool starts, so that forked workers need not import torch/transformers again
@@ -59,22 +63,34 @@ def main() -> None:
         )
     slow = {int(r) for r in args.slow_ranks.split(",") if r}
 
+    pid_dir = args.pid_dir
+
     def slow_down(data, rank: int = 0, world_size: int = 1):
+        if pid_dir:
+            import os
+
+            os.makedirs(pid_dir, exist_ok=True)
+            with open(f"{pid_dir}/{rank}", "w") as f:
+                f.write(str(os.getpid()))
         for doc in data:
             if rank in slow:
                 time.sleep(0.4)
             yield doc
 
     pipeline.insert(2, slow_down)
+    if args.executor == "ray":  # a local Ray cluster of 2 CPUs, one per task
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        extra = {"cpus_per_task": 1, "mem_per_cpu_gb": 0.5}
+    else:
+        extra = {"start_method": args.start_method}
     executor = make_executor(
-        pipeline,
-        "local",
-        tasks=args.tasks,
-        workers=args.workers,
-        logging_dir=f"{args.run_dir}/logs",
-        start_method=args.start_method,
+        pipeline, args.executor, tasks=args.tasks, workers=args.workers, logging_dir=f"{args.run_dir}/logs", **extra
     )
     executor.run()
+    if args.executor == "ray":
+        ray.shutdown()
 
 
 if __name__ == "__main__":
