@@ -5,8 +5,9 @@
 
 Writes ``RUN_DIR/output`` (parquet), ``RUN_DIR/logs`` (datatrove logs, stats, completion markers) and
 ``RUN_DIR/ckpt`` (in-task checkpoints). ``--slow_ranks`` sleeps after each scored document of those tasks, so
-that a test can kill the run while they are half done; ``--pid_dir`` records each task's process id (a Ray
-worker's, under ``--executor ray``, which starts a local 2-CPU cluster).
+that a test can kill the run while they are half done; ``--pid_dir`` records each task's process id and its
+parent's (under ``--executor ray``, which starts a local 2-CPU cluster, the parent is the Ray worker: datatrove
+runs the rank in a process of the worker's pool).
 """
 
 import argparse
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--docs_per_chunk", type=int, default=4)
     parser.add_argument("--start_method", default="fork", help="fork: workers inherit the imports (fast tests)")
     parser.add_argument("--executor", default="local", choices=("local", "ray"))
-    parser.add_argument("--pid_dir", default=None, help="each task writes its process id to PID_DIR/<rank>")
+    parser.add_argument("--pid_dir", default=None, help="each task writes 'PID PARENT_PID' to PID_DIR/<rank>")
     args = parser.parse_args()
 
     # imported before the pool starts, so that forked workers need not import torch/transformers again
@@ -70,8 +71,8 @@ def main() -> None:
             import os
 
             os.makedirs(pid_dir, exist_ok=True)
-            with open(f"{pid_dir}/{rank}", "w") as f:
-                f.write(str(os.getpid()))
+            with open(f"{pid_dir}/{rank}", "w") as f:  # the task's process and its parent (a Ray worker)
+                f.write(f"{os.getpid()} {os.getppid()}")
         for doc in data:
             if rank in slow:
                 time.sleep(0.4)
