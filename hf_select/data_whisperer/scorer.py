@@ -62,6 +62,7 @@ from transformers.utils import logging
 from ..attention_probe import attention_probe, probe_attention_rows
 from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
+from ..resume import ResumeFolder, write_atomic
 from ..text_metrics import answer_metric
 from .config import DEFAULT_INSTRUCTION, DataWhispererConfig
 from .parsing import parse_answers, parse_generation
@@ -550,7 +551,8 @@ class DataWhisperer:
 
 class _GroupLog:
     """Finished groups of a scoring run, one JSON line each, under ``state_dir/run-<fingerprint>`` (None: not
-    persisted)."""
+    persisted). The folder is claimed by the run's fingerprint (:class:`hf_select.resume.ResumeFolder`); a
+    line cut by a kill is dropped and its group scored again."""
 
     def __init__(self, state_dir: Path | None, key: str):
         # one sub-folder per fingerprint: a run with other settings, data or weights never resumes from it
@@ -560,22 +562,11 @@ class _GroupLog:
     def load(self) -> dict[tuple[int, int], dict]:
         if self.dir is None:
             return {}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        header = self.dir / "state.json"
-        if header.exists():
-            saved = json.loads(header.read_text()).get("fingerprint")
-            if saved != self.key:
-                raise ValueError(
-                    f"{self.dir} holds a Data Whisperer run with other settings, data or weights (fingerprint "
-                    f"{saved} != {self.key}); use another folder or delete it to start over"
-                )
-        else:
-            header.write_text(json.dumps({"fingerprint": self.key}))
-            self.path.write_text("")
+        ResumeFolder(self.dir, self.key, what="Data Whisperer groups").claim(name="state.json")
         text = self.path.read_text() if self.path.exists() else ""
         if text and not text.endswith("\n"):  # a line cut by a kill: drop it, that group is scored again
             text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text)
+            write_atomic(self.path, text)
         done = {}
         for line in text.splitlines():
             record = json.loads(line)
