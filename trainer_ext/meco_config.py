@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hf_select.training_args import HfSelectTrainingArguments
-
 from hf_select.meco.metadata import DEFAULT_TEMPLATE, METADATA_MODES, format_metadata
-
+from hf_select.training_args import HfSelectTrainingArguments
 
 
 @dataclass

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 from hf_select.training_args import HfSelectTrainingArguments
 
-
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
 SKETCH_KIND_CHOICES = ("tensor", "factored", "countsketch")
 GRAM_WEIGHT_CHOICES = ("numel", "sqrt_numel")

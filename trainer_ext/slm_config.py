@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from hf_select.training_args import HfSelectTrainingArguments
 
-
 SELECT_SCOPES = ("sequence", "microbatch", "global")
 SCORES = ("excess_loss", "reference_loss", "reference_entropy")
 NEGATIVE_EXCESS_POLICIES = ("keep", "exclude")

@@ -21,8 +21,8 @@ from transformers.utils import logging
 
 from ..loading import require_columns
 from ..text_metrics import answer_metric
-from ..training_args import HfSelectTrainingArguments
 from ..token_loss import IGNORE_INDEX, per_token_loss
+from ..training_args import HfSelectTrainingArguments
 
 logger = logging.get_logger(__name__)
 
