@@ -15,7 +15,7 @@ AttentionInfluence (arXiv 2505.07293), then optionally the top fraction per doma
     python examples/datatrove_scoring.py --method ai ... --executor ray --tasks 64 --workers 8 --gpus_per_task 1
 
 RHO-1 reference losses of packed training rows (``input_ids``, ``labels``, ``position_ids`` in parquet or
-JSONL, e.g. ``hf_select.commands.train_slm.training_rows(...).to_parquet(...)``)::
+JSONL, e.g. ``hf_select.slm.jobs.training_rows(...).to_parquet(...)``)::
 
     python examples/datatrove_scoring.py --method ref --input rows/ --output runs/ref --model my-reference-model \
         --executor local --tasks 4 --workers 2

@@ -434,7 +434,7 @@ class ReferenceLossScorer(_ModelScoringStep):
     def score_chunk(self, documents: list[Document]) -> list[dict]:
         import torch
 
-        from ..slm.reference_losses import _reference_batch
+        from ..slm.reference_losses import reference_batch
 
         rows = []
         for doc in documents:
@@ -458,7 +458,7 @@ class ReferenceLossScorer(_ModelScoringStep):
         for start in range(0, len(order), self.batch_size):
             picked = order[start : start + self.batch_size]
             batch = {k: [rows[i][k] for i in picked] for k in ROW_COLUMNS}
-            out = _reference_batch(
+            out = reference_batch(
                 batch,
                 self._model,
                 self._pad,

@@ -44,7 +44,7 @@ def _texts(rng, count):
 def world(tmp_path_factory):
     """A tiny llama + tokenizer saved to a folder, the AI input (8 JSONL files of documents) and the RHO-1
     input (the packed training rows of the same documents, 8 JSONL files)."""
-    from hf_select.commands.train_slm import training_rows
+    from hf_select.slm.jobs import training_rows
 
     root = tmp_path_factory.mktemp("dtrove")
     model_dir = root / "model"
