@@ -20,14 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import logging
 
+from ..logit_head import softcap_logits
 from ..packing import PackedCollator
-from ..token_loss import (
-    final_hidden_states,
-    per_token_loss,
-    prepare_model_inputs,
-    softcap_logits,
-    split_causal_lm,
-)
+from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs, split_causal_lm
 
 logger = logging.get_logger(__name__)
 
