@@ -62,12 +62,15 @@ class UnsupportedModelError(ValueError):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the transformers ``PreTrainedModel`` inside a peft / accelerate / DDP wrapper."""
+    """Return the transformers ``PreTrainedModel`` inside a peft / accelerate / DDP / DataParallel / FSDP /
+    DeepSpeed / ``torch.compile`` wrapper (the one unwrapping rule of hf-select)."""
     while True:
         if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
             inner = model.get_base_model()
-        elif isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
-            inner = getattr(model, "module", None) or model._orig_mod
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            inner = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module) and not hasattr(model, "get_input_embeddings"):
+            inner = model.module  # DDP, DataParallel, FSDP, DeepSpeed engines: a wrapper, not a model
         else:
             return model
         if inner is model:
