@@ -100,10 +100,10 @@ def main(args: ScriptArguments) -> None:
         make_executor,
         reference_loss_pipeline,
     )
-    from hf_select.datatrove.pipelines import _input_format, _reader, _writer
+    from hf_select.datatrove.pipelines import guess_input_format, make_reader, make_writer
 
     out = Path(args.output)
-    input_format = args.input_format or _input_format(args.input)
+    input_format = args.input_format or guess_input_format(args.input)
     common = {
         "batch_size": args.batch_size,
         "docs_per_chunk": args.docs_per_chunk,
@@ -144,9 +144,9 @@ def main(args: ScriptArguments) -> None:
         return
     # second pass: same task layout (task r reads the scored file of rank r), no model, CPU only
     select = [
-        _reader(str(out / "scored"), "parquet"),
+        make_reader(str(out / "scored"), "parquet"),
         TopFractionFilter(scores_folder, args.select_fraction, "ai_score", args.domain_key),
-        _writer(str(out / "selected"), hub_dataset=False),
+        make_writer(str(out / "selected"), hub_dataset=False),
     ]
     if args.executor == "local":
         scoring.run()

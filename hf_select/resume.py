@@ -4,8 +4,8 @@ A long job (sharded scoring, datatrove chunks, Data Whisperer groups, demo stage
 (a part, a chunk, a group log, a stage). Each unit is
 
 * written atomically: to a temporary name in the same folder, flushed to disk, then renamed
-  (:func:`write_atomic`), so a kill leaves either the whole unit or an orphan temporary file, which the next
-  run removes (:meth:`ResumeFolder.remove_orphans`);
+  (:func:`write_atomic`), so a kill leaves either the whole unit or (after a SIGKILL) an orphan temporary
+  file, which the next run removes (:meth:`ResumeFolder.remove_orphans`);
 * completed by a JSON marker, written atomically too, that records the run's ``fingerprint`` (an id of the
   data, the method's config and the weights) and what the unit covers (its rows, its ids);
 * reused by a re-run only when its marker carries the same fingerprint: a marker of another run is refused
@@ -43,14 +43,18 @@ def write_atomic(path: str | os.PathLike, data: str | bytes | Callable[[Path], N
     """
     path = Path(path)
     tmp = path.with_name(path.name + TMP_SUFFIX)
-    if callable(data):
-        data(tmp)
-    else:
-        with open(tmp, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        if callable(data):
+            data(tmp)
+        else:
+            with open(tmp, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # an error or a signal mid-write leaves no temporary file (a SIGKILL does: orphan)
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

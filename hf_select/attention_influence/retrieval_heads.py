@@ -154,7 +154,7 @@ def answer_quality(correct: torch.Tensor) -> float:
 
     The token accuracy, or 0 when the first answer token is wrong: the first token is the key lookup itself,
     and once the gold prefix is given the later tokens of the value are easy to copy, so accuracy alone keeps
-    samples whose lookup failed (issue 15, item 6).
+    samples whose lookup failed.
     """
     if correct.numel() == 0 or not bool(correct[0]):
         return 0.0

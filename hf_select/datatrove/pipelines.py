@@ -34,7 +34,8 @@ from ..threads import thread_count
 EXECUTORS = ("local", "slurm", "ray")
 RUN_CLAIM = "hf_select_run.json"
 
-def _reader(input_folder: str, input_format: str, **kwargs):
+def make_reader(input_folder: str, input_format: str, **kwargs):
+    """JsonlReader or ParquetReader of ``input_folder`` (``kwargs``: the reader's other arguments)."""
     if input_format == "jsonl":
         from datatrove.pipeline.readers import JsonlReader
 
@@ -45,7 +46,7 @@ def _reader(input_folder: str, input_format: str, **kwargs):
         return ParquetReader(input_folder, **kwargs)
     raise ValueError(f"input_format must be 'jsonl' or 'parquet', got {input_format!r}")
 
-def _writer(output: str, hub_dataset: bool):
+def make_writer(output: str, hub_dataset: bool):
     """ParquetWriter to a folder (local, s3://, hf://...), or HuggingFaceDatasetWriter to a Hub dataset repo."""
     if hub_dataset:
         from datatrove.pipeline.writers import HuggingFaceDatasetWriter
@@ -88,14 +89,14 @@ def attention_influence_pipeline(
     from .steps import AttentionInfluenceScorer
 
     steps = [
-        _reader(
+        make_reader(
             input_folder, input_format, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, limit=limit
         ),
         AttentionInfluenceScorer(model, heads, **scorer_kwargs),
     ]
     if scores_folder:
         steps.append(ScoreCollector(scores_folder, "ai_score", domain_key))
-    steps.append(_writer(output, hub_dataset))
+    steps.append(make_writer(output, hub_dataset))
     return steps
 
 def reference_loss_pipeline(
@@ -112,9 +113,9 @@ def reference_loss_pipeline(
     from .steps import ReferenceLossScorer, packed_row_adapter
 
     return [
-        _reader(input_folder, input_format, adapter=packed_row_adapter, glob_pattern=glob_pattern),
+        make_reader(input_folder, input_format, adapter=packed_row_adapter, glob_pattern=glob_pattern),
         ReferenceLossScorer(model, **scorer_kwargs),
-        _writer(output, hub_dataset),
+        make_writer(output, hub_dataset),
     ]
 
 def make_executor(
@@ -210,7 +211,8 @@ def release_run(logging_dir: str) -> None:
     for marker in (Path(logging_dir) / "completions").glob("*"):
         marker.unlink()
 
-def _input_format(folder: str) -> str:
+def guess_input_format(folder: str) -> str:
+    """``parquet`` or ``jsonl``: the format of the files datatrove would read in ``folder``."""
     from datatrove.io import get_datafolder
 
     files = get_datafolder(folder).list_files()
@@ -267,7 +269,7 @@ def score_folder(
         input_folder,
         str(out / "scored"),
         model,
-        input_format=_input_format(input_folder),
+        input_format=guess_input_format(input_folder),
         text_key=config.text_column,
         config=config,
         docs_per_chunk=docs_per_chunk,

@@ -32,8 +32,9 @@ def test_write_atomic_never_leaves_a_half_file(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         write_atomic(target, killed)
     assert read_marker(target) == {"a": 1}  # the old marker, whole
-    folder = ResumeFolder(tmp_path, "fp")
-    assert folder.remove_orphans() == 1 and not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp"))  # an interrupted write cleans up after itself
+    (tmp_path / "part.parquet.tmp").write_text("cut")  # what a SIGKILL mid-write leaves
+    assert ResumeFolder(tmp_path, "fp").remove_orphans() == 1 and not list(tmp_path.glob("*.tmp"))
 
 
 def test_an_unreadable_marker_is_removed_and_read_as_absent(tmp_path):
