@@ -116,7 +116,7 @@ class AttentionInfluenceConfig:
         default_factory=list,
         metadata={
             "help": "Heads to mask as LAYER:HEAD (e.g. 3:1 5:0), or (layer, head) pairs from Python; "
-            "default: those of --heads_file (paper: top 5%)."
+            "default: those of --heads_file (paper: the top 5 percent)."
         },
     )
     heads_file: str | None = field(

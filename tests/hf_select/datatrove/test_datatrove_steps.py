@@ -307,18 +307,29 @@ def test_missing_datatrove_names_the_extra(monkeypatch):
         importlib.import_module("hf_select.datatrove")
 
 
-def test_make_executor_sets_threads_and_checks_arguments(world):
+def test_make_executor_sets_threads_and_checks_arguments(world, monkeypatch, tmp_path):
     from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 
+    import hf_select.threads
     from hf_select.datatrove import attention_influence_pipeline, make_executor
 
     def pipeline():
         return attention_influence_pipeline(str(world["ai_in"]), "out", str(world["model"]), HEADS)
 
+    # the one thread rule (hf_select.threads): 8 usable cores (affinity and cgroup), 2 workers -> 4 threads each
+    monkeypatch.setattr(hf_select.threads, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     steps = pipeline()
-    executor = make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(world["root"] / "unused"))
+    executor = make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(tmp_path / "a"))
     assert isinstance(executor, LocalPipelineExecutor)
-    assert steps[1].num_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert steps[1].num_threads == 4
+    steps = pipeline()
+    make_executor(steps, "local", tasks=3, workers=-1, logging_dir=str(tmp_path / "b"))
+    assert steps[1].num_threads == 2  # 3 tasks at once
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user's cap wins
+    steps = pipeline()
+    make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(tmp_path / "c"))
+    assert steps[1].num_threads == 1
     steps = pipeline()
     slurm = make_executor(
         steps, "slurm", tasks=8, partition="gpu", time="01:00:00", cpus_per_task=4, gpus_per_task=1,
