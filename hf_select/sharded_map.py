@@ -91,6 +91,20 @@ def _parts_of(shard, part_size: int, skip_parts: int):
         yield part, len(rows), lambda rows=rows: Dataset.from_list(rows)
 
 
+def _finished_parts(folder: ResumeFolder, rank: int, world_size: int) -> tuple[set[str], int, int, int]:
+    """This rank's finished parts, how many lead without a gap (an iterable shard never yields them again)
+    and the input and output rows of those."""
+    prefix = _part_name(rank, world_size, 0)[:-6]
+    folder.remove_orphans(f"{prefix}*")  # left by a kill during a write
+    done = {p.stem for p in folder.folder.glob(f"{prefix}*.done") if folder.finished(p.stem) is not None}
+    skip, total_in, total_out = 0, 0, 0
+    while _part_name(rank, world_size, skip) in done:
+        meta = folder.finished(_part_name(rank, world_size, skip))
+        total_in, total_out = total_in + meta.get("input_rows", meta["rows"]), total_out + meta["rows"]
+        skip += 1
+    return done, skip, total_in, total_out
+
+
 def sharded_map(
     dataset,
     function: Callable,
@@ -131,17 +145,9 @@ def sharded_map(
     folder.check()
     _check_resume(output_dir, rank, world_size, part_size)
     shard = split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
-    prefix = _part_name(rank, world_size, 0)[:-6]
-    folder.remove_orphans(f"{prefix}*")  # left by a kill during a write
-    done = {p.stem for p in output_dir.glob(f"{prefix}*.done") if folder.finished(p.stem) is not None}
-    skip = 0
-    while _part_name(rank, world_size, skip) in done:
-        skip += 1
+    done, skip, total_in, total_out = _finished_parts(folder, rank, world_size)
     kwargs = {"batched": True, "batch_size": batch_size, **(map_kwargs or {})}
-    scored_parts, total_in, total_out = 0, 0, 0
-    for part in range(skip):  # an iterable shard never yields these again
-        meta = folder.finished(_part_name(rank, world_size, part))
-        total_in, total_out = total_in + meta.get("input_rows", meta["rows"]), total_out + meta["rows"]
+    scored_parts = 0
     for part, n_in, make in _parts_of(shard, part_size, skip):
         name = _part_name(rank, world_size, part)
         start = part * part_size

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..sharded_map import distributed_rank_and_world_size, load_sharded_output, sharded_map, wait_for_ranks
+
 logger = logging.get_logger(__name__)
 
 
@@ -111,6 +113,34 @@ def _cross_tokenizer_batch(batch, text_column, model, tokenizer, student, batch_
     return {"input_ids": [d["input_ids"] for d in docs], "ref_loss": [d["ref_loss"] for d in docs]}
 
 
+def _scoring_plan(model, tokenizer, dataset, settings: dict, batch_size: int, student_tokenizer, source: str):
+    """The rows to score, the batched function, its map arguments and the resume key (data, settings, weights)."""
+    from datasets import Dataset
+
+    from ..fingerprint import model_fingerprint
+    from .reference_losses import reference_loss_function
+
+    text_column, seq_length = settings["text_column"], settings["seq_length"]
+    key = ["reference-losses", getattr(dataset, "_fingerprint", None), settings, model_fingerprint(model, tokenizer)]
+    if student_tokenizer is None:
+        rows = training_rows(dataset, tokenizer, text_column, seq_length, overflow=settings["overflow"])
+        function = reference_loss_function(model, pad_token_id=tokenizer.pad_token_id or 0,
+                                           with_entropy=settings["with_entropy"],
+                                           storage_dtype=settings["storage_dtype"])  # fmt: skip
+        return rows, function, {}, key
+    if text_column not in dataset.column_names:
+        raise ValueError(
+            f"--student_tokenizer needs raw text: no {text_column!r} column in {source} ({dataset.column_names})"
+        )
+    key.append({"student": getattr(student_tokenizer, "name_or_path", ""), "student_vocab": len(student_tokenizer)})
+    if settings["overflow"] == "split":  # BOS + piece + EOS fits a row; re-encoding may add a token at a cut
+        texts = split_long_texts(dataset[text_column], student_tokenizer, max(1, seq_length - 4))
+        dataset = Dataset.from_dict({text_column: texts})
+    function = functools.partial(_cross_tokenizer_batch, text_column=text_column, model=model,
+                                 tokenizer=tokenizer, student=student_tokenizer, batch_size=batch_size)  # fmt: skip
+    return dataset, function, {"remove_columns": dataset.column_names}, key
+
+
 def reference_losses_to_disk(
     model,
     tokenizer,
@@ -142,40 +172,20 @@ def reference_losses_to_disk(
     """
     from datasets import Dataset
 
-    from ..fingerprint import fingerprint, model_fingerprint
-    from ..sharded_map import (
-        distributed_rank_and_world_size,
-        load_sharded_output,
-        sharded_map,
-        wait_for_ranks,
-    )
-    from .reference_losses import cast_reference_columns, reference_loss_function
+    from ..fingerprint import fingerprint
+    from .reference_losses import cast_reference_columns
 
     if overflow not in OVERFLOW_POLICIES:
         raise ValueError(f"--overflow must be one of {sorted(OVERFLOW_POLICIES)}, got {overflow!r}")
     rank, world_size = distributed_rank_and_world_size()
     out = Path(output_dir)
     parts = out / "parts"
-    # part_size is checked by sharded_map itself (a clearer message than a fingerprint mismatch)
     settings = {"text_column": text_column, "seq_length": seq_length, "overflow": overflow,
                 "storage_dtype": storage_dtype, "with_entropy": with_entropy}  # fmt: skip
-    key = ["reference-losses", getattr(dataset, "_fingerprint", None), settings, model_fingerprint(model, tokenizer)]
-    if student_tokenizer is not None:
-        if text_column not in dataset.column_names:
-            raise ValueError(
-                f"--student_tokenizer needs raw text: no {text_column!r} column in {source} ({dataset.column_names})"
-            )
-        key.append({"student": getattr(student_tokenizer, "name_or_path", ""), "student_vocab": len(student_tokenizer)})
-        if overflow == "split":  # BOS + piece + EOS fits a row; re-encoding may add a token at a cut
-            texts = split_long_texts(dataset[text_column], student_tokenizer, max(1, seq_length - 4))
-            dataset = Dataset.from_dict({text_column: texts})
-        function = functools.partial(_cross_tokenizer_batch, text_column=text_column, model=model,
-                                     tokenizer=tokenizer, student=student_tokenizer, batch_size=batch_size)  # fmt: skip
-        rows, map_kwargs = dataset, {"remove_columns": dataset.column_names}
-    else:
-        rows, map_kwargs = training_rows(dataset, tokenizer, text_column, seq_length, overflow=overflow), {}
-        function = reference_loss_function(model, pad_token_id=tokenizer.pad_token_id or 0,
-                                           with_entropy=with_entropy, storage_dtype=storage_dtype)  # fmt: skip
+    rows, function, map_kwargs, key = _scoring_plan(
+        model, tokenizer, dataset, settings, batch_size, student_tokenizer, source
+    )
+    # part_size is checked by sharded_map itself (a clearer message than a fingerprint mismatch)
     sharded_map(rows, function, parts, fingerprint(*key), part_size=part_size, batch_size=batch_size,
                 map_kwargs=map_kwargs)  # fmt: skip
     if rank != 0:
