@@ -115,12 +115,6 @@ class RetrievalHeads:
             fig.savefig(path, dpi=100)
         return fig
 
-    def heatmap_base64(self, title: str | None = None) -> str:
-        """The heatmap as a base64 PNG (for HTML reports)."""
-        from ..figures import DATA_URI_PREFIX, png_data_uri
-
-        return png_data_uri(self.plot_heatmap(title=title))[len(DATA_URI_PREFIX) :]
-
 
 @contextlib.contextmanager
 def record_attention_argmax(model: nn.Module) -> Iterator[AttentionProbe]:

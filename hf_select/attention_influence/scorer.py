@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
 from .head_masking import mask_heads, normalize_heads
-
-logger = logging.get_logger(__name__)
 
 SCORE_COLUMNS = ("ai_loss_base", "ai_loss_ref", "ai_score", "ai_num_tokens", "ai_too_short")
 

@@ -18,13 +18,10 @@ import hashlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import logging
 
 from ..logit_head import softcap_logits
 from ..packing import PackedCollator
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs, split_causal_lm
-
-logger = logging.get_logger(__name__)
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 
