@@ -260,8 +260,8 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         checkpoint_dir: folder of the in-task checkpoints (None: no in-task resume, only datatrove's per task).
         num_threads: torch threads per worker (None: ``DATATROVE_CPUS_PER_TASK`` when the executor sets it;
             :func:`make_executor` sets them by :func:`hf_select.threads.thread_count` for the Local executor).
-        tokenizer, revision, dtype, attn_implementation, trust_remote_code, device: how to load the model
-            (``device`` None: :func:`worker_device`).
+        **load_kwargs: how to load the model: ``tokenizer``, ``revision``, ``dtype``, ``attn_implementation``,
+            ``trust_remote_code``, ``device`` (None: :func:`worker_device`).
     """
 
     name = "AttentionInfluence"
@@ -276,14 +276,9 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         checkpoint_dir: str | None = None,
         num_threads: int | None = None,
         reuse_lower_layers: bool = True,
-        tokenizer: str | None = None,
-        revision: str | None = None,
-        dtype: str = "auto",
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-        device: str | None = None,
         min_tokens: int = 16,
         config: AttentionInfluenceConfig | None = None,
+        **load_kwargs: Any,
     ):
         if config is None:
             config = AttentionInfluenceConfig(
@@ -297,19 +292,8 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         if not config.heads:
             raise ValueError("AttentionInfluenceScorer needs heads: (layer, head) pairs or a RetrievalHeads JSON")
         self.ai_config = replace(config, text_column="text", heads_file=None)
-        super().__init__(
-            model,
-            tokenizer,
-            revision,
-            dtype,
-            attn_implementation,
-            trust_remote_code,
-            device,
-            self.ai_config.batch_size,
-            docs_per_chunk,
-            checkpoint_dir,
-            num_threads,
-        )
+        super().__init__(model, batch_size=self.ai_config.batch_size, docs_per_chunk=docs_per_chunk,
+                         checkpoint_dir=checkpoint_dir, num_threads=num_threads, **load_kwargs)  # fmt: skip
         self._scorer = None
 
     heads = property(lambda self: self.ai_config.heads)
@@ -375,8 +359,7 @@ class ReferenceLossScorer(_ModelScoringStep):
         with_entropy: also add ``ref_entropy`` (for the self-reference score).
         chunk_size: predicted tokens projected through the LM head at once.
         pad_token_id: padding id inside a batch (None: the tokenizer's, else 0).
-        docs_per_chunk, checkpoint_dir, num_threads, tokenizer, revision, dtype, attn_implementation,
-            trust_remote_code, device: as for :class:`AttentionInfluenceScorer`.
+        docs_per_chunk, checkpoint_dir, num_threads, **load_kwargs: as for :class:`AttentionInfluenceScorer`.
     """
 
     name = "RHO-1 reference losses"
@@ -392,28 +375,12 @@ class ReferenceLossScorer(_ModelScoringStep):
         docs_per_chunk: int = 1000,
         checkpoint_dir: str | None = None,
         num_threads: int | None = None,
-        tokenizer: str | None = None,
-        revision: str | None = None,
-        dtype: str = "auto",
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-        device: str | None = None,
+        **load_kwargs: Any,
     ):
         from ..slm.reference_losses import STORAGE_DTYPES
 
-        super().__init__(
-            model,
-            tokenizer,
-            revision,
-            dtype,
-            attn_implementation,
-            trust_remote_code,
-            device,
-            batch_size,
-            docs_per_chunk,
-            checkpoint_dir,
-            num_threads,
-        )
+        super().__init__(model, batch_size=batch_size, docs_per_chunk=docs_per_chunk,
+                         checkpoint_dir=checkpoint_dir, num_threads=num_threads, **load_kwargs)  # fmt: skip
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         self.storage_dtype = storage_dtype
