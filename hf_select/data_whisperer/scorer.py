@@ -370,21 +370,12 @@ class DataWhisperer:
             int(j) for j in attempt.rng.choice(query_pool, self.config.n_queries, replace=False)
         ]
 
-    def score(self, dataset, state_dir: str | os.PathLike | None = None) -> np.ndarray:
-        """Score every example of ``dataset`` (a ``datasets.Dataset`` or a dict of columns).
-
-        Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
-        in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
-        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
-        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
-        """
-        from tqdm.auto import tqdm
-
+    def _checked_columns(self, dataset) -> tuple[list[str], list[str]]:
+        """Questions and answers of ``dataset``, refused when the pool is too small or an answer is empty."""
         c = self.config
         questions, answers = self._columns(dataset)
         n = len(questions)
-        half = n // 2
-        if half < max(c.n_demos, c.n_queries):
+        if n // 2 < max(c.n_demos, c.n_queries):
             need = 2 * max(c.n_demos, c.n_queries)
             raise ValueError(
                 f"Data Whisperer needs at least {need} examples, got {n}: each prompt takes n_demos="
@@ -396,6 +387,21 @@ class DataWhisperer:
                 f"{len(empty)} examples have an empty {c.answer_column!r} (first: row {empty[0]}); Data Whisperer "
                 "grades answers against the gold ones -- drop or fill them"
             )
+        return questions, answers
+
+    def score(self, dataset, state_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Score every example of ``dataset`` (a ``datasets.Dataset`` or a dict of columns).
+
+        Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
+        in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
+        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
+        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
+        """
+        from tqdm.auto import tqdm
+
+        c = self.config
+        questions, answers = self._checked_columns(dataset)
+        n = len(questions)
         state = _GroupLog(state_dir or self.state_dir, self._state_key(dataset, questions, answers))
         done = state.load()
         self.stats = {
