@@ -11,10 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # torch is pinned and installed first: an unpinned torch pulls GBs of CUDA packages. The lm-eval extra is
-# installed too, so tests/eval/test_lm_eval_agreement.py runs in `make test` instead of being skipped.
+# installed too, so tests/eval/test_lm_eval_agreement.py runs in `make test` instead of being skipped; the ray
+# extra (~240 MB, ~1.5 min) so that the Ray executor tests run with the slow tests.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,lm-eval,datatrove]"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev,lm-eval,datatrove,ray]"
 	touch $(STAMP)
 
 install: $(STAMP)

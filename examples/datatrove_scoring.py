@@ -23,9 +23,9 @@ JSONL, e.g. ``hf_select.slm.jobs.training_rows(...).to_parquet(...)``)::
 Outputs: ``<output>/scored/*.parquet`` (one column per field), ``<output>/logs`` (datatrove logs, stats,
 completion markers), ``<output>/checkpoints`` (in-task chunks). Re-running the same command resumes: finished
 tasks are skipped, killed tasks restore their scored chunks. ``--output`` and the checkpoints must be on a file
-system that every node sees. Status: the Local executor is tested in CI
-(tests/hf_select/datatrove); the Slurm and Ray configurations are written to datatrove's API but untested
-here (no cluster).
+system that every node sees. Status: the Local executor and Ray on a local 2-CPU cluster (this script, the
+CLI's ``--executor ray`` and a Ray worker killed mid-task) are tested in CI (tests/hf_select/datatrove); the
+Slurm configuration is tested up to the scheduler (no cluster here).
 """
 
 from __future__ import annotations
