@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers.utils import logging
 
+from ..errors import InputKeyError, InputTypeError
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
@@ -210,7 +211,7 @@ class AttentionInfluence:
     def _encode(self, texts: list[Any]) -> list[list[int]]:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(
+                raise InputTypeError(
                     f"column {self.text_column!r} must hold strings; row {i} is {type(text).__name__}"
                 )
         return self.tokenizer(texts, add_special_tokens=True).input_ids
@@ -260,7 +261,7 @@ class AttentionInfluence:
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         if self.text_column not in batch:
-            raise KeyError(
+            raise InputKeyError(
                 f"text column {self.text_column!r} not in the batch (columns: {sorted(batch)}); "
                 "set text_column="
             )
