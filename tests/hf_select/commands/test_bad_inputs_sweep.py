@@ -73,7 +73,7 @@ def world(tmp_path_factory):
 
     write("fraction_text.yaml", "scored_dataset: {scored}\nby: ''\nfraction: abc\n".format(**paths))
     write("fraction_null.json", json.dumps({"scored_dataset": paths["scored"], "fraction": None}))
-    write("mix_string.yaml", "scored_dataset: {scored}\nby: ''\nmix: 'no'\n".format(**paths))
+    write("mix_string.yaml", "scored_dataset: {scored}\nby: ''\nmix: 'no'\noutput_dir: {out}/sel\n".format(**paths))
     write("duplicate.yaml", "scored_dataset: {scored}\nfraction: 0.2\nby: ''\nfraction: 0.5\n".format(**paths))
     write("duplicate.json", '{"scored_dataset": "%s", "fraction": 0.2, "fraction": 0.5}' % paths["scored"])
     tasks = root / "tasks"
