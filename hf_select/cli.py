@@ -8,8 +8,8 @@ Errors a user can fix (bad arguments or files: ``ValueError`` and its subclasses
 :class:`hf_select.errors.InputError`, ``TaskError`` and ``UnsupportedModelError``; ``OSError`` and its
 subclasses) print one line, ``hf-select <command>: error: <message>``, and exit with code 2; ``--debug``
 (anywhere on the command line) shows the traceback instead. Option values are checked before any work
-(:mod:`hf_select.validation`). Anything else is a bug: it keeps its traceback, followed by one line saying so,
-and exits with code 1.
+(:mod:`hf_select.validation`). Anything else is a bug: it keeps its traceback, whose last line (an exception
+note) says so, and the process exits with code 1.
 """
 
 from __future__ import annotations
@@ -252,18 +252,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception:
-        if debug:
-            raise
-        import traceback
-
-        traceback.print_exc()
-        print(
-            f"{prog}: internal error: this is a bug in hf-select, not in your input; please report it with the "
-            "traceback above (add --debug to see where it started)",
-            file=sys.stderr,
-        )
-        return 1
+    except Exception as exc:
+        # not the user's fault: the traceback stays (exit code 1), and its last line says so
+        if not debug and hasattr(exc, "add_note"):
+            exc.add_note(
+                f"{prog}: internal error: this is a bug in hf-select, not in your input; please report it with "
+                "the traceback above"
+            )
+        raise
     finally:
         shutdown_distributed()
     return int(result) if isinstance(result, int) else 0
