@@ -85,6 +85,7 @@ RULES: dict[str, Range] = {
     "min_accuracy": WEIGHT,
     "threshold": NON_NEGATIVE,
     "lora_dropout": Range(0, 1, high_open=True),
+    "redundancy_weight": NON_NEGATIVE,
     # sizes
     "batch_size": COUNT,
     "map_batch_size": COUNT,

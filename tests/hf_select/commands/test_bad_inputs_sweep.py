@@ -75,7 +75,8 @@ def world(tmp_path_factory):
     write("fraction_null.json", json.dumps({"scored_dataset": paths["scored"], "fraction": None}))
     write("mix_string.yaml", "scored_dataset: {scored}\nby: ''\nmix: 'no'\noutput_dir: {out}/sel\n".format(**paths))
     write("duplicate.yaml", "scored_dataset: {scored}\nfraction: 0.2\nby: ''\nfraction: 0.5\n".format(**paths))
-    write("duplicate.json", '{"scored_dataset": "%s", "fraction": 0.2, "fraction": 0.5}' % paths["scored"])
+    scored = json.dumps(paths["scored"])
+    write("duplicate.json", '{"scored_dataset": ' + scored + ', "fraction": 0.2, "fraction": 0.5}')
     tasks = root / "tasks"
     tasks.mkdir()
     records = [{"query": f"Question: {i}?\nAnswer:", "choices": ["yes", "no"], "gold": i % 2} for i in range(3)]
