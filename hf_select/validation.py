@@ -227,11 +227,9 @@ def _coerce(value, tp, choices):
                 pass
         raise ValueError("expected a number")
     if tp is str:
-        if isinstance(value, str):
-            value = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        else:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # e.g. a revision or a config name YAML read as a number
+        elif not isinstance(value, str):
             raise ValueError("expected text (quote it)")
         if choices and value not in choices:
             raise ValueError(f"expected one of {', '.join(map(str, choices))}")
