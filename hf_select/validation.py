@@ -113,7 +113,7 @@ RULES: dict[str, Range] = {
     "answer_budget_slack": NON_NEGATIVE,
     "answer_budget_factor": POSITIVE,
     "short_answer_words": NON_NEGATIVE,
-    "min_tokens": NON_NEGATIVE,
+    "min_tokens": COUNT,
     "num_fewshot": NON_NEGATIVE,
     "max_generate": NON_NEGATIVE,
     "repeats": NON_NEGATIVE,

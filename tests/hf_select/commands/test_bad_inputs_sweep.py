@@ -148,7 +148,7 @@ CASES = [
     ("finetune --learning_rate nan", [*FINETUNE, "--learning_rate", "nan"], "--learning_rate must be a finite number > 0, got nan"),
     ("select --combine_weight 2", [*SELECT, "--combine_with", "quality", "--combine_weight", "2"], "--combine_weight must be in [0, 1], got 2"),
     ("--split bogus on a dataset without splits", [*SELECT, "--split", "bogus"], "one dataset without splits, so it has no split 'bogus'"),
-    ("attention-influence --min_tokens -1", [*AI, "--min_tokens", "-1"], "--min_tokens must be >= 0, got -1"),
+    ("attention-influence --min_tokens -1", [*AI, "--min_tokens", "-1"], "min_tokens must be >= 1, got -1"),
     ("attention-influence --map_batch_size 0", [*AI, "--map_batch_size", "0"], "--map_batch_size must be >= 1, got 0"),
     ("reference-losses --batch_size 0", [*REF, "--batch_size", "0"], "--batch_size must be >= 1, got 0"),
     ("eval --num_fewshot -1", ["eval", "--model_name_or_path", "{model}", "--tasks", "{task}", "--num_fewshot", "-1", "--output_dir", "{out}/eval"], "--num_fewshot must be >= 0, got -1"),
