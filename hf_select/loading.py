@@ -373,7 +373,9 @@ def load_any_dataset(name_or_path: str, split: str | None = "train", config_name
         kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
         if kind is None:
             raise ValueError(f"cannot read {path}: expected .jsonl, .json, .parquet or .csv")
-        if not path.read_bytes()[:4096].strip():
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+        if not head.strip() and path.stat().st_size <= len(head):  # the datasets library stops with StopIteration
             raise InputError(f"{name_or_path} is empty: no rows to read")
         data = _read_files(name_or_path, lambda: load_dataset(kind, data_files=str(path)))
     elif _looks_local(name_or_path):
@@ -407,7 +409,7 @@ def _read_files(name: str, read):
 
 
 def check_text_column(dataset, column: str, what: str = "the dataset") -> None:
-    """Refuse a text column that holds something else than strings (numbers, lists), or a missing value, with
+    """Refuse a text column that holds anything but strings (numbers, lists), or a missing value, with
     the column's type or the first row that is missing (the tokenizer fails on them with a ``TypeError``
     otherwise). A column the dataset lacks is left to the caller (some accept token ids instead)."""
     from datasets import Value
