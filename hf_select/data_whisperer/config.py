@@ -5,12 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers.utils import logging
-
 from ..validation import validate_config
-
-logger = logging.get_logger(__name__)
-
 
 DEFAULT_INSTRUCTION = (
     "Here are some questions with their answers. Answer the questions at the end in the same style, "
