@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InputKeyError, InputTypeError
+from ..errors import InputIndexError, InputKeyError, InputTypeError
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
@@ -230,7 +230,13 @@ class AttentionInfluence:
             )
         elif heads is not None:
             config = replace(config, heads=list(heads))
-        config = replace(config, heads=normalize_heads(config.heads, get_model_adapter(model)))
+        try:
+            heads = normalize_heads(config.heads, get_model_adapter(model))
+        except InputIndexError as exc:
+            if not config.heads_file:
+                raise
+            raise InputIndexError(f"{exc} (a head of --heads_file {config.heads_file})") from None
+        config = replace(config, heads=heads)
         if not config.heads:
             raise ValueError("AttentionInfluence needs at least one head to mask")
         self.config = config

@@ -121,7 +121,7 @@ CASES = [
     ("vocab < tokenizer: attention-influence", _with(AI, "--model_name_or_path", "{small_vocab_model}"), "the model's embedding has only 200 rows"),
     ("vocab < tokenizer: reference-losses", _with(REF, "--model_name_or_path", "{small_vocab_model}"), "the model's embedding has only 200 rows"),
     ("vocab < tokenizer: token-dynamics", _with(_with(DYNAMICS, "--checkpoints", "{small_vocab_model}"), "--tokenizer_name_or_path", "{model}"), "past the embedding of checkpoint"),
-    ("heads file: head out of range", AI, "head 9 out of range"),
+    ("heads file: head out of range", AI, "head 9 out of range: LlamaForCausalLM has 4 query heads (a head of --heads_file {far_head_json})"),
     ("heads file: layer out of range", _with(AI, "--heads_file", "{far_layer_json}"), "layer 5 out of range"),
     ("heads file: negative head", _with(AI, "--heads_file", "{negative_head_json}"), "head -1 out of range"),
     ("data-whisperer --attn_layer 99", [*DW, "--attn_layer", "99"], "attn_layer 99 out of range: the model has 2 layers"),
