@@ -1,0 +1,32 @@
+"""``hf-select compare CONFIG.yaml``: a paired bake-off of data-selection arms at equal update tokens, with
+effect sizes, 95% intervals and cost; ``hf-select compare --plan CONFIG.yaml`` sizes it first (docs/compare.md).
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..compare.config import StudyConfig, arms_help
+
+CONFIG_CLASSES = (StudyConfig,)
+HELP_EPILOG = "arm types (entries of 'arms', with their fields):\n" + arms_help()
+
+
+def run(config: StudyConfig) -> int:
+    from accelerate import PartialState
+
+    from ..compare import plan_table, run_plan, run_study
+    from ..compare.report import first_screen_rows
+
+    config.arm_configs()  # a bad arm fails before any work
+    if config.plan:
+        plan = run_plan(config)
+        if PartialState().is_main_process:
+            print(plan_table(plan))
+        return 0
+    results = run_study(config)
+    if PartialState().is_main_process:
+        for row in first_screen_rows(results):
+            print(json.dumps(row, ensure_ascii=False))
+        print(f"report: {config.output_dir}/report.html")
+    return 0
