@@ -13,19 +13,18 @@ HELP_EPILOG = "arm types (entries of 'arms', with their fields):\n" + arms_help(
 
 
 def run(config: StudyConfig) -> int:
-    from accelerate import PartialState
-
     from ..compare import plan_table, run_plan, run_study
     from ..compare.report import first_screen_rows
+    from ..compare.study import distributed_state
 
     config.arm_configs()  # a bad arm fails before any work
     if config.plan:
         plan = run_plan(config)
-        if PartialState().is_main_process:
+        if distributed_state().is_main_process:
             print(plan_table(plan))
         return 0
     results = run_study(config)
-    if PartialState().is_main_process:
+    if distributed_state().is_main_process:
         for row in first_screen_rows(results):
             print(json.dumps(row, ensure_ascii=False))
         print(f"report: {config.output_dir}/report.html")

@@ -43,9 +43,8 @@ class HeldoutAtSteps(TrainerCallback):
 def run_plan(config: StudyConfig) -> dict[str, Any]:
     """Run the planning baseline (resumable like any run) and return the plan (also written to
     ``output_dir/plan/plan.json``)."""
-    from accelerate import PartialState
-
     from .runner import _write_json, run_one
+    from .study import distributed_state
 
     arms = config.arm_configs()
     kind, baseline = arms[0]
@@ -61,7 +60,7 @@ def run_plan(config: StudyConfig) -> dict[str, Any]:
         values[steps] = result["metrics"]["heldout_bpb"]
         per_seed[seed] = {"bpb": values, "train_seconds": result["train_seconds"]}
         path = study.output_dir / "plan" / baseline.name / f"seed{seed}" / "result.json"
-        if PartialState().is_main_process and callback.values:
+        if distributed_state().is_main_process and callback.values:
             stored = json.loads(path.read_text())
             stored.setdefault("info", {})["plan_points"] = {str(k): v for k, v in callback.values.items()}
             _write_json(path, stored)
@@ -83,7 +82,7 @@ def run_plan(config: StudyConfig) -> dict[str, Any]:
         })  # fmt: skip
     plan = {"plan_seeds": list(config.plan_seeds), "plan_steps": steps, "effect_fraction": config.plan_effect,
             "alpha": config.alpha, "power": config.power, "arms": len(arms), "budgets": rows}  # fmt: skip
-    if PartialState().is_main_process:
+    if distributed_state().is_main_process:
         _write_json(study.output_dir / "plan" / "plan.json", plan)
     return plan
 

@@ -119,10 +119,11 @@ def lower_is_better(metric: str) -> bool:
 def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int | None = None,
             callbacks: tuple = (), run_root: str = "runs") -> dict[str, Any]:  # fmt: skip
     """Train arm ``arm`` (of type ``kind``) for ``seed`` -- or resume it, or read its finished result."""
-    from accelerate import PartialState
     from transformers import Trainer, TrainingArguments
 
-    state = PartialState()
+    from .study import distributed_state
+
+    state = distributed_state()
     config = study.config
     run_dir = study.output_dir / run_root / arm.name / f"seed{seed}"
     fp = run_fingerprint(config, kind, arm, seed) + (f"-steps{max_steps}" if max_steps else "")
@@ -208,9 +209,8 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
 
     Returns the results (see :func:`hf_select.compare.report.summarize`).
     """
-    from accelerate import PartialState
-
     from .report import summarize, write_report
+    from .study import distributed_state
 
     arms = config.arm_configs()
     study = Study.load(config)
@@ -220,7 +220,7 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
             runs[arm.name].append(run_one(study, kind, arm, seed))
     selection = _selection_costs(study, [a.name for _, a in arms])
     results = summarize(config, arms, runs, selection)
-    if PartialState().is_main_process:
+    if distributed_state().is_main_process:
         _write_json(study.output_dir / "selection.json", selection)
         write_report(study.output_dir, results)
     return results

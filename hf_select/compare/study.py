@@ -26,6 +26,14 @@ logger = logging.get_logger(__name__)
 LOWQ_DOMAIN = "lowq"
 
 
+def distributed_state():
+    """accelerate's process state as the Trainer sets it up (gloo on CPU, NCCL on GPUs under torchrun)."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def stdlib_pool(path: Path, documents_per_domain: int = 200, max_chars: int = 1500, seed: int = 0) -> Path:
     """Write a small offline pool from this Python's standard library to ``path`` (JSON lines).
 
@@ -99,12 +107,10 @@ class Study:
     # ------------------------------------------------------------------ loading
     @classmethod
     def load(cls, config: StudyConfig) -> Study:
-        from accelerate import PartialState
-
         from ..loading import load_any_dataset, require_columns
 
         out = Path(config.output_dir)
-        state = PartialState()
+        state = distributed_state()
         if config.builtin_pool:
             path = out / "data" / "pool.jsonl"
             with state.main_process_first():
@@ -248,7 +254,6 @@ class Study:
     def initial_model(self, seed: int):
         """The model every arm of ``seed`` starts from (written once, then loaded: byte-identical per seed)."""
         import torch
-        from accelerate import PartialState
         from transformers import AutoModelForCausalLM
 
         from ..loading import load_causal_lm
@@ -256,7 +261,7 @@ class Study:
         if not self.config.from_scratch:
             return load_causal_lm(self.config.model_name_or_path, dtype="float32").train()
         path = self.init_dir(seed)
-        state = PartialState()
+        state = distributed_state()
         with state.main_process_first():
             if state.is_main_process and not (path / "config.json").exists():
                 torch.manual_seed(seed)
