@@ -154,14 +154,17 @@ class StudyConfig:
     domain_column: str | None = field(
         default="domain", metadata={"help": "Column naming each document's domain (held-out bpb per domain)."}
     )
-    max_documents: int | None = field(default=None, metadata={"help": "Use at most this many pool documents."})
+    max_documents: int | None = field(default=None, metadata={"help": "Use at most this many pool documents (the first ones)."})
+    documents_per_domain: int | None = field(
+        default=None, metadata={"help": "Use a seeded sample of at most this many documents per domain (pool and held-out set)."}
+    )
     max_chars: int | None = field(default=None, metadata={"help": "Clip every document to this many characters."})
     heldout_name_or_path: str | None = field(
         default=None, metadata={"help": "Held-out documents (default: heldout_documents_per_domain split off the pool)."}
     )
     heldout_split: str = field(default="train", metadata={"help": "Split of heldout_name_or_path."})
     heldout_documents_per_domain: int = field(
-        default=16, metadata={"help": "Held-out documents per domain (taken out of the pool when no held-out set is given)."}
+        default=16, metadata={"help": "Held-out documents per domain: sampled from heldout_name_or_path, or taken out of the pool."}
     )
     heldout_exclude_domains: list[str] = field(
         default_factory=list, metadata={"help": "Domains never held out nor measured (e.g. a low-quality pool)."}

@@ -70,6 +70,27 @@ def _clip(dataset, text_column: str, max_chars: int | None):
     return dataset.map(clip, batched=True, keep_in_memory=True, desc="clip")
 
 
+def _sample_per_domain(dataset, per_domain: int, seed: int):
+    """At most ``per_domain`` seeded rows of every domain (original order kept)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    domains = np.array(dataset["domain"])
+    keep = []
+    for d in sorted(set(domains.tolist())):
+        rows = np.nonzero(domains == d)[0]
+        keep += rng.choice(rows, min(per_domain, len(rows)), replace=False).tolist()
+    return dataset.select(sorted(keep))
+
+
+def _with_domain(dataset, column: str | None):
+    if column and column in dataset.column_names:
+        if column == "domain":
+            return dataset
+        return dataset.map(lambda d: {"domain": str(d)}, input_columns=column, keep_in_memory=True)
+    return dataset.map(lambda _: {"domain": "all"}, keep_in_memory=True)
+
+
 def _take_per_domain(dataset, per_domain: int, exclude: list[str], seed: int):
     """Split ``dataset`` into (taken, rest): ``per_domain`` seeded rows of every domain not in ``exclude``."""
     import numpy as np
@@ -122,22 +143,18 @@ class Study:
         require_columns(data, [config.text_column], "the pool")
         if config.max_documents:
             data = data.select(range(min(config.max_documents, len(data))))
+        data = _with_domain(data, config.domain_column)
+        if config.documents_per_domain:
+            data = _sample_per_domain(data, config.documents_per_domain, seed=10_000)
         data = _clip(data, config.text_column, config.max_chars)
-        if config.domain_column and config.domain_column in data.column_names:
-            if config.domain_column != "domain":
-                data = data.map(lambda d: {"domain": str(d)}, input_columns=config.domain_column, keep_in_memory=True)
-        else:
-            data = data.map(lambda _: {"domain": "all"}, keep_in_memory=True)
         exclude = list(config.heldout_exclude_domains)
         if config.heldout_name_or_path:
             heldout = load_any_dataset(config.heldout_name_or_path, config.heldout_split)
             require_columns(heldout, [config.text_column], "the held-out set")
-            heldout = _clip(heldout, config.text_column, config.max_chars)
-            if config.domain_column and config.domain_column in heldout.column_names:
-                heldout = heldout.map(lambda d: {"domain": str(d)}, input_columns=config.domain_column, keep_in_memory=True)
-            else:
-                heldout = heldout.map(lambda _: {"domain": "all"}, keep_in_memory=True)
+            heldout = _with_domain(heldout, config.domain_column)
             heldout = heldout.filter(lambda d: d not in exclude, input_columns="domain", keep_in_memory=True)
+            heldout = _sample_per_domain(heldout, config.heldout_documents_per_domain, seed=10_001)
+            heldout = _clip(heldout, config.text_column, config.max_chars)
             pool = data
         else:
             heldout, pool = _take_per_domain(data, config.heldout_documents_per_domain, exclude, seed=10_001)
@@ -233,9 +250,10 @@ class Study:
 
         cfg = dict(self.config.model_config)
         if self.config.model_name_or_path:
-            config = AutoConfig.from_pretrained(self.config.model_name_or_path)
-            for key, value in cfg.items():
-                setattr(config, key, value)
+            config = AutoConfig.from_pretrained(self.config.model_name_or_path, **cfg)
+            if "head_dim" not in cfg and ({"hidden_size", "num_attention_heads"} & set(cfg)):
+                if getattr(config, "head_dim", None) is not None:
+                    config.head_dim = config.hidden_size // config.num_attention_heads
         else:
             if "model_type" not in cfg:
                 raise ValueError("model_config needs model_type (e.g. llama) when no model_name_or_path is given")
