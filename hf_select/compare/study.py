@@ -251,9 +251,9 @@ class Study:
         cfg = dict(self.config.model_config)
         if self.config.model_name_or_path:
             config = AutoConfig.from_pretrained(self.config.model_name_or_path, **cfg)
-            if "head_dim" not in cfg and ({"hidden_size", "num_attention_heads"} & set(cfg)):
-                if getattr(config, "head_dim", None) is not None:
-                    config.head_dim = config.hidden_size // config.num_attention_heads
+            resized = {"hidden_size", "num_attention_heads"} & set(cfg)
+            if resized and "head_dim" not in cfg and getattr(config, "head_dim", None) is not None:
+                config.head_dim = config.hidden_size // config.num_attention_heads
         else:
             if "model_type" not in cfg:
                 raise ValueError("model_config needs model_type (e.g. llama) when no model_name_or_path is given")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +13,8 @@ from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_select.compare import ARMS, ArmConfig, ArmSetup, register_arm, run_study
 from hf_select.compare.config import parse_arm
-from hf_select.fingerprint import weights_checksum
 from hf_select.figures import embedded_pngs, is_drawn
+from hf_select.fingerprint import weights_checksum
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,10 +38,10 @@ def test_paired_weights_equal_tokens_and_report(study_config):
     assert comp["verdict"] in ("better", "worse", "undetermined") and comp["detectable_effect"] > 0
     assert arms["baseline"]["cost"]["ratio_to_baseline_training"] == pytest.approx(1.0)
     assert "heldout_bpb/alpha" in arms["baseline"]["metrics"]
-    page = open(config.output_dir + "/report.html").read()
+    page = Path(config.output_dir, "report.html").read_text()
     pngs = embedded_pngs(page)
     assert len(pngs) == 2 and all(is_drawn(p) for p in pngs)
-    assert json.load(open(config.output_dir + "/results.json"))["arms"]["random"]["vs_baseline"]
+    assert json.loads(Path(config.output_dir, "results.json").read_text())["arms"]["random"]["vs_baseline"]
     # a finished run is never repeated
     import transformers
 
