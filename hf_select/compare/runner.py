@@ -60,6 +60,18 @@ class CostCallback(TrainerCallback, ExportableState):
         return {"args": {"seconds": self.seconds}, "attributes": {}}
 
 
+class ProgressCallback(TrainerCallback):
+    """One log line per quarter of the run (the console stays readable with many arms and seeds)."""
+
+    def __init__(self, label: str = ""):
+        self.label = label
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        quarter = max(1, state.max_steps // 4)
+        if logs and "loss" in logs and (state.global_step % quarter == 0 or state.global_step == state.max_steps):
+            logger.warning(f"[compare] {self.label}: step {state.global_step}/{state.max_steps}, loss {logs['loss']:.4f}")
+
+
 def run_fingerprint(config: StudyConfig, kind: str, arm: ArmConfig, seed: int) -> str:
     study = {k: v for k, v in asdict(config).items() if k not in NOT_IN_RUN_FINGERPRINT}
     return fingerprint("compare-run/v1", study, kind, arm, seed)
@@ -158,7 +170,8 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
         kwargs["data_collator"] = collator
     trainer = (setup.trainer_class or Trainer)(
         model=model, args=args, train_dataset=setup.train_dataset, processing_class=study.tokenizer,
-        callbacks=[CostCallback(), *setup.callbacks, *callbacks], **kwargs,
+        callbacks=[CostCallback(), ProgressCallback(f"{arm.name} seed {seed}"), *setup.callbacks, *callbacks],
+        **kwargs,
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # the loss curve is in the result; keep the console readable
     checkpoint = _last_checkpoint(run_dir)

@@ -19,7 +19,7 @@ def write_pool(path, per_domain: int = 40, seed: int = 0):
         words = TINY_WORDS[d::2]
         for i in range(per_domain):
             text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 50)))
-            rows.append({"text": text, "domain": domain, "url": f"https://{domain}.example/{i}"})
+            rows.append({"text": text, "domain": domain, "url": f"https://{domain}.example/{i}", "ai_score": rng.random()})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
