@@ -34,6 +34,8 @@ class ArmSetup:
     callbacks: list = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
     scoring_tokens_per_step: int = 0  # forward-only tokens the mechanism spends per optimizer step
+    # more metrics of the trained model, ``extra_metrics(study, model) -> {name: value}`` (added to the held-out ones)
+    extra_metrics: Any = None
 
 
 def _tokens(rows) -> int:
@@ -83,6 +85,11 @@ def _subset_rows(study, config: SubsetConfig, scored, column: str):
 @dataclass
 class RandomConfig(SubsetConfig):
     selection_seed: int = field(default=0, metadata={"help": "Seed of the random selection (fixed across study seeds)."})
+    eligible_column: str | None = field(
+        default=None,
+        metadata={"help": "Draw only among documents with a number in this column (e.g. ai_score: those a scoring "
+                  "arm could select), so that the subset matches that arm's size per domain."},
+    )
 
 
 @register_arm("random", RandomConfig, help="A random subset (filter) or random up-weighted mix of the same size "
@@ -92,7 +99,11 @@ def random_subset(study, config: RandomConfig, seed: int):
 
     def build():
         rng = np.random.default_rng(config.selection_seed)
-        scored = study.pool.add_column("_random_score", rng.random(len(study.pool)).tolist())
+        scores = rng.random(len(study.pool))
+        if config.eligible_column:
+            eligible = np.array([v is not None and v == v for v in study.pool[config.eligible_column]])
+            scores[~eligible] = np.nan
+        scored = study.pool.add_column("_random_score", scores.tolist())
         return _subset_rows(study, config, scored, "_random_score")
 
     rows, info = study.cached(f"arm/{config.name}", build, arm=config.name)
@@ -250,6 +261,12 @@ class MeCoArmConfig(ArmConfig):
     )
     metadata_column: str = field(default="url", metadata={"help": "Pool column holding each document's URL."})
     metadata_mode: str = field(default="host", metadata={"help": "How the URL becomes metadata (host: official rule)."})
+    unrelated_url: str | None = field(
+        default="www.factquizmaster.com",
+        metadata={"help": "Also measure held-out bpb given each document's own URL host (heldout_bpb_own_url) and "
+                  "given this fixed URL (heldout_bpb_unrelated_url), when the held-out set has the metadata column; "
+                  "empty: skip."},
+    )
 
 
 @register_arm("meco", MeCoArmConfig, help="MeCo (arXiv 2501.01956): URL-conditioned documents, then a cooldown "
@@ -266,11 +283,39 @@ def meco(study, config: MeCoArmConfig, seed: int):
     )
     args = {"cooldown_fraction": config.cooldown_fraction, "max_length": study.config.seq_length,
             "metadata_column": config.metadata_column, "metadata_mode": config.metadata_mode, "text_column": "text"}
+    measure = config.unrelated_url and config.metadata_column in study.heldout.column_names
     return ArmSetup(
         train_dataset=conditioning, trainer_class=MeCoTrainer, args_class=MeCoConfig, args=args, data_collator=None,
         trainer_kwargs={"cooldown_dataset": cooldown},
         info={"conditioning_documents": len(conditioning), "cooldown_documents": len(cooldown)},
+        extra_metrics=(lambda study, model: conditional_metrics(study, model, config)) if measure else None,
     )  # fmt: skip
+
+
+def conditional_metrics(study, model, config: MeCoArmConfig) -> dict[str, float]:
+    """MeCo's conditional inference on the held-out documents (arXiv 2501.01956, sec. 5): bits per byte of the
+    same tokens given ``URL: <own host>`` and given a fixed unrelated URL (mean over domains, like
+    ``heldout_bpb``)."""
+    import torch
+
+    from ..meco.conditional import prefixed_text_losses, url_prefix
+    from ..meco.metadata import metadata_prefix
+    from ..token_loss import bits_per_byte
+
+    out: dict[str, list[float]] = {"heldout_bpb_own_url": [], "heldout_bpb_unrelated_url": []}
+    model.eval()
+    with torch.no_grad():
+        for domain in sorted(set(study.heldout["domain"])):
+            docs = study.heldout.filter(lambda d, x=domain: d == x, input_columns="domain", keep_in_memory=True)
+            prefixes = {
+                "heldout_bpb_own_url": [metadata_prefix(u, mode=config.metadata_mode) for u in docs[config.metadata_column]],
+                "heldout_bpb_unrelated_url": url_prefix(config.unrelated_url),
+            }
+            for key, prefix in prefixes.items():
+                losses = prefixed_text_losses(model, study.tokenizer, docs["text"], prefix, study.config.eval_batch_size)
+                out[key].append(bits_per_byte(sum(losses["nats"]), sum(losses["num_bytes"])))
+    model.train()
+    return {key: sum(values) / len(values) for key, values in out.items()}
 
 
 # ---------------------------------------------------------------------------------------------- OPUS

@@ -64,11 +64,12 @@ class ProgressCallback(TrainerCallback):
     """One log line per quarter of the run (the console stays readable with many arms and seeds)."""
 
     def __init__(self, label: str = ""):
-        self.label = label
+        self.label, self.shown = label, 0
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        quarter = max(1, state.max_steps // 4)
-        if logs and "loss" in logs and (state.global_step % quarter == 0 or state.global_step == state.max_steps):
+        quarter = state.global_step * 4 // max(1, state.max_steps)
+        if logs and "loss" in logs and quarter > self.shown:
+            self.shown = quarter
             logger.warning(f"[compare] {self.label}: step {state.global_step}/{state.max_steps}, loss {logs['loss']:.4f}")
 
 
@@ -183,6 +184,8 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
     cost = next(c for c in trainer.callback_handler.callbacks if isinstance(c, CostCallback))
     start = time.perf_counter()
     metrics = heldout_metrics(study, model)
+    if setup.extra_metrics is not None:
+        metrics.update(setup.extra_metrics(study, model))
     metrics.update(task_metrics(study, model))
     eval_seconds = time.perf_counter() - start
     steps = trainer.state.global_step
