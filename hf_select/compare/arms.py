@@ -77,8 +77,11 @@ def _subset_rows(study, config: SubsetConfig, scored, column: str):
         documents = selected
     else:
         documents = upweighted_mix(study.pool, selected, config.repeats, seed=0, flag_column=None)
+    from ..fingerprint import fingerprint
+
     rows = study.pack(documents)
     return rows, {"selected_documents": len(selected), "documents": len(documents), "rows": len(rows),
+                  "selected_checksum": fingerprint(sorted(selected["text"])),
                   "selected_domains": {d: selected["domain"].count(d) for d in sorted(set(selected["domain"]))}}
 
 

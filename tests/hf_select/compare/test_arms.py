@@ -35,3 +35,36 @@ def test_every_builtin_arm_trains_equal_update_tokens(study_config, tmp_path):
     assert results["arms"]["opus"]["cost"]["scoring_tokens_per_seed"] > 0
     assert results["arms"]["slm"]["cost"]["selection_tokens"] > 0  # the precomputed reference pass
     assert results["arms"]["slm_online"]["cost"]["scoring_tokens_per_seed"] == expected
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_attention_influence_arm_scores_with_a_selector_and_heads(study_config, tmp_path):
+    import torch
+
+    from hf_select.attention_influence.retrieval_heads import RetrievalHeads
+    from hf_select.attention_influence.scorer import AttentionInfluence
+    from hf_select.fingerprint import fingerprint
+    from hf_select.selection import top_fraction_rows
+
+    selector = tmp_path / "selector"
+    model = tiny_model("llama", seed=3)
+    model.save_pretrained(selector)
+    tiny_tokenizer().save_pretrained(selector)
+    heads = RetrievalHeads.from_scores(torch.arange(8.0).view(2, 4), top_fraction=0.25)
+    heads.save(tmp_path / "heads.json")
+    arm = {"type": "attention_influence", "selector_name_or_path": str(selector),
+           "heads_file": str(tmp_path / "heads.json"), "fraction": 0.25, "mode": "filter", "max_length": 64}  # fmt: skip
+    config = study_config(arms=["baseline", arm], seeds=[0], max_steps=2)
+    results = run_study(config)
+    ai = results["arms"]["attention_influence"]
+    assert ai["cost"]["selection_tokens"] > 0 and ai["cost"]["selection_seconds"] > 0
+    # the same selection computed independently: the scorer over the pool, top 25% per domain
+    from hf_select.compare.study import Study
+
+    pool = Study.load(config).pool
+    scorer = AttentionInfluence(model.eval(), tiny_tokenizer(), heads.selected, 64, 8, text_column="text")
+    scored = pool.map(scorer, batched=True, batch_size=64)
+    expected = scored.select(top_fraction_rows(scored, "ai_score", 0.25, "domain"))["text"]
+    assert ai["runs"][0]["info"]["selected_documents"] == len(expected)
+    assert ai["runs"][0]["info"]["selected_checksum"] == fingerprint(sorted(expected))
