@@ -19,8 +19,15 @@ from hf_select.fingerprint import weights_checksum
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_paired_weights_equal_tokens_and_report(study_config):
-    config = study_config()
+def _yes_no_task(folder: Path) -> str:
+    rows = [{"query": f"Question {i}?\nAnswer:", "choices": ["yes", "no"], "gold": i % 2} for i in range(4)]
+    (folder / "yn.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "yn.yaml").write_text("name: yn\ntype: multiple_choice\ndata_files:\n  test: yn.jsonl\n")
+    return str(folder / "yn.yaml")
+
+
+def test_paired_weights_equal_tokens_and_report(study_config, tmp_path):
+    config = study_config(tasks=[_yes_no_task(tmp_path)])
     results = run_study(config)
     arms = results["arms"]
     assert set(arms) == {"baseline", "random"}
@@ -38,6 +45,8 @@ def test_paired_weights_equal_tokens_and_report(study_config):
     assert comp["verdict"] in ("better", "worse", "undetermined") and comp["detectable_effect"] > 0
     assert arms["baseline"]["cost"]["ratio_to_baseline_training"] == pytest.approx(1.0)
     assert "heldout_bpb/alpha" in arms["baseline"]["metrics"]
+    assert 0 <= arms["baseline"]["metrics"]["task/yn/acc"]["mean"] <= 1  # harness task, higher is better
+    assert "task/yn/acc" in arms["random"]["vs_baseline"]
     page = Path(config.output_dir, "report.html").read_text()
     pngs = embedded_pngs(page)
     assert len(pngs) == 2 and all(is_drawn(p) for p in pngs)
