@@ -4,8 +4,6 @@ effect sizes, 95% intervals and cost; ``hf-select compare --plan CONFIG.yaml`` s
 
 from __future__ import annotations
 
-import json
-
 from ..compare.config import StudyConfig, arms_help
 
 CONFIG_CLASSES = (StudyConfig,)
@@ -14,7 +12,7 @@ HELP_EPILOG = "arm types (entries of 'arms', with their fields):\n" + arms_help(
 
 def run(config: StudyConfig) -> int:
     from ..compare import plan_table, run_plan, run_study
-    from ..compare.report import first_screen_rows
+    from ..compare.report import first_screen_table
     from ..compare.study import distributed_state
 
     config.arm_configs()  # a bad arm fails before any work
@@ -25,7 +23,6 @@ def run(config: StudyConfig) -> int:
         return 0
     results = run_study(config)
     if distributed_state().is_main_process:
-        for row in first_screen_rows(results):
-            print(json.dumps(row, ensure_ascii=False))
-        print(f"report: {config.output_dir}/report.html")
+        print(first_screen_table(results))
+        print(f"report: {config.output_dir}/report.html, results: {config.output_dir}/results.json")
     return 0

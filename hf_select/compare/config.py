@@ -233,6 +233,10 @@ class StudyConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.alpha < 1 or not 0 < self.power < 1:
             raise ValueError("alpha and power must be in (0, 1)")
+        if self.plan_points < 1 or self.plan_effect <= 0 or (self.plan_steps is not None and self.plan_steps < 1):
+            raise ValueError("plan_points and plan_steps must be >= 1 and plan_effect > 0")
+        if len(set(self.plan_seeds)) < 2:
+            raise ValueError(f"plan_seeds: give at least 2 distinct seeds (a spread needs two), got {self.plan_seeds}")
         if self.builtin_pool not in (None, "stdlib"):
             raise ValueError(f"builtin_pool must be 'stdlib' or empty, got {self.builtin_pool!r}")
         if not (self.dataset_name_or_path or self.builtin_pool):

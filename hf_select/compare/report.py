@@ -103,6 +103,22 @@ def first_screen_rows(results: dict[str, Any], metric: str = HEADLINE) -> list[d
     return rows
 
 
+FIRST_SCREEN_COLUMNS = (
+    ("arm", "arm"), ("type", "mechanism"), (HEADLINE, "held-out bpb (mean ± sd)"), ("difference", "paired difference"),
+    ("ci", "95% interval"), ("verdict", "verdict"), ("detectable", "smallest detectable effect"),
+    ("cost_ratio", "cost / baseline training"),
+)  # fmt: skip
+
+
+def first_screen_table(results: dict[str, Any]) -> str:
+    """The first-screen rows as a plain-text table (the console summary of ``hf-select compare``)."""
+    rows = first_screen_rows(results)
+    widths = {key: max(len(label), *(len(str(r.get(key, ""))) for r in rows)) for key, label in FIRST_SCREEN_COLUMNS}
+    lines = ["  ".join(label.ljust(widths[key]) for key, label in FIRST_SCREEN_COLUMNS)]
+    lines += ["  ".join(str(r.get(key, "")).ljust(widths[key]) for key, _ in FIRST_SCREEN_COLUMNS) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
 def loss_curves_png(results: dict[str, Any]) -> bytes:
     """Training loss of every arm on one figure (mean over seeds per logged step, one line per arm)."""
     fig, ax = new_figure(figsize=(7, 4))
@@ -149,11 +165,7 @@ def report_html(results: dict[str, Any], figures: dict[str, bytes]) -> str:
     """One page: first-screen table, per-metric table, costs, the figures and the study's settings."""
     study = results["study"]
     seeds = study["seeds"]
-    first = _table(first_screen_rows(results), [
-        ("arm", "arm"), ("type", "mechanism"), (HEADLINE, "held-out bpb (mean ± sd)"),
-        ("difference", "paired difference"), ("ci", "95% interval"), ("verdict", "verdict"),
-        ("detectable", "smallest detectable effect"), ("cost_ratio", "cost / baseline training"),
-    ])  # fmt: skip
+    first = _table(first_screen_rows(results), list(FIRST_SCREEN_COLUMNS))
     metric_rows = []
     for name, arm in results["arms"].items():
         for metric, stat in arm["metrics"].items():
