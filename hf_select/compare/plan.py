@@ -10,7 +10,10 @@ and power of the study) is at most that effect. The cost is the measured trainin
 linearly to the budget, times seeds and arms (selection work not included).
 
 With 2 planning seeds ``sd`` has a single degree of freedom: it is a rough guide, off by a factor of 2 either way
-one time in five; plan with 3 seeds for a firmer figure.
+one time in five; plan with 3 seeds for a firmer figure. The budgets before the last are points of one run whose
+learning-rate schedule spans ``plan_steps``: there the rate has not decayed yet, so their bpb is higher than a run
+of that length would reach (use a constant schedule, ``lr_scheduler_type: constant_with_warmup``, to read them as
+short runs).
 """
 
 from __future__ import annotations
