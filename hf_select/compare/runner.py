@@ -60,7 +60,7 @@ class CostCallback(TrainerCallback, ExportableState):
         return {"args": {"seconds": self.seconds}, "attributes": {}}
 
 
-class ProgressCallback(TrainerCallback):
+class QuarterLogCallback(TrainerCallback):
     """One log line per quarter of the run (the console stays readable with many arms and seeds)."""
 
     def __init__(self, label: str = ""):
@@ -171,7 +171,7 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
         kwargs["data_collator"] = collator
     trainer = (setup.trainer_class or Trainer)(
         model=model, args=args, train_dataset=setup.train_dataset, processing_class=study.tokenizer,
-        callbacks=[CostCallback(), ProgressCallback(f"{arm.name} seed {seed}"), *setup.callbacks, *callbacks],
+        callbacks=[CostCallback(), QuarterLogCallback(f"{arm.name} seed {seed}"), *setup.callbacks, *callbacks],
         **kwargs,
     )  # fmt: skip
     trainer.remove_callback(PrinterCallback)  # the loss curve is in the result; keep the console readable
@@ -199,9 +199,9 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
         "loss_curve": [[h["step"], h["loss"]] for h in trainer.state.log_history if "loss" in h],
         "info": setup.info,
     }  # fmt: skip
+    if config.save_models:
+        trainer.save_model(str(run_dir / "model"))  # every process (sharded strategies gather the weights)
     if state.is_main_process:
-        if config.save_models:
-            trainer.save_model(str(run_dir / "model"))
         _write_json(marker, result)
         if not config.keep_checkpoints:
             for path in run_dir.glob("checkpoint-*"):
