@@ -128,3 +128,13 @@ def test_changed_configuration_is_not_mixed_with_old_runs(study_config):
     with pytest.raises(ValueError, match="another configuration"):
         run_study(study_config(seeds=[0], arms=["baseline"], max_steps=2, learning_rate=5e-3))
     assert torch.get_num_threads() == 1
+
+
+def test_same_rows_give_the_same_run_as_the_baseline(study_config):
+    # a random "subset" of everything is the pool itself: same initial weights and same data order per seed
+    # make it the very same run, so any difference between arms comes from the mechanism
+    config = study_config(seeds=[1], arms=["baseline", {"type": "random", "fraction": 1.0, "mode": "filter"}])
+    arms = run_study(config)["arms"]
+    base, same = arms["baseline"]["runs"][0], arms["random"]["runs"][0]
+    assert same["loss_curve"] == base["loss_curve"]
+    assert same["metrics"] == base["metrics"]
