@@ -5,9 +5,10 @@ gate so that the real path (``fsdp=True``, ``fsdp_config={"version": 2}``: shard
 optimizer state, sharded checkpoints) runs here on CPU under gloo. The 2-process runs (``fsdp_worker.py``) are
 slow tests; the quick tests check the pieces in one process.
 
-Figures measured on this machine (tiny Llama, 3 optimizer steps, SGD lr 0.5, max |weight difference|): SLM
-global scope, precomputed and online reference, FSDP 2 processes vs 1 process: 1.3e-8 (GA 1); MeCo: 1.5e-8;
-OPUS SGD / AdamW FSDP vs DDP: 1.5e-8 / 6.0e-8, identical selections.
+Figures measured on this machine (tiny Llama, 3 optimizer steps, SGD lr 0.5, max |weight difference|, GA 1 /
+GA 2): SLM global scope, precomputed and online reference, FSDP 2 processes vs 1 process: 1.3e-8 / 1.1e-8;
+MeCo: 1.5e-8 / 1.1e-8; OPUS AdamW (lr 1e-2) FSDP vs DDP: 6.0e-8 / 1.3e-6, identical selections; resumed vs
+uninterrupted: 0.
 """
 
 from __future__ import annotations
