@@ -176,8 +176,12 @@ def main(out_dir, method, mode, ga, resume=False):
     import torch.distributed as dist
 
     if dist.is_initialized():
-        dist.barrier()  # no rank tears its group down while another still talks to it
-        dist.destroy_process_group()
+        dist.barrier()  # every rank has written its results
+        # a gloo group's teardown (destroy_process_group or interpreter exit) hung now and then after the work
+        # was done; nothing is left to flush, so leave at once
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 if __name__ == "__main__":
