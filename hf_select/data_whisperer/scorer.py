@@ -313,8 +313,9 @@ class DataWhisperer:
 
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
             tokens = generate_greedy(
-                self.model, self.tokenizer, [p["ids"] for p in prompts], [p["budget"] for p in prompts], stop
-            )
+                self.model, self.tokenizer, input_ids=[p["ids"] for p in prompts],
+                max_new_tokens=[p["budget"] for p in prompts], stop=stop, batch_size=None, decode=False,
+            )  # fmt: skip
         attention = probe.results[self.attn_layer]
         for p, off, att, new in zip(prompts, offsets, attention, tokens):
             p["weights"] = demonstration_weights(att[:, :, off:], p["query_rows"], p["demo_tokens"])
