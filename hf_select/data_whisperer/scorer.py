@@ -339,16 +339,6 @@ class DataWhisperer:
         weights = np.mean([p["weights"] for p in attempt.prompts], axis=0)
         return GroupResult(list(attempt.demos), list(attempt.queries), weights, metrics, flat)
 
-    def score_group(
-        self, questions: Sequence[str], answers: Sequence[str], demos: Sequence[int], queries: Sequence[int]
-    ) -> GroupResult | None:
-        """Score one group (one prompt, or one per query with ``query_mode="separate"``); None when a generation
-        cannot be parsed (an invalid group)."""
-        attempt = _Attempt(0, 0, 0, list(demos), list(queries), np.random.default_rng(0))
-        attempt.prompts = self._prompts(questions, answers, attempt)
-        self._generate_batch(attempt.prompts)
-        return self._finish(answers, attempt)
-
     # -- the pool ----------------------------------------------------------------------------------------
 
     def _groups(self, rng: np.random.Generator, n: int):

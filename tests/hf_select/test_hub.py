@@ -3,9 +3,9 @@ import logging
 import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
+from figure_checks import is_drawn
 from huggingface_hub import DatasetCard, ModelCard
 
-from hf_select.figures import is_drawn
 from hf_select.hub import int_scores, push_model, push_scored_dataset
 
 
