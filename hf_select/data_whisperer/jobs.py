@@ -14,19 +14,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..loading import ModelArguments, load_any_dataset
+from ..loading import DatasetSourceArguments, ModelArguments, load_any_dataset
 from .config import DataWhispererConfig
 from .finetune import FinetuneArguments
 
 
 @dataclass
-class DataWhispererArguments:
-    """What to score and where to write it (the scoring parameters are :class:`DataWhispererConfig`)."""
+class DataWhispererArguments(DatasetSourceArguments):
+    """What to score (``--dataset_name_or_path``, ``--dataset_config``, ``--split``) and where to write it (the
+    scoring parameters are :class:`DataWhispererConfig`)."""
 
     dataset_name_or_path: str = field(
-        default=None, metadata={"help": "Hub id, save_to_disk folder or json/jsonl/parquet/csv file."}
+        default=None,
+        metadata={"help": "Hub id, save_to_disk folder or json/jsonl/parquet/csv file.", "aliases": ["--dataset_name"]},
     )
-    split: str = field(default="train", metadata={"help": "Split to score."})
+    split: str = field(default="train", metadata={"help": "Split to score.", "aliases": ["--dataset_split"]})
     output_dir: str = field(default="dw_scores", metadata={"help": "Where the scored dataset is written."})
     score_column: str = field(default="dw_score", metadata={"help": "Name of the added score column."})
     max_examples: int | None = field(default=None, metadata={"help": "Score only the first N examples."})
@@ -47,7 +49,7 @@ def score_to_disk(model_args: ModelArguments, args: DataWhispererArguments, conf
 
     if not args.dataset_name_or_path:
         raise ValueError("--dataset_name_or_path is required")
-    dataset = load_any_dataset(args.dataset_name_or_path, args.split)
+    dataset = args.load_dataset()
     require_columns(dataset, [config.question_column, config.answer_column], "dataset to score")
     if args.max_examples:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
@@ -87,14 +89,18 @@ def score_to_disk(model_args: ModelArguments, args: DataWhispererArguments, conf
 
 
 @dataclass
-class FinetuneDataArguments:
-    """Which data to fine-tune on and what to compare."""
+class FinetuneDataArguments(DatasetSourceArguments):
+    """Which data to fine-tune on (``--dataset_name_or_path``, ``--dataset_config``, ``--split``) and what to
+    compare."""
 
     dataset_name_or_path: str = field(
         default=None,
-        metadata={"help": "Scored training data: a folder written by 'score data-whisperer' or any dataset."},
+        metadata={
+            "help": "Scored training data: a folder written by 'score data-whisperer' or any dataset.",
+            "aliases": ["--dataset_name"],
+        },
     )
-    split: str = field(default="train", metadata={"help": "Training split."})
+    split: str = field(default="train", metadata={"help": "Training split.", "aliases": ["--dataset_split"]})
     heldout_name_or_path: str | None = field(
         default=None, metadata={"help": "Held-out data (default: the same source's --heldout_split)."}
     )
@@ -114,13 +120,13 @@ class FinetuneDataArguments:
     )
 
 
-def _load(path: str, split: str):
+def _load(path: str, split: str, config: str | None = None):
     folder = Path(path)
     if (folder / "selection.json").exists() and (folder / "dataset").exists():
         return load_any_dataset(str(folder / "dataset"), split), json.loads(
             (folder / "selection.json").read_text()
         )
-    return load_any_dataset(path, split), None
+    return load_any_dataset(path, split, config), None
 
 
 def finetune_job(model_args: ModelArguments, data: FinetuneDataArguments, args: FinetuneArguments) -> str:
@@ -133,7 +139,7 @@ def finetune_job(model_args: ModelArguments, data: FinetuneDataArguments, args: 
 
     if not data.dataset_name_or_path:
         raise ValueError("--dataset_name_or_path is required")
-    train, selection = _load(data.dataset_name_or_path, data.split)
+    train, selection = _load(data.dataset_name_or_path, data.split, data.dataset_config)
     if data.score_column and data.score_column in train.column_names:
         selected = top_fraction_indices(train[data.score_column], data.fraction)
     elif data.score_column:
@@ -150,7 +156,8 @@ def finetune_job(model_args: ModelArguments, data: FinetuneDataArguments, args: 
         return f"fine-tuned on {len(selected)} examples in {seconds:.1f}s -> {args.output_dir}"
     if data.heldout_name_or_path is None and selection is not None:
         raise ValueError("--heldout_name_or_path is required: a scored folder holds only the training split")
-    heldout, _ = _load(data.heldout_name_or_path or data.dataset_name_or_path, data.heldout_split)
+    heldout_source = data.heldout_name_or_path or data.dataset_name_or_path
+    heldout, _ = _load(heldout_source, data.heldout_split, None if data.heldout_name_or_path else data.dataset_config)
     if data.max_heldout is not None:
         heldout = heldout.select(range(min(data.max_heldout, len(heldout))))
 
