@@ -207,9 +207,15 @@ def test_redundancy_lowers_the_utility_of_a_duplicate():
     stats = _stats(model, *joint, n=5)
     a, g = stats.alignment, stats.gram
     assert torch.allclose(a[0], a[1]) and torch.allclose(g[0, 0], g[0, 1])
-    z = (a - a.mean()) / a.std()
-    after = z - 1.0 * g[:, 0] / g.diagonal().mean()
-    assert after[1] < z[1] - 0.5  # duplicate loses about lambda * |u|^2 / mean|u|^2
+    # the spec's rule (U_z = z_z - lambda * gram[z, 0] / mean|u|^2 once 0 is picked) puts the duplicate's switch
+    # point at lambda*; the library's second greedy pick must flip exactly there
+    top = a.double().clone()
+    top[0] = top[1] = top.max() + 1
+    z = (top - top.mean()) / top.std()
+    cost = g[:, 0].double() / g.diagonal().double().mean()
+    switch = min(float((z[1] - z[j]) / (cost[1] - cost[j])) for j in range(2, 5) if cost[1] > cost[j])
+    assert select_candidates(top, g, 2, greedy=True, redundancy_weight=0.95 * switch).indices == [0, 1]
+    assert select_candidates(top, g, 2, greedy=True, redundancy_weight=1.05 * switch).indices[1] != 1
     # with a strong redundancy weight the duplicate is never the second greedy pick after its twin
     forced_a = a.clone()
     forced_a[0] = forced_a[1] = a.max() + 1
