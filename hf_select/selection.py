@@ -195,7 +195,7 @@ def select_to_disk(args: SelectArguments):
     if len(dataset) == 0:
         raise ValueError(f"{args.dataset_name_or_path} has no rows to select from")
     require_columns(dataset, [args.column] + ([args.combine_with] if args.combine_with else []))
-    if "ai_too_short" in dataset.column_names:  # scored by an older version: never select flagged rows
+    if "ai_too_short" in dataset.column_names:  # never select rows flagged too short to score
         dataset = _never_select_flagged(dataset, [args.column, args.combine_with])
     by = args.by or None
     column = args.column

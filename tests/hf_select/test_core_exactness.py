@@ -1,4 +1,4 @@
-"""Issue 15 items 1, 2, 6, 7, 8, 9, 11: each test failed before its fix (see the conformance table for the
+"""Exactness properties of the core on the families where each is hardest (the conformance table checks the
 same properties on every family)."""
 
 import copy

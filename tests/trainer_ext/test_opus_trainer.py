@@ -129,7 +129,7 @@ def test_opus_select_restores_train_mode_and_leaves_grads_untouched(tmp_path):
 
 
 def test_each_gradient_accumulation_micro_batch_gets_its_own_random_stream(tmp_path):
-    """Proxy rows and windows are drawn afresh per micro-batch of a step (issue 15 item 18)."""
+    """Proxy rows and windows are drawn afresh per micro-batch of a step."""
     model = tiny_model("llama").train()
     proxy = Dataset.from_dict({k: v for k, v in _rows(16, length=32, seed=8).items() if k != "domain"})
     trainer = OPUSTrainer(

@@ -273,7 +273,7 @@ def test_rank_one_preconditioner_is_exact_for_rank_one_and_sketchable():
     assert torch.allclose(per_sample_updates(g2, x2), dense, atol=1e-5)
 
 
-# ------------------------------------------------------------------------- issue 15 item 18, issue 19 build 2
+# ------------------------------------------------------------------------- proxy draws, hooked statistics
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
@@ -343,7 +343,7 @@ def test_gram_is_weighted_one_over_numel_and_alignment_one_over_sqrt_numel():
 @pytest.mark.parametrize("kind", ["tensor", "factored", None])
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_in_backward_statistics_equal_the_dense_sketch(kind, optimizer):
-    """The hooks' sketches (issue 19: no per-sample matrix kept) equal the sketch of the dense per-sample updates."""
+    """The hooks' sketches (no per-sample matrix kept) equal the sketch of the dense per-sample updates."""
     from hf_select.opus.sketch import make_sketch
     from hf_select.opus.utility import scored_statistics
 
