@@ -13,8 +13,8 @@ switch to the cooldown.
 from __future__ import annotations
 
 from ..loading import ModelArguments
+from ..trainer_ext.jobs import MeCoDataArguments, train_meco
 from ..trainer_ext.meco_config import MeCoConfig
-from ..trainer_ext.meco_job import MeCoDataArguments, train_meco
 
 CONFIG_CLASSES = (ModelArguments, MeCoDataArguments, MeCoConfig)
 

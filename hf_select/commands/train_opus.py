@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..loading import ModelArguments
+from ..trainer_ext.jobs import OPUSDataArguments, train_opus
 from ..trainer_ext.opus_config import OPUSConfig
-from ..trainer_ext.opus_job import OPUSDataArguments, train_opus
 
 CONFIG_CLASSES = (ModelArguments, OPUSDataArguments, OPUSConfig)
 

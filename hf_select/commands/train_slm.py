@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..loading import ModelArguments
+from ..trainer_ext.jobs import SLMDataArguments, train_slm
 from ..trainer_ext.slm_config import SLMConfig
-from ..trainer_ext.slm_job import SLMDataArguments, train_slm
 
 CONFIG_CLASSES = (ModelArguments, SLMDataArguments, SLMConfig)
 
