@@ -71,26 +71,21 @@ def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str,
         ],
         "metadata": {"version": 1.0},
     }
+    prompted = {
+        "doc_to_text": task.query_field,
+        "doc_to_target": task.gold_field,
+        "description": task.description,
+        "target_delimiter": task.target_delimiter,
+        "fewshot_delimiter": task.fewshot_delimiter,
+    }
     if task.type == "multiple_choice":
-        config.update(
-            output_type="multiple_choice",
-            doc_to_text=task.query_field,
-            doc_to_choice=task.choices_field,
-            doc_to_target=task.gold_field,
-            description=task.description,
-            target_delimiter=task.target_delimiter,
-            fewshot_delimiter=task.fewshot_delimiter,
-        )
+        config.update(output_type="multiple_choice", doc_to_choice=task.choices_field, **prompted)
         if task.fewshot_split:
             config["fewshot_split"] = task.fewshot_split
     elif task.type == "generate":
         config.update(
             output_type="generate_until",
-            doc_to_text=task.query_field,
-            doc_to_target=task.gold_field,
-            description=task.description,
-            target_delimiter=task.target_delimiter,
-            fewshot_delimiter=task.fewshot_delimiter,
+            **prompted,
             generation_kwargs={
                 "until": list(task.until),
                 "max_gen_toks": task.max_gen_toks,
