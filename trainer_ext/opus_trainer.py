@@ -24,6 +24,7 @@ paths packed documents would attend to each other.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, defaultdict
 
@@ -128,12 +129,7 @@ class OPUSTrainer(Trainer):
         )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batches = []
-        for _ in range(num_batches):
-            try:
-                batches.append(next(epoch_iterator))
-            except StopIteration:
-                break
+        batches = list(itertools.islice(epoch_iterator, num_batches))
         selected = [self.opus_select(batch, micro_batch=i) for i, batch in enumerate(batches)]
         return selected, self._get_num_items_in_batch(selected, device)
 

@@ -32,6 +32,7 @@ plain mean cross-entropy over all tokens.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -362,12 +363,7 @@ class SLMTrainer(Trainer):
         """Collect the step's micro-batches and fix the selection denominator (and, for the "global" scope,
         the selection) before the first backward. Returns ``num_items_in_batch = None``: SLM normalises by
         the selected count itself."""
-        batches = []
-        for _ in range(num_batches):
-            try:
-                batches.append(next(epoch_iterator))
-            except StopIteration:
-                break
+        batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
         batches = [self._prepare_inputs(b) for b in batches]
