@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging
 
+from .errors import InputKeyError
 from .loading import DataArguments
 
 logger = logging.get_logger(__name__)
@@ -41,14 +42,14 @@ def _groups(dataset, by: str | None) -> dict:
     if by is None:
         return {None: np.arange(len(dataset))}
     if by not in dataset.column_names:
-        raise KeyError(f"group column {by!r} not in the dataset (columns: {dataset.column_names})")
+        raise InputKeyError(f"group column {by!r} not in the dataset (columns: {dataset.column_names})")
     keys = np.asarray(dataset[by], dtype=object)
     return {key: np.flatnonzero(keys == key) for key in dict.fromkeys(keys.tolist())}
 
 
 def _scores(dataset, column: str) -> np.ndarray:
     if column not in dataset.column_names:
-        raise KeyError(f"score column {column!r} not in the dataset (columns: {dataset.column_names})")
+        raise InputKeyError(f"score column {column!r} not in the dataset (columns: {dataset.column_names})")
     return np.asarray([math.nan if v is None else v for v in dataset[column]], dtype=np.float64)
 
 

@@ -17,8 +17,10 @@ from transformers.utils import logging
 from ..loading import (
     DatasetSourceArguments,
     ModelArguments,
+    check_text_column,
     load_any_dataset,
     load_model_and_tokenizer,
+    require_columns,
     write_output_manifest,
 )
 from ..sharded_map import distributed_rank_and_world_size, load_sharded_output, sharded_map, wait_for_ranks
@@ -53,6 +55,7 @@ def score_sharded(
     rank). Returns the merged, checked ``Dataset`` on rank 0 and None on the other ranks."""
     if config.text_column not in dataset.column_names:
         raise ValueError(f"text column {config.text_column!r} not in {source}: {dataset.column_names}")
+    check_text_column(dataset, config.text_column, source)
     rank, world_size = distributed_rank_and_world_size()
     scorer = AttentionInfluence(model, tokenizer, config=config)
     parts = Path(output_dir) / "parts"
@@ -198,7 +201,10 @@ def detect_heads_job(model_args: ModelArguments, args: DetectHeadsArguments):
     if args.proxy_dataset:
         proxy = load_any_dataset(args.proxy_dataset, args.split).to_list()
     elif args.values_dataset:
-        values = sentences(load_any_dataset(args.values_dataset, args.split)[args.values_column])
+        texts = load_any_dataset(args.values_dataset, args.split)
+        require_columns(texts, [args.values_column], "--values_dataset")
+        check_text_column(texts, args.values_column, "--values_dataset")
+        values = sentences(texts[args.values_column])
     else:
         raise ValueError("give --proxy_dataset (ready samples) or --values_dataset (text for the values)")
     heads = detect_retrieval_heads(

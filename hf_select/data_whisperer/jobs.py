@@ -51,7 +51,7 @@ def score_to_disk(model_args: ModelArguments, args: DataWhispererArguments, conf
         raise ValueError("--dataset_name_or_path is required")
     dataset = args.load_dataset()
     require_columns(dataset, [config.question_column, config.answer_column], "dataset to score")
-    if args.max_examples:
+    if args.max_examples is not None:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
     model, tokenizer = load_model_and_tokenizer(model_args, device=args.device)
     out = Path(args.output_dir)
