@@ -76,14 +76,8 @@ def train_slm(model_args: ModelArguments, data_args: SLMDataArguments, args: SLM
     if data_args.ref_model_name_or_path and "ref_loss" not in rows.column_names:
         ref_model = load_causal_lm(data_args.ref_model_name_or_path, dtype=model_args.dtype)
         ref_tokenizer = load_tokenizer(data_args.ref_model_name_or_path, pad=False)
-    trainer = SLMTrainer(
-        model=model.train(),
-        args=args,
-        ref_model=ref_model,
-        train_dataset=rows,
-        processing_class=tokenizer,
-        ref_tokenizer=ref_tokenizer,
-    )
+    trainer = SLMTrainer(model.train(), args, ref_model=ref_model, train_dataset=rows, processing_class=tokenizer,
+                         ref_tokenizer=ref_tokenizer)  # fmt: skip
     _train_and_save(trainer, args.output_dir, "SLM")
 
 
@@ -241,11 +235,6 @@ def train_opus(model_args: ModelArguments, data: OPUSDataArguments, config: OPUS
     train_rows = tokenize_and_pack(corpus, tokenizer, data.text_column, data.max_length, data.domain_column)
     proxy_rows = tokenize_and_pack(proxy_docs, tokenizer, data.text_column, data.max_length, None)
     config.remove_unused_columns = False
-    trainer = OPUSTrainer(
-        model=model.train(),
-        args=config,
-        train_dataset=train_rows,
-        proxy_dataset=proxy_rows,
-        processing_class=tokenizer,
-    )
+    trainer = OPUSTrainer(model.train(), config, train_dataset=train_rows, proxy_dataset=proxy_rows,
+                          processing_class=tokenizer)  # fmt: skip
     _train_and_save(trainer, config.output_dir, "OPUS", tokenizer)
