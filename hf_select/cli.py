@@ -7,7 +7,9 @@ Modules are imported only when their subcommand runs, so ``hf-select --help`` st
 Errors a user can fix (bad arguments or files: ``ValueError`` and its subclasses ``TaskError`` and
 ``UnsupportedModelError``, ``FileNotFoundError``, ``PermissionError``) print one line, ``hf-select <command>:
 error: <message>``, and exit with code 2; ``--debug`` (anywhere on the command line) shows the traceback
-instead. Anything else is a bug and keeps its traceback.
+instead. Anything else is a bug and keeps its traceback. Output folders are checked and locked before the
+command runs (:mod:`hf_select.output_dir`); SIGINT and SIGTERM stop it cleanly with exit code 130 / 143
+(:mod:`hf_select.interrupt`).
 """
 
 from __future__ import annotations
@@ -187,7 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         from hf_select.threads import set_torch_threads
 
         set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)
-        result = module.run(*configs)
+        result = _run_guarded(module, configs, prog)
+    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through hf_select.interrupt
+        if debug:
+            raise
+        code = getattr(exc, "exit_code", 130)
+        reason = str(exc) or "interrupted"
+        print(f"{prog}: {reason}; finished parts are kept, re-run the same command to resume", file=sys.stderr)
+        return code
     except USER_ERRORS as exc:
         if debug:
             raise
@@ -197,6 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown_distributed()
     return int(result) if isinstance(result, int) else 0
+
+
+def _run_guarded(module, configs, prog: str):
+    """``module.run(*configs)`` with its output folders checked and locked (:mod:`hf_select.output_dir`) and
+    SIGTERM / SIGINT turned into a clean stop (:mod:`hf_select.interrupt`)."""
+    from hf_select.interrupt import exit_on_signals
+    from hf_select.output_dir import guard_output_dirs
+
+    with exit_on_signals(), guard_output_dirs(configs, description=prog):
+        return module.run(*configs)
 
 
 def shutdown_distributed() -> None:
