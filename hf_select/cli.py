@@ -194,8 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         code = getattr(exc, "exit_code", 130)
-        reason = str(exc) or "interrupted"
-        print(f"{prog}: {reason}; finished parts are kept, re-run the same command to resume", file=sys.stderr)
+        print(f"{prog}: {exc or 'interrupted'}", file=sys.stderr)
         return code
     except USER_ERRORS as exc:
         if debug:

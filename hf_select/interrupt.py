@@ -32,7 +32,10 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int, message: str | None = None):
         self.signum = int(signum)
         self.exit_code = 128 + self.signum
-        super().__init__(message or f"interrupted by {signal.Signals(self.signum).name}")
+        name = signal.Signals(self.signum).name
+        super().__init__(
+            message or f"interrupted by {name}; finished parts are kept, re-run the same command to resume"
+        )
 
 
 def _raise(signum, frame) -> None:
