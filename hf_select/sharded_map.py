@@ -78,8 +78,12 @@ def _check_resume(output_dir: Path, rank: int, world_size: int, part_size: int) 
 
 def _write_part(dataset, path: Path, meta: dict[str, Any]) -> None:
     tmp = path.with_suffix(".parquet.tmp")
-    dataset.to_parquet(str(tmp))
-    os.replace(tmp, path.with_suffix(".parquet"))
+    try:
+        dataset.to_parquet(str(tmp))
+        os.replace(tmp, path.with_suffix(".parquet"))
+    except BaseException:  # an error or a signal (hf_select.interrupt) mid-write leaves no temporary file
+        tmp.unlink(missing_ok=True)
+        raise
     path.with_suffix(".done").write_text(json.dumps(meta))
 
 

@@ -116,8 +116,12 @@ class ChunkCheckpoint:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(index)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.run_fingerprint, "ids": ids, "values": values}))
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps({"fingerprint": self.run_fingerprint, "ids": ids, "values": values}))
+            os.replace(tmp, path)
+        except BaseException:  # an error or a signal mid-write leaves no temporary file
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class _ModelScoringStep(PipelineStep):
