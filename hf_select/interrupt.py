@@ -6,6 +6,9 @@ through the ``finally`` blocks that remove temporary files, and the command exit
 for SIGINT, 143 for SIGTERM (what a shell reports for a process killed by the signal). A scorer that writes
 parts with completion markers resumes from the finished ones when re-run.
 
+A worker process started for a job (the datatrove Local executor's pool) calls :func:`die_with_parent`, so a
+``kill -9`` of the main process never leaves a worker scoring and writing on its own.
+
 A training run stops at the end of its current optimizer step instead and saves a checkpoint there (see
 :class:`hf_select.trainer_ext.resume.ResumableTrainerMixin`, built on :func:`deferred_signals`); a second
 signal during that step stops at once.
@@ -14,8 +17,11 @@ signal during that step stops at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -38,7 +44,38 @@ class Interrupted(KeyboardInterrupt):
         )
 
 
+# the active exit_on_signals block (None outside one): a signal is delivered again every second until it ends
+_BLOCK: list[object | None] = [None]
+_BLOCK_LOCK = threading.Lock()
+REDELIVER_SECONDS = 1.0
+
+
+def _redeliver(signum: int, block: object) -> None:
+    """Some libraries run code under a bare ``except:`` (``datasets`` hashing a map function, for one), which
+    swallows the exception; deliver the signal again until the block is left."""
+    main = threading.main_thread().ident
+
+    def again():
+        while True:
+            time.sleep(REDELIVER_SECONDS)
+            with _BLOCK_LOCK:  # never after the block is left
+                if _BLOCK[0] is not block:
+                    return
+                signal.pthread_kill(main, signum)  # to the main thread, which wakes from a blocking call
+
+    threading.Thread(target=again, name="hf_select-signal-redeliver", daemon=True).start()
+
+
+class _Block:
+    def __init__(self):
+        self.redelivering = False
+
+
 def _raise(signum, frame) -> None:
+    block = _BLOCK[0]
+    if block is not None and not block.redelivering:
+        block.redelivering = True
+        _redeliver(signum, block)
     raise Interrupted(signum)
 
 
@@ -60,8 +97,15 @@ def _handlers(handler: Callable) -> Iterator[bool]:
 @contextlib.contextmanager
 def exit_on_signals() -> Iterator[None]:
     """Raise :class:`Interrupted` in the main thread on SIGINT or SIGTERM while the block runs."""
-    with _handlers(_raise):
-        yield
+    with _handlers(_raise) as installed:
+        outer = _BLOCK[0]
+        if installed:
+            _BLOCK[0] = _Block()
+        try:
+            yield
+        finally:
+            with _BLOCK_LOCK:
+                _BLOCK[0] = outer
 
 
 class DeferredSignal:
@@ -87,3 +131,47 @@ def deferred_signals() -> Iterator[DeferredSignal]:
 
     with _handlers(handler):
         yield received
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed process stays a zombie until its parent reaps it: it is dead all the same
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True
+
+
+_WATCHED: set[int] = set()
+
+
+def die_with_parent(parent_pid: int, poll: float = 0.5) -> None:
+    """End this process (SIGKILL) as soon as process ``parent_pid`` is gone, however it ended.
+
+    On Linux ``prctl(PR_SET_PDEATHSIG, SIGKILL)`` ties this process to its direct parent (for a forkserver pool
+    that is the fork server, which exits with the main process); a daemon thread also polls ``parent_pid``
+    every ``poll`` seconds, which covers other platforms and parents further up. Calling it again for the same
+    ``parent_pid`` does nothing.
+    """
+    if parent_pid in _WATCHED:
+        return
+    _WATCHED.add(parent_pid)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+    def watch():
+        while _alive(parent_pid):
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if not _alive(parent_pid):
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=watch, name="hf_select-parent-watch", daemon=True).start()

@@ -18,6 +18,7 @@ given, against the dataset's length before merging. Temporary files live in ``ou
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -173,7 +174,10 @@ def sharded_map(
                 )
             total_in, total_out = total_in + n_in, total_out + meta["rows"]
             continue
-        mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **kwargs)
+        # an explicit fingerprint: datasets would otherwise hash the function (a scorer holding a model) per part
+        part_kwargs = {"new_fingerprint": hashlib.sha256(f"{fingerprint}/{name}".encode()).hexdigest()[:32]}
+        part_kwargs.update(kwargs)
+        mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **part_kwargs)
         meta = {
             "fingerprint": fingerprint,
             "rows": len(mapped),

@@ -19,6 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from datatrove.executor import LocalPipelineExecutor
+
+from ..interrupt import die_with_parent
+
 EXECUTORS = ("local", "slurm", "ray")
 
 
@@ -132,12 +136,11 @@ def make_executor(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    check_task_counts(tasks, workers)
     if executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
         running = tasks if workers == -1 else min(workers, tasks)
         _set_threads(pipeline, max(1, (os.cpu_count() or 1) // max(running, 1)))
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
+        return LocalExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
     _set_threads(pipeline, int(kwargs.get("cpus_per_task", 1)))
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
@@ -151,6 +154,30 @@ def make_executor(
     return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
 
 
+def check_task_counts(tasks, workers) -> None:
+    """``tasks`` >= 1 and ``workers`` >= 1 or -1 (as many as tasks); datatrove runs nothing on 0 tasks."""
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"--tasks must be an integer >= 1, got {tasks!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or (workers < 1 and workers != -1):
+        raise ValueError(f"--workers must be an integer >= 1, or -1 for as many as tasks, got {workers!r}")
+
+
+class LocalExecutor(LocalPipelineExecutor):
+    """datatrove's ``LocalPipelineExecutor`` whose pool workers die with the main process
+    (:func:`hf_select.interrupt.die_with_parent`): a ``kill -9`` of the main process stops every task at once
+    instead of leaving workers scoring and writing; a re-run redoes the unfinished tasks."""
+
+    def run(self):
+        self.main_pid = os.getpid()
+        return super().run()
+
+    def _launch_run_for_rank(self, rank, ranks_q, completed=None, completed_lock=None):
+        main_pid = getattr(self, "main_pid", None)
+        if main_pid is not None and os.getpid() != main_pid:
+            die_with_parent(main_pid)
+        return super()._launch_run_for_rank(rank, ranks_q, completed, completed_lock)
+
+
 def _set_threads(pipeline: list, threads: int) -> None:
     for step in pipeline:
         if hasattr(step, "num_threads") and step.num_threads is None:
@@ -158,9 +185,17 @@ def _set_threads(pipeline: list, threads: int) -> None:
 
 
 def _input_format(folder: str) -> str:
+    """``jsonl`` or ``parquet``: the files of ``folder``; a ``save_to_disk`` folder (Arrow) is refused."""
     from datatrove.io import get_datafolder
 
     files = get_datafolder(folder).list_files()
+    names = {f.rsplit("/", 1)[-1] for f in files}
+    if "dataset_dict.json" in names or ("state.json" in names and any(f.endswith(".arrow") for f in files)):
+        raise ValueError(
+            f"{folder} is a save_to_disk folder (Arrow files); --executor reads folders of .jsonl(.gz) or "
+            ".parquet files: write it with Dataset.to_parquet / to_json into a folder, or score it without "
+            "--executor"
+        )
     if any(f.endswith(".parquet") for f in files):
         return "parquet"
     if any(".jsonl" in f or f.endswith(".json") for f in files):
@@ -186,6 +221,7 @@ def run_attention_influence_command(model_args, args) -> int:
         raise ValueError("--gguf_file is not supported with --executor: convert the model to safetensors first")
     if args.max_samples is not None:
         raise ValueError("--max_samples is not supported with --executor: point --dataset_name_or_path at fewer files")
+    check_task_counts(args.tasks, args.workers)
     extra: dict[str, Any] = {}
     if args.executor_config:
         import yaml
