@@ -104,8 +104,9 @@ def exit_on_signals() -> Iterator[None]:
         try:
             yield
         finally:
-            with _BLOCK_LOCK:
-                _BLOCK[0] = outer
+            _BLOCK[0] = outer
+            with _BLOCK_LOCK:  # wait for a redelivery in flight: it lands while our handler is installed
+                pass
 
 
 class DeferredSignal:
