@@ -11,8 +11,10 @@ import sys
 import time
 
 import pytest
+import torch
 from datasets import Dataset
 
+from hf_select.attention_influence.retrieval_heads import RetrievalHeads
 from hf_select.cli import main
 from hf_select.output_dir import LOCK_NAME, OutputDirError, OutputLock
 from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
@@ -32,6 +34,7 @@ def world(tmp_path_factory):
     (root / "jsonl").mkdir()
     (root / "jsonl" / "d.jsonl").write_text("".join(json.dumps({"text": s}) + "\n" for s in SENTENCES))
     (root / "a_file").write_text("not a folder")
+    RetrievalHeads.from_scores(torch.rand(2, 4), 0.25).save(root / "h.json")
     return {
         "root": str(root), "model": str(model), "docs": str(root / "docs"), "scored": str(root / "scored"),
         "jsonl": str(root / "jsonl"), "file": str(root / "a_file"), "out": str(root / "out"),

@@ -66,7 +66,7 @@ def _dw_answer(ids):
 
 # job -> (argv builder, (module, attribute) called once per batch, finished-part glob, result loader)
 JOBS = {
-    "reference-losses": (_ref, ("hf_select.slm.reference_losses", "_reference_batch"), "parts/part-*.done",
+    "reference-losses": (_ref, ("hf_select.slm.reference_losses", "reference_batch"), "parts/part-*.done",
                          lambda out: load_from_disk(str(out))),
     "attention-influence": (_ai, ("hf_select.attention_influence.scorer", "AttentionInfluence.__call__"),
                             "parts/part-*.done", lambda out: load_from_disk(str(out / "scored"))),
