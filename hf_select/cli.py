@@ -162,6 +162,8 @@ def parse_configs(config_classes, args: list[str], prog: str):
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hf-select`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see module docs)."""
+    from hf_select.interrupt import Interrupted
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -190,12 +192,11 @@ def main(argv: list[str] | None = None) -> int:
 
         set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)
         result = _run_guarded(module, configs, prog)
-    except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through hf_select.interrupt
+    except Interrupted as exc:  # SIGINT or SIGTERM while the command ran
         if debug:
             raise
-        code = getattr(exc, "exit_code", 130)
-        print(f"{prog}: {exc or 'interrupted'}", file=sys.stderr)
-        return code
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except USER_ERRORS as exc:
         if debug:
             raise
