@@ -10,6 +10,7 @@ from transformers import TrainingArguments
 from .hub_token import move_hub_token_to_environment
 
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
+MUON_LINEARIZATION_CHOICES = ("newton_schulz", "polar", "one_step")
 SKETCH_KIND_CHOICES = ("tensor", "factored", "countsketch")
 GRAM_WEIGHT_CHOICES = ("numel", "sqrt_numel")
 SELECTION_CHOICES = ("boltzmann", "greedy", "topk")
@@ -115,7 +116,17 @@ class OPUSConfig(TrainingArguments):
         default="auto",
         metadata={
             "help": "How the optimizer shapes the update: auto (from the optimizer class), sgd (identity), adamw "
-            "(1/(sqrt(v_hat)+eps) with bias factors), muon (momentum-frozen orthogonalisation)."
+            "(1/(sqrt(v_hat)+eps) with bias factors), muon (derivative of Muon's orthogonalised step at the "
+            "frozen momentum, see muon_linearization)."
+        },
+    )
+    muon_linearization: str = field(
+        default="newton_schulz",
+        metadata={
+            "help": "Which map's derivative shapes the update under Muon: newton_schulz (the exact derivative of "
+            "the Newton-Schulz iterations torch.optim.Muon runs, with its coefficients and steps), polar (the "
+            "orthogonal polar factor that Newton-Schulz approximates; equal when it converges) or one_step "
+            "(the paper's one-step linearisation: one Newton-Schulz iteration, normalisation frozen)."
         },
     )
     selection: str = field(
@@ -169,6 +180,10 @@ class OPUSConfig(TrainingArguments):
             raise ValueError(f"score_window must be >= 2 tokens, got {self.score_window}")
         if self.proxy_batch_size < 1:
             raise ValueError(f"proxy_batch_size must be >= 1, got {self.proxy_batch_size}")
+        if self.muon_linearization not in MUON_LINEARIZATION_CHOICES:
+            raise ValueError(
+                f"muon_linearization must be one of {MUON_LINEARIZATION_CHOICES}, got {self.muon_linearization!r}"
+            )
         if self.preconditioner not in PRECONDITIONER_CHOICES:
             raise ValueError(
                 f"preconditioner must be one of {PRECONDITIONER_CHOICES}, got {self.preconditioner!r}"

@@ -222,7 +222,13 @@ class OPUSTrainer(Trainer):
         model.eval()
         try:
             t0 = self.opus_clock()
-            pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
+            pre = build_preconditioners(
+                self.optimizer,
+                self._opus_layers,
+                self._opus_kind,
+                steps_taken=step,
+                muon_linearization=self.args.muon_linearization,
+            )
             ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
             options = dict(
                 sketches=self._opus_sketches,

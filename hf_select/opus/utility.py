@@ -27,11 +27,16 @@ Preconditioners (state frozen at the start of the step):
 - ``adamw``: ``u = lr (1 - b1) / (1 - b1^t) * g / (sqrt(v_hat) + eps)`` with ``v_hat = b2 v / (1 - b2^t)``: the
   exact first-order change of a torch Adam/AdamW step in the new gradient (``t`` = the step about to be
   taken). Identity (``lr * g``) before the first step.
-- ``muon``: torch.optim.Muon applies ``NS(B~)`` with ``B~ = (1 + mu) g + mu^2 B`` (Nesterov) or ``g + mu B``.
-  We linearise around the momentum ``M0 = mu^2 B`` (resp. ``mu B``) by freezing the orthogonalising factor of
-  ``M0``: ``u = lr' (1 + mu) (M0 M0^T + floor)^(-1/2) g`` (or the right factor when the matrix is tall),
-  with singular values floored at ``||M0||_F / a^k`` (below it Newton-Schulz is linear with slope ``a^k``).
-  Identity (``lr' g``) while the momentum is zero. ``lr'`` is Muon's shape-adjusted learning rate.
+- ``muon``: torch.optim.Muon keeps an EMA momentum ``B <- (1 - mu) g + mu B`` and steps by ``lr' NS(M)``
+  with ``M = (1 - mu^2) g + mu^2 B_old`` (Nesterov) or ``(1 - mu) g + mu B_old``, ``NS`` its Newton-Schulz
+  orthogonalisation and ``lr'`` the shape-adjusted learning rate. With ``M0 = mu^2 B_old`` (resp. ``mu B_old``),
+  ``u = lr' (1 - mu^2) DNS(M0)[g]`` (resp. ``(1 - mu)``): the derivative of a singular-value map at ``M0``,
+  from the SVD ``M0 = U S V^T`` (Daleckii-Krein; :class:`~hf_select.opus.preconditioners.SpectralDerivative`).
+  ``muon_linearization`` picks the map: ``"newton_schulz"`` (default; the iterations torch runs, with its
+  coefficients, steps and Frobenius normalisation), ``"polar"`` (the polar factor ``U V^T`` they approximate) or
+  ``"one_step"`` (one iteration, normalisation frozen: the paper's one-step linearisation). Inner products are
+  taken in ``M0``'s singular basis (both candidates' and proxy factors are rotated by ``U``, ``V``), where they
+  are the same. Identity (``lr' g``) while the momentum is zero.
 """
 
 from __future__ import annotations
@@ -163,6 +168,7 @@ def layer_statistics(
     n = num_candidates
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     x, gy = x.to(dtype), gy.to(dtype)
+    gy, x = pre.rotate(gy, x)  # Muon: inner products in the momentum's singular basis
     if sketch is not None and rank_one_sketch:
         pre = pre.rank_one()
     forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
