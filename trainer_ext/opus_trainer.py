@@ -145,7 +145,7 @@ class OPUSTrainer(Trainer):
         device = next(model.parameters()).device
         self._opus_sketches = {
             layer.name: make_sketch(
-                self.args.sketch_kind, layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+                self.args.sketch_kind, *layer.sketch_shape, dim, seed=self.args.seed + i, device=device
             )
             for i, layer in enumerate(self._opus_layers)
             if dim is not None and layer.weight.numel() > dim

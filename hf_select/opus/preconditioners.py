@@ -76,13 +76,19 @@ class LayerPreconditioner:
     scale: float = 1.0
     left: torch.Tensor | None = None  # [d_out, d_out] or diagonal [d_out]
     right: torch.Tensor | None = None  # [d_in, d_in] or diagonal [d_in]
-    dense: torch.Tensor | None = None  # [d_out, d_in]
+    dense: torch.Tensor | None = None  # [d_out, d_in], or [E, d_out, d_in] for fused expert weights
     basis: tuple[torch.Tensor, torch.Tensor] | None = None  # U [d_out, d_out], V [d_in, d_in]
     spectral: SpectralDerivative | None = None
 
     @property
     def factored(self) -> bool:
         return self.dense is None and self.spectral is None
+
+    def expert(self, e: int) -> LayerPreconditioner:
+        """Expert ``e``'s preconditioner of a fused ``[E, d_out, d_in]`` weight (elementwise: its slice)."""
+        if self.dense is not None and self.dense.ndim == 3:
+            return LayerPreconditioner(dense=self.dense[e])
+        return self
 
     def rotate(self, grads: torch.Tensor, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors in the basis: ``sum_t g_t x_t^T -> U^T (sum_t g_t x_t^T) V`` (identity without a basis)."""
@@ -227,6 +233,10 @@ def _muon_layer(optimizer, group, layer: ScoredLayer, linearization: str, dtype)
     ``M0 = mu^2 B_old`` (resp. ``mu B_old``); ``DNS(M0)`` is the derivative of the orthogonalisation at ``M0``
     (:func:`spectral_derivative`, ``linearization`` picks which map).
     """
+    if layer.num_experts:
+        raise OptimizerStateError(
+            f"the Muon preconditioner reads 2-D weights; {layer.name} is a fused 3-D expert weight"
+        )
     lr = _muon_lr(float(group["lr"]), group.get("adjust_lr_fn"), layer.weight.shape)
     state = optimizer.state.get(layer.weight, {})
     buf = state.get("momentum_buffer")
