@@ -110,7 +110,11 @@ class OPUSConfig(TrainingArguments):
         },
     )
     proxy_batch_size: int = field(
-        default=8, metadata={"help": "Proxy rows drawn afresh each step for the target gradient (paper: 8)."}
+        default=8,
+        metadata={
+            "help": "Proxy rows drawn afresh each step for the target gradient (the official code: 16 as "
+            "train.py's --opus_proxy_batch default, 8 in its run.sh)."
+        },
     )
     preconditioner: str = field(
         default="auto",
@@ -126,15 +130,17 @@ class OPUSConfig(TrainingArguments):
             "help": "Which map's derivative shapes the update under Muon: newton_schulz (the exact derivative of "
             "the Newton-Schulz iterations torch.optim.Muon runs, with its coefficients and steps), polar (the "
             "orthogonal polar factor that Newton-Schulz approximates; equal when it converges) or one_step "
-            "(the paper's one-step linearisation: one Newton-Schulz iteration, normalisation frozen)."
+            "(the official OPUS code's form: the first Newton-Schulz polynomial (aI + bA + cA^2) of the normalised "
+            "momentum, frozen and applied to the gradient; not a derivative)."
         },
     )
     selection: str = field(
         default="boltzmann",
         metadata={
             "help": "boltzmann (paper: sequential draws p ~ exp(U/tau) with redundancy), greedy (argmax with "
-            "redundancy) or topk (the k largest alignments: GhostSuite measured it at least as good as "
-            "Boltzmann, val loss 2.830 vs 2.845)."
+            "redundancy) or topk (the k largest alignments, no redundancy: GhostSuite's GPT-2-small / Pile "
+            "comparison, examples/opus/experiments/README.md in github.com/Jiachen-T-Wang/GhostSuite, reports "
+            "val loss 2.830 for top-k vs 2.845 for Boltzmann at a calibrated temperature)."
         },
     )
     greedy: bool = field(

@@ -232,6 +232,12 @@ def _muon_layer(optimizer, group, layer: ScoredLayer, linearization: str, dtype)
     shape-adjusted ``lr'``. So ``u = lr' c_g DNS(M0)[g]`` with ``c_g = 1 - mu^2`` (resp. ``1 - mu``) and
     ``M0 = mu^2 B_old`` (resp. ``mu B_old``); ``DNS(M0)`` is the derivative of the orthogonalisation at ``M0``
     (:func:`spectral_derivative`, ``linearization`` picks which map).
+
+    ``linearization="one_step"`` is the official OPUS code's form instead (``_get_muon_S_matrix``): ``u = lr'
+    c_g S g`` with ``S = a I + b A + c A^2``, ``A = X X^T``, ``X = M0 / ||M0||_F``: the left polynomial of one
+    Newton-Schulz iteration at the normalised momentum, frozen and applied to the raw gradient. It is not the
+    step's derivative (no ``1 / ||M0||_F``, no transposed terms); it keeps the factored form, so its sketch is
+    taken from the factors.
     """
     if layer.num_experts:
         raise OptimizerStateError(
@@ -255,6 +261,12 @@ def _muon_layer(optimizer, group, layer: ScoredLayer, linearization: str, dtype)
     fresh = (1.0 - mu * mu) if nesterov else (1.0 - mu)
     coefficients = tuple(group.get("ns_coefficients", (3.4445, -4.7750, 2.0315)))
     steps = int(group.get("ns_steps", 5))
+    if linearization == "one_step":
+        a, b, c = coefficients
+        x = m0 / norm
+        gram = x @ x.t()
+        left = a * torch.eye(gram.shape[0], dtype=gram.dtype) + b * gram + c * gram @ gram
+        return LayerPreconditioner(scale=lr * fresh, left=left.to(dtype))
     basis, spectral, factor = spectral_derivative(m0, linearization, coefficients, steps)
     return LayerPreconditioner(
         scale=lr * fresh * factor,
@@ -280,8 +292,8 @@ def spectral_derivative(
     - ``"newton_schulz"``: the exact derivative of the ``k`` Newton-Schulz iterations torch runs, ``X = M /
       ||M||_F``, then ``X <- a X + b (X X^T) X + c (X X^T)^2 X`` (in exact arithmetic; torch runs them in
       bfloat16), including the normalisation.
-    - ``"one_step"``: one Newton-Schulz iteration linearised at ``M0 / ||M0||_F`` with the normalisation
-      frozen (the paper's "one-step linearisation" read literally).
+
+    (``"one_step"``, the official code's form, is built by the caller: it is not a derivative.)
     """
     m, n = matrix.shape
     u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=True)
@@ -292,16 +304,13 @@ def spectral_derivative(
         floor = norm / a**steps if a > 1 else norm * torch.finfo(torch.float64).eps
         sigma = s.clamp(min=max(floor, norm * torch.finfo(torch.float64).eps))
         values, slopes, factor = torch.ones_like(sigma), torch.zeros_like(sigma), 1.0
-    elif linearization in ("newton_schulz", "one_step"):
+    elif linearization == "newton_schulz":
         sigma = s / norm
-        values, slopes = _newton_schulz_map(coefficients, steps if linearization == "newton_schulz" else 1)(
-            sigma
-        )
+        values, slopes = _newton_schulz_map(coefficients, steps)(sigma)
         factor = 1.0 / norm
-        if linearization == "newton_schulz":
-            correction = (sigma, sigma * slopes)
+        correction = (sigma, sigma * slopes)
     else:
-        raise ValueError(f"muon_linearization must be one of {MUON_LINEARIZATIONS}, got {linearization!r}")
+        raise ValueError(f"linearization must be 'newton_schulz' or 'polar', got {linearization!r}")
     # divided differences (f_i - f_j) / (s_i - s_j) on the symmetric part, f' where the values coincide
     gap = sigma[:, None] - sigma[None, :]
     close = gap.abs() <= 1e-9 * float(sigma.max())

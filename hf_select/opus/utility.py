@@ -33,10 +33,11 @@ Preconditioners (state frozen at the start of the step):
   ``u = lr' (1 - mu^2) DNS(M0)[g]`` (resp. ``(1 - mu)``): the derivative of a singular-value map at ``M0``,
   from the SVD ``M0 = U S V^T`` (Daleckii-Krein; :class:`~hf_select.opus.preconditioners.SpectralDerivative`).
   ``muon_linearization`` picks the map: ``"newton_schulz"`` (default; the iterations torch runs, with its
-  coefficients, steps and Frobenius normalisation), ``"polar"`` (the polar factor ``U V^T`` they approximate) or
-  ``"one_step"`` (one iteration, normalisation frozen: the paper's one-step linearisation). Inner products are
-  taken in ``M0``'s singular basis (both candidates' and proxy factors are rotated by ``U``, ``V``), where they
-  are the same. Identity (``lr' g``) while the momentum is zero.
+  coefficients, steps and Frobenius normalisation) or ``"polar"`` (the polar factor ``U V^T`` they
+  approximate). Inner products are taken in ``M0``'s singular basis (both candidates' and proxy factors are
+  rotated by ``U``, ``V``), where they are the same. ``"one_step"`` is the official code's form, ``u = lr' c_g
+  (a I + b A + c A^2) g`` with ``A = X X^T`` of the normalised momentum ``X``: not a derivative, kept for
+  comparison. Identity (``lr' g``) while the momentum is zero.
 """
 
 from __future__ import annotations
