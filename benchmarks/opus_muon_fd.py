@@ -115,8 +115,9 @@ def figures(kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True
     """Median cosine, alignment Spearman and median relative error of ``kind`` against the finite difference.
 
     ``kind``: a Muon linearisation of :func:`hf_select.opus.preconditioners.build_preconditioners`
-    (``"polar"``, ``"newton_schulz"``, ``"one_step"``), ``"legacy"`` (the build's own Muon preconditioner,
-    whatever it is) or ``"sgd"`` (the raw gradient).
+    (``"polar"``, ``"newton_schulz"``, ``"one_step"``), ``"default"`` (the installed build's default Muon
+    preconditioner, whatever it is: run this script against an older checkout for its figures) or ``"sgd"``
+    (the raw gradient).
     """
     from hf_select.opus.utility import (
         build_preconditioners,
@@ -135,7 +136,7 @@ def figures(kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True
         lay.name: per_sample_updates(grads.output_grads[lay.name][n:], grads.inputs[lay.name][n:]).sum(0)
         for lay in layers
     }
-    if kind in ("sgd", "legacy"):
+    if kind in ("sgd", "default"):
         pre = build_preconditioners(muon, layers, "sgd" if kind == "sgd" else "muon")
     else:
         pre = build_preconditioners(muon, layers, "muon", muon_linearization=kind)
@@ -162,7 +163,7 @@ def figures(kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ns", choices=("default", "converged"), default="default")
-    parser.add_argument("--kinds", default="polar,newton_schulz,one_step,sgd")
+    parser.add_argument("--kinds", default="default,newton_schulz,polar,one_step,sgd")
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(1)

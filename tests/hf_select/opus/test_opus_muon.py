@@ -31,7 +31,7 @@ def bench():
 @pytest.mark.usefixtures("one_thread")
 def test_default_linearization_is_the_derivative_of_torch_muon(bench):
     """torch's quintic Newton-Schulz, 5 steps: the default is the exact first-order change of the step."""
-    f = bench.figures("newton_schulz", ns="default")
+    f = bench.figures("default", ns="default")
     assert f["median_cosine"] >= 0.95 and f["spearman"] >= 0.9
     assert f["median_relative_error"] < 1e-5  # magnitudes too: the (1 - mu^2) / lr' coefficients
 
