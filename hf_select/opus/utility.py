@@ -9,7 +9,8 @@ picked::
 Here ``u_z`` is the first-order parameter change of one optimizer step on ``z`` alone (the learning rate and
 the optimizer's bias factors are inside ``u_z``, so the paper's ``lr`` / ``lr^2`` factors are absorbed) and
 ``g_proxy`` the raw mean gradient of the proxy batch. Only the Linear layers inside the decoder blocks are
-scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
+scored, and the fused 3-D expert weights of MoE models, one expert matrix at a time over the tokens routed to
+it (:func:`~hf_select.opus.gradients.expert_forward`); layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
 Gram matrix, as the official code does (:func:`layer_weights`; ``gram_weight="sqrt_numel"`` for both).
 
 Per-sample layer gradients come from ONE joint forward/backward of candidates and proxy rows that takes
