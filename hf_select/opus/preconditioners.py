@@ -254,7 +254,7 @@ def _muon_layer(optimizer, group, layer: ScoredLayer, linearization: str, dtype)
             )
         return LayerPreconditioner(scale=lr)
     mu, nesterov = float(group["momentum"]), group.get("nesterov", True)
-    m0 = layer.oriented(buf).double() * (mu * mu if nesterov else mu)
+    m0 = layer.oriented(buf).to(dtype) * (mu * mu if nesterov else mu)
     norm = float(m0.norm())
     if norm <= float(group.get("eps", 1e-7)):  # NS(M0 + c g) is not differentiable at M0 = 0: identity
         return LayerPreconditioner(scale=lr)
@@ -265,7 +265,7 @@ def _muon_layer(optimizer, group, layer: ScoredLayer, linearization: str, dtype)
         a, b, c = coefficients
         x = m0 / norm
         gram = x @ x.t()
-        left = a * torch.eye(gram.shape[0], dtype=gram.dtype) + b * gram + c * gram @ gram
+        left = a * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) + b * gram + c * gram @ gram
         return LayerPreconditioner(scale=lr * fresh, left=left.to(dtype))
     basis, spectral, factor = spectral_derivative(m0, linearization, coefficients, steps)
     return LayerPreconditioner(
@@ -283,8 +283,8 @@ def spectral_derivative(
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], SpectralDerivative, float]:
     """Derivative at ``M0 = matrix`` of Muon's orthogonalisation, as ``(basis, map, factor)``.
 
-    With the full SVD ``M0 = U S V^T`` (``U`` ``[m, m]``, ``V`` ``[n, n]``), the derivative in a direction
-    ``E`` is ``factor * U map(U^T E V) V^T``; see :class:`SpectralDerivative`. ``linearization``:
+    With the full SVD ``M0 = U S V^T`` (``U`` ``[m, m]``, ``V`` ``[n, n]``; computed in ``matrix``'s dtype),
+    the derivative in a direction ``E`` is ``factor * U map(U^T E V) V^T``; see :class:`SpectralDerivative`. ``linearization``:
 
     - ``"polar"``: the orthogonal polar factor ``U V^T`` that Newton-Schulz approximates (scale-invariant, so
       the Frobenius normalisation drops out). Singular values are floored at ``||M0||_F / a^k``: Newton-Schulz
@@ -296,7 +296,8 @@ def spectral_derivative(
     (``"one_step"``, the official code's form, is built by the caller: it is not a derivative.)
     """
     m, n = matrix.shape
-    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=True)
+    u, s, vh = torch.linalg.svd(matrix, full_matrices=True)
+    s = s.double()  # the SVD in the matrix's precision, the map's coefficients in float64
     norm = float(s.norm())
     correction = None
     if linearization == "polar":
