@@ -12,6 +12,8 @@ proxy alignments (predicted vs measured) and the median relative error of the up
 the polar factor); ``--ns default`` uses torch's quintic coefficients and 5 steps.
 
     python benchmarks/opus_muon_fd.py --ns default
+    python benchmarks/opus_muon_fd.py --model .hf_select_cache/models/SmolLM2-135M-Instruct \
+        --texts .hf_select_cache/world/pretrain --candidates 8
 """
 
 from __future__ import annotations
@@ -60,26 +62,74 @@ def _rows(n, length, seed, vocab=300):
     return ids, labels, torch.arange(length).expand(n, length).clone()
 
 
-def setup(ns: str = "default", seed: int = 0, warm_steps: int = 3, candidates: int = 12, nesterov=True):
-    """A float64 tiny Llama, a Muon optimizer after ``warm_steps`` steps, candidate + proxy rows."""
+def _text_rows(model_path: str, texts_path: str, count: int, length: int):
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    data = load_from_disk(texts_path)
+    data = data["train"] if hasattr(data, "keys") else data
+    rows = []
+    for text in data.select(range(min(len(data), 20 * count)))["text"]:
+        ids = tok(text)["input_ids"]
+        if len(ids) >= length:
+            rows.append(ids[:length])
+        if len(rows) == count:
+            break
+    ids = torch.tensor(rows)
+    labels = ids.clone()
+    labels[:, 0] = -100
+    return ids, labels, torch.arange(length).expand_as(ids).clone()
+
+
+def setup(
+    ns: str = "default",
+    seed: int = 0,
+    warm_steps: int = 3,
+    candidates: int = 12,
+    nesterov=True,
+    model_path: str | None = None,
+    texts_path: str | None = None,
+    blocks: int = 4,
+):
+    """A float64 model, a Muon optimizer after ``warm_steps`` steps, candidate + proxy rows.
+
+    Without ``model_path`` a tiny random Llama on random tokens; with it that checkpoint in float64 (its first
+    ``blocks`` blocks under Muon, the rest frozen) on 64-token rows of the ``text`` column of ``texts_path`` (a
+    ``datasets`` folder).
+    """
     from hf_select.opus.utility import block_linear_layers
     from hf_select.testing import tiny_model
 
-    model = tiny_model("llama", seed=seed).double()
-    layers = block_linear_layers(model)
+    if model_path is None:
+        model = tiny_model("llama", seed=seed).double()
+        layers = block_linear_layers(model)
+        warm = [_rows(4, 16, seed=100 + step) for step in range(warm_steps)]
+        rows = _rows(candidates + 4, 16, seed=seed + 7)
+    else:
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float64).eval()
+        layers = [lay for lay in block_linear_layers(model) if int(lay.name.split(".")[1]) < blocks]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for lay in layers:
+            lay.weight.requires_grad_(True)
+        ids, labels, pos = _text_rows(model_path, texts_path, 4 * warm_steps + candidates + 2, 64)
+        warm = [(ids[4 * s : 4 * s + 4], labels[4 * s : 4 * s + 4], pos[4 * s : 4 * s + 4]) for s in range(warm_steps)]
+        rest = slice(4 * warm_steps, None)
+        rows = ids[rest], labels[rest], pos[rest]
     options = CONVERGED_NS if ns == "converged" else {}
     muon = torch.optim.Muon(
         [lay.weight for lay in layers], lr=0.02, momentum=0.95, nesterov=nesterov, **options
     )
-    for step in range(warm_steps):
-        ids, labels, pos = _rows(4, 16, seed=100 + step)
+    for ids, labels, pos in warm:
         model.zero_grad()
         model(input_ids=ids, labels=labels, position_ids=pos).loss.backward()
         with float64_newton_schulz():
             muon.step()
     model.zero_grad()
-    ids, labels, pos = _rows(candidates + 4, 16, seed=seed + 7)
-    return model, layers, muon, (ids, labels, pos), candidates
+    return model, layers, muon, rows, candidates
 
 
 def finite_difference_updates(muon, layers, grads_per_layer, eps_scale=1e-6) -> list[torch.Tensor]:
@@ -111,13 +161,15 @@ def predicted_updates(pre, per_sample: torch.Tensor) -> torch.Tensor:
     return pre.apply(per_sample.to(dtype)).to(per_sample.dtype)
 
 
-def figures(kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True) -> dict[str, float]:
+def figures(
+    kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True, **setup_options
+) -> dict[str, float]:
     """Median cosine, alignment Spearman and median relative error of ``kind`` against the finite difference.
 
     ``kind``: a Muon linearisation of :func:`hf_select.opus.preconditioners.build_preconditioners`
     (``"polar"``, ``"newton_schulz"``, ``"one_step"``), ``"default"`` (the installed build's default Muon
     preconditioner, whatever it is: run this script against an older checkout for its figures) or ``"sgd"``
-    (the raw gradient).
+    (the raw gradient). ``setup_options`` go to :func:`setup` (a real checkpoint).
     """
     from hf_select.opus.utility import (
         build_preconditioners,
@@ -126,7 +178,7 @@ def figures(kind: str, ns: str = "default", seed: int = 0, nesterov: bool = True
         per_sample_updates,
     )
 
-    model, layers, muon, (ids, labels, pos), n = setup(ns, seed, nesterov=nesterov)
+    model, layers, muon, (ids, labels, pos), n = setup(ns, seed, nesterov=nesterov, **setup_options)
     grads = layer_gradients(model, layers, ids, labels, pos, n)
     per_sample = {
         lay.name: per_sample_updates(grads.output_grads[lay.name][:n], grads.inputs[lay.name][:n])
@@ -165,13 +217,18 @@ def main():
     parser.add_argument("--ns", choices=("default", "converged"), default="default")
     parser.add_argument("--kinds", default="default,newton_schulz,polar,one_step,sgd")
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--model", default=None, help="a checkpoint folder instead of the tiny random Llama")
+    parser.add_argument("--texts", default=None, help="a datasets folder with a 'text' column (with --model)")
+    parser.add_argument("--blocks", type=int, default=4, help="blocks of --model under Muon")
+    parser.add_argument("--candidates", type=int, default=12)
     args = parser.parse_args()
+    real = {"model_path": args.model, "texts_path": args.texts, "blocks": args.blocks} if args.model else {}
     torch.set_num_threads(1)
     print(f"Newton-Schulz: {args.ns}")
     print(f"{'preconditioner':<16}{'seed':>5}{'median cosine':>15}{'spearman':>10}{'median rel err':>16}")
     for kind in args.kinds.split(","):
         for seed in range(args.seeds):
-            f = figures(kind, args.ns, seed)
+            f = figures(kind, args.ns, seed, candidates=args.candidates, **real)
             print(
                 f"{kind:<16}{seed:>5}{f['median_cosine']:>15.4f}{f['spearman']:>10.3f}"
                 f"{f['median_relative_error']:>16.2e}"
