@@ -284,7 +284,8 @@ def spectral_derivative(
     """Derivative at ``M0 = matrix`` of Muon's orthogonalisation, as ``(basis, map, factor)``.
 
     With the full SVD ``M0 = U S V^T`` (``U`` ``[m, m]``, ``V`` ``[n, n]``; computed in ``matrix``'s dtype),
-    the derivative in a direction ``E`` is ``factor * U map(U^T E V) V^T``; see :class:`SpectralDerivative`. ``linearization``:
+    the derivative in a direction ``E`` is ``factor * U map(U^T E V) V^T``; see :class:`SpectralDerivative`.
+    ``linearization``:
 
     - ``"polar"``: the orthogonal polar factor ``U V^T`` that Newton-Schulz approximates (scale-invariant, so
       the Frobenius normalisation drops out). Singular values are floored at ``||M0||_F / a^k``: Newton-Schulz

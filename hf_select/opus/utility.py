@@ -10,8 +10,9 @@ Here ``u_z`` is the first-order parameter change of one optimizer step on ``z`` 
 the optimizer's bias factors are inside ``u_z``, so the paper's ``lr`` / ``lr^2`` factors are absorbed) and
 ``g_proxy`` the raw mean gradient of the proxy batch. Only the Linear layers inside the decoder blocks are
 scored, and the fused 3-D expert weights of MoE models, one expert matrix at a time over the tokens routed to
-it (:func:`~hf_select.opus.gradients.expert_forward`); layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
-Gram matrix, as the official code does (:func:`layer_weights`; ``gram_weight="sqrt_numel"`` for both).
+it (:func:`~hf_select.opus.gradients.expert_forward`); layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in
+the alignment and ``1 / numel(W_l)`` in the Gram matrix, as the official code does (:func:`layer_weights`;
+``gram_weight="sqrt_numel"`` for both).
 
 Per-sample layer gradients come from ONE joint forward/backward of candidates and proxy rows that takes
 gradients with respect to the block Linear *outputs* only (``torch.autograd.grad``: no weight gradients are
@@ -208,10 +209,11 @@ def layer_statistics(
     their sketches: exact, and cheaper than the scatter into the sketch (one ``n x n`` GEMM instead of
     ``n * d_out * d_in`` scattered adds). ``exact_elements=0`` always sketches.
 
-    Fused expert weights (``routing``: ``x`` / ``gy`` are ``[S, d]`` over the (token, expert) pairs): expert ``e``'s per-sample gradient sums its routed tokens, and the layer's inner products
-    sum over experts. The sketch covers the whole ``[E * d_out, d_in]`` weight: expert ``e`` is sketched with
-    the rows ``e * d_out:(e + 1) * d_out`` of its tables (:meth:`~hf_select.opus.sketch.TensorCountSketch.row_block`),
-    the sum over experts being the weight's sketch.
+    Fused expert weights (``routing``: ``x`` / ``gy`` are ``[S, d]`` over the (token, expert) pairs): expert
+    ``e``'s per-sample gradient sums its routed tokens, and the layer's inner products sum over experts. The
+    sketch covers the whole ``[E * d_out, d_in]`` weight: expert ``e`` is sketched with the rows
+    ``e * d_out:(e + 1) * d_out`` of its tables (``sketch.row_block``), the sum over experts being the
+    weight's sketch.
     """
     n = num_candidates
     w_align, w_gram = layer_weights(layer, gram_weight)
@@ -237,7 +239,8 @@ def layer_statistics(
         align, gram = (a, g) if align is None else (align + a, gram + g)
     if align is None:
         dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-        align, gram = torch.zeros(n, dtype=dtype, device=x.device), torch.zeros(n, n, dtype=dtype, device=x.device)
+        align = torch.zeros(n, dtype=dtype, device=x.device)
+        gram = torch.zeros(n, n, dtype=dtype, device=x.device)
     return w_align * align, w_gram * gram
 
 
