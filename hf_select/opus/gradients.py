@@ -73,8 +73,8 @@ def _expert_layers(model: nn.Module, index: int, name: str, module: nn.Module, t
             )
         if trainable_only and not weight.requires_grad:
             continue
-        name_ = f"layers.{index}.{name}.{attr}"
-        layers.append(ScoredLayer(name_, module, weight, bool(module.is_transposed), module.num_experts))
+        full_name = f"layers.{index}.{name}.{attr}"
+        layers.append(ScoredLayer(full_name, module, weight, bool(module.is_transposed), module.num_experts))
     return layers
 
 
