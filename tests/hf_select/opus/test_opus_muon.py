@@ -83,3 +83,11 @@ def test_statistics_in_the_singular_basis_equal_the_dense_updates(bench):
         feats = sk.sketch_dense(p.apply(rotated[:n]))
         ref += layer_weights(lay)[0] * (feats @ sk.sketch_dense(rotated[n:].sum(0)))
     assert torch.allclose(sketched.alignment, ref, rtol=1e-8, atol=1e-14)
+
+
+def test_config_names_a_bad_linearization(tmp_path):
+    from hf_select.trainer_ext import OPUSConfig
+
+    with pytest.raises(ValueError, match="muon_linearization must be one of"):
+        OPUSConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, muon_linearization="frozen")
+    assert OPUSConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True).muon_linearization == "newton_schulz"
