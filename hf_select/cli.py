@@ -55,6 +55,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("finetune",): ("hf_select.commands.finetune", "Fine-tune on a selected subset (full or LoRA)."),
     ("eval",): ("hf_select.commands.eval", "Evaluate a model on harness tasks."),
     ("push",): ("hf_select.commands.push", "Push a scored dataset or a trained model to the Hub."),
+    ("compare",): (
+        "hf_select.commands.compare",
+        "Compare data-selection arms at equal update tokens (paired seeds, intervals, cost).",
+    ),
 }
 
 
@@ -188,28 +192,70 @@ def _aliases_to_field_names(data: dict, config_classes) -> dict:
     return out
 
 
-def parse_configs(config_classes, args: list[str], prog: str):
+def _is_config_file(arg: str) -> bool:
+    return not arg.startswith("-") and arg.endswith((".yaml", ".yml", ".json"))
+
+
+def _config_file_among_options(config_classes, args: list[str]) -> int | None:
+    """Index of the one config file given together with options (``--plan config.yaml``), or None: a
+    ``.yaml``/``.json`` argument that is not the value of an option (a boolean flag takes no value)."""
+    import dataclasses
+
+    flags = {
+        f"--{f.name}" for cls in config_classes for f in dataclasses.fields(cls) if f.type in (bool, "bool")
+    }
+    found = [
+        i
+        for i, arg in enumerate(args)
+        if _is_config_file(arg) and (i == 0 or not args[i - 1].startswith("-") or args[i - 1] in flags)
+    ]
+    return found[0] if len(found) == 1 and len(args) > 1 else None
+
+
+def parse_configs(config_classes, args: list[str], prog: str, epilog: str | None = None):
     """Parse ``args`` (or one YAML/JSON file) into instances of ``config_classes``.
 
-    A config file that cannot be read names itself (and the line of a YAML error); an option the command
-    does not know is an error naming it; a key given twice, or a value of the wrong type for its field, names
-    the file and line. Every parsed config then passes :func:`hf_select.validation.validate_config` (the
-    ranges of its values), before the command does any work.
+    A config file may come with options given on the command line (``config.yaml --seed 3``): they override
+    the file's values. A config file that cannot be read names itself (and the line of a YAML error); an
+    option the command does not know is an error naming it; a key given twice, or a value of the wrong type
+    for its field, names the file and line. Every parsed config then passes
+    :func:`hf_select.validation.validate_config` (the ranges of its values), before the command does any work.
+    ``epilog`` ends the ``--help`` text.
     """
+    import argparse
+
     from transformers import HfArgumentParser
 
     from .validation import check_config_file_values, validate_config
 
-    parser = HfArgumentParser(config_classes, prog=prog)
-    if len(args) == 1 and args[0].endswith((".yaml", ".yml", ".json")):
-        raw, lines = _read_config_file(args[0])
+    class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass  # defaults shown, the epilog kept as written
+
+    def read_checked(path: str) -> dict:
+        raw, lines = _read_config_file(path)
         renamed = _aliases_to_field_names(raw, config_classes)
         lines = {renamed_key: lines.get(key) for key, renamed_key in zip(raw, renamed) if lines.get(key)}
-        data = check_config_file_values(renamed, config_classes, args[0], lines)
+        return check_config_file_values(renamed, config_classes, path, lines)
+
+    kwargs = {"epilog": epilog, "formatter_class": Formatter} if epilog else {}
+    parser = HfArgumentParser(config_classes, prog=prog, **kwargs)
+    file = _config_file_among_options(config_classes, args)
+    if len(args) == 1 and _is_config_file(args[0]):
+        data = read_checked(args[0])
         try:
             configs = parser.parse_dict(data)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"config file {args[0]}: {exc}") from None
+    elif file is not None:
+        import dataclasses
+
+        data = read_checked(args[file])
+        known = {f.name for cls in config_classes for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"config file {args[file]}: unknown option(s) {unknown}")
+        parser.set_defaults(**data)  # the file's values, overridden by the options given
+        configs = parser.parse_args_into_dataclasses(args=args[:file] + args[file + 1 :])
     else:
         configs = parser.parse_args_into_dataclasses(args=args)
     for config in configs:
@@ -242,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module = importlib.import_module(COMMANDS[words][0])
         # argparse prints its own one-line error and exits with code 2 (SystemExit)
-        configs = parse_configs(module.CONFIG_CLASSES, rest, prog=prog)
+        configs = parse_configs(module.CONFIG_CLASSES, rest, prog=prog, epilog=getattr(module, "HELP_EPILOG", None))
         from hf_select.threads import set_torch_threads
 
         set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)

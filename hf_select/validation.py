@@ -133,6 +133,19 @@ RULES: dict[str, Range] = {
     "adam_epsilon": FINITE_POSITIVE,
     "max_grad_norm": Range(0, math.inf, high_open=True),
     "warmup_steps": NON_NEGATIVE,
+    # compare studies
+    "train_tokenizer_vocab_size": COUNT,
+    "documents_per_domain": COUNT,
+    "max_chars": COUNT,
+    "heldout_documents_per_domain": NON_NEGATIVE,
+    "proxy_documents_per_domain": NON_NEGATIVE,
+    "task_limit": LIMIT,
+    "eval_batch_size": COUNT,
+    "alpha": Range(0, 1, low_open=True, high_open=True),
+    "power": Range(0, 1, low_open=True, high_open=True),
+    "plan_steps": COUNT,
+    "plan_points": COUNT,
+    "plan_effect": POSITIVE,
 }
 
 
@@ -247,7 +260,11 @@ def _coerce(value, tp, choices):
     if origin is list:
         (inner,) = typing.get_args(tp) or (Any,)
         items = value if isinstance(value, list) else [value]
-        return [_coerce(v, inner, None) if inner in (bool, int, float, str) else v for v in items]
+        # a mapping in a list is a structured entry its dataclass parses itself (compare's arms)
+        return [
+            _coerce(v, inner, None) if inner in (bool, int, float, str) and not isinstance(v, dict) else v
+            for v in items
+        ]
     return value  # dicts, unions of several types: passed on as they are
 
 
