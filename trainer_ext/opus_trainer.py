@@ -146,7 +146,7 @@ class OPUSTrainer(ResumableTrainerMixin, Trainer):
         device = next(model.parameters()).device
         self._opus_sketches = {
             layer.name: make_sketch(
-                self.args.sketch_kind, layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+                self.args.sketch_kind, *layer.sketch_shape, dim, seed=self.args.seed + i, device=device
             )
             for i, layer in enumerate(self._opus_layers)
             if dim is not None and layer.weight.numel() > dim
@@ -223,7 +223,13 @@ class OPUSTrainer(ResumableTrainerMixin, Trainer):
         model.eval()
         try:
             t0 = self.opus_clock()
-            pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
+            pre = build_preconditioners(
+                self.optimizer,
+                self._opus_layers,
+                self._opus_kind,
+                steps_taken=step,
+                muon_linearization=self.args.muon_linearization,
+            )
             ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
             options = dict(
                 sketches=self._opus_sketches,
