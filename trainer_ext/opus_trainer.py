@@ -47,6 +47,7 @@ from hf_select.packing import PackedCollator
 from hf_select.token_loss import IGNORE_INDEX
 
 from .opus_config import OPUSConfig
+from .resume import ResumableTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -75,7 +76,7 @@ def _row_tensors(row: dict) -> tuple[list[int], list[int], list[int]]:
     return ids, labels, pos
 
 
-class OPUSTrainer(Trainer):
+class OPUSTrainer(ResumableTrainerMixin, Trainer):
     """``transformers.Trainer`` that selects each step's rows with OPUS (see the module docstring).
 
     Args:
@@ -141,7 +142,7 @@ class OPUSTrainer(Trainer):
         device = next(model.parameters()).device
         self._opus_sketches = {
             layer.name: make_sketch(
-                self.args.sketch_kind, layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+                self.args.sketch_kind, *layer.sketch_shape, dim, seed=self.args.seed + i, device=device
             )
             for i, layer in enumerate(self._opus_layers)
             if dim is not None and layer.weight.numel() > dim
@@ -218,7 +219,13 @@ class OPUSTrainer(Trainer):
         model.eval()
         try:
             t0 = self.opus_clock()
-            pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
+            pre = build_preconditioners(
+                self.optimizer,
+                self._opus_layers,
+                self._opus_kind,
+                steps_taken=step,
+                muon_linearization=self.args.muon_linearization,
+            )
             ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
             options = dict(
                 sketches=self._opus_sketches,
