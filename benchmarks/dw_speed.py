@@ -52,6 +52,17 @@ def load_before(ref: str):
     return module
 
 
+def score_one_group(whisperer, questions, answers, demos, queries):
+    """Score one group alone (one prompt, or one per query with ``query_mode="separate"``) through the scorer's
+    own steps; None when a generation cannot be parsed (an invalid group)."""
+    from hf_select.data_whisperer.scorer import _Attempt
+
+    attempt = _Attempt(0, 0, 0, list(demos), list(queries), np.random.default_rng(0))
+    attempt.prompts = whisperer._prompts(questions, answers, attempt)
+    whisperer._generate_batch(attempt.prompts)
+    return whisperer._finish(answers, attempt)
+
+
 def build_pool(world: Path, per_tier: int, answer_chars: int, seed: int):
     from datasets import load_from_disk
 
@@ -125,7 +136,7 @@ def main() -> None:
     if args.alone_groups:
         start, valid = time.perf_counter(), 0
         for demos, queries in groups[: args.alone_groups]:
-            valid += new.score_group(questions, answers, demos, queries) is not None
+            valid += score_one_group(new, questions, answers, demos, queries) is not None
         seconds = time.perf_counter() - start
         out["alone"] = {"groups": args.alone_groups, "valid": valid,
                         "seconds_per_group": seconds / args.alone_groups}  # fmt: skip

@@ -25,9 +25,39 @@ from pathlib import Path
 import torch
 
 from hf_select.eval import evaluate, load_task
-from hf_select.eval.lm_eval_adapter import compare_generations, run_lm_eval
+from hf_select.eval.lm_eval_adapter import run_lm_eval
 from hf_select.testing import TINY_WORDS as WORDS
 from hf_select.testing import tiny_tokenizer
+from hf_select.text_metrics import exact_match
+
+
+def compare_generations(ours: dict, theirs: dict, task) -> dict:
+    """Compare the generations of a ``generate`` task: hf-select's :func:`hf_select.eval.evaluate` output (``log_samples``)
+    vs :func:`hf_select.eval.run_lm_eval`'s (``log_samples``), item by item, graded with the same exact match.
+
+    Returns ``{"num_items", "identical" (generations equal as strings), "exact_match" (ours),
+    "lm_eval_exact_match" (hf-select's grading of lm-eval's generations), "mismatches": [(doc_id, ours,
+    theirs), ...]}``.
+    """
+    mine = {s["doc_id"]: s for s in ours["samples"][task.name]}
+    identical, graded, mismatches = 0, [], []
+    for sample in theirs["samples"].get(task.name, []):
+        text = sample["filtered_resps"][0]
+        text = text[0] if isinstance(text, list) else text
+        own = mine[sample["doc_id"]]
+        identical += own["prediction"] == text
+        graded.append(exact_match(text, own["gold"]))
+        if own["prediction"] != text:
+            mismatches.append((sample["doc_id"], own["prediction"], text))
+    if not graded:
+        raise ValueError(f"lm-eval returned no samples for task {task.name!r} (run it with log_samples=True)")
+    return {
+        "num_items": len(graded),
+        "identical": identical,
+        "exact_match": ours["results"][task.name]["exact_match"],
+        "lm_eval_exact_match": sum(graded) / len(graded),
+        "mismatches": mismatches,
+    }
 
 
 def write_synthetic_task(folder: Path, items: int, seed: int = 0) -> Path:

@@ -25,6 +25,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from hf_select.generation import generate_greedy
 from hf_select.model_adapter import unwrap_model
 from hf_select.validation import check_value
 
@@ -45,7 +46,6 @@ from .scoring import (
     _perplexity_windows,
     build_rows,
     encode_pairs,
-    generate_greedy,
     prefix_token_id,
     resolve_max_length,
     score_rows,
@@ -64,7 +64,6 @@ __all__ = [
     "comparison_table",
     "encode_pairs",
     "evaluate",
-    "generate_greedy",
     "markdown_table",
     "mean_and_stderr",
     "multiple_choice_metrics",
@@ -225,9 +224,8 @@ def evaluate(
         by_setting[(tuple(until), max_gen)].append((key, prompt))
     for (until, max_gen), items in by_setting.items():
         items = sorted(items, key=lambda kv: -len(kv[1]))[rank::world]
-        texts = generate_greedy(
-            model, tokenizer, [p for _, p in items], list(until), max_gen, batch_size, show_progress
-        )
+        texts = generate_greedy(model, tokenizer, input_ids=[p for _, p in items], max_new_tokens=max_gen,
+                                batch_size=batch_size, stop_strings=list(until), cut_at_stop=True)  # fmt: skip
         local.update({("gen", *key): text for (key, _), text in zip(items, texts)})
     merged = _gather(local)
     model.train(was_training)

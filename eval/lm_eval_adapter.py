@@ -71,26 +71,21 @@ def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str,
         ],
         "metadata": {"version": 1.0},
     }
+    prompted = {
+        "doc_to_text": task.query_field,
+        "doc_to_target": task.gold_field,
+        "description": task.description,
+        "target_delimiter": task.target_delimiter,
+        "fewshot_delimiter": task.fewshot_delimiter,
+    }
     if task.type == "multiple_choice":
-        config.update(
-            output_type="multiple_choice",
-            doc_to_text=task.query_field,
-            doc_to_choice=task.choices_field,
-            doc_to_target=task.gold_field,
-            description=task.description,
-            target_delimiter=task.target_delimiter,
-            fewshot_delimiter=task.fewshot_delimiter,
-        )
+        config.update(output_type="multiple_choice", doc_to_choice=task.choices_field, **prompted)
         if task.fewshot_split:
             config["fewshot_split"] = task.fewshot_split
     elif task.type == "generate":
         config.update(
             output_type="generate_until",
-            doc_to_text=task.query_field,
-            doc_to_target=task.gold_field,
-            description=task.description,
-            target_delimiter=task.target_delimiter,
-            fewshot_delimiter=task.fewshot_delimiter,
+            **prompted,
             generation_kwargs={
                 "until": list(task.until),
                 "max_gen_toks": task.max_gen_toks,
@@ -246,34 +241,3 @@ def format_agreement(report: dict[str, Any]) -> str:
             f"max |loglik diff| {r['max_loglik_diff']:.2e} -> {'AGREE' if r['agree'] else 'DISAGREE'}"
         )
     return "\n".join(lines)
-
-
-def compare_generations(ours: dict[str, Any], theirs: dict[str, Any], task: Task) -> dict[str, Any]:
-    """Compare the generations of a ``generate`` task: hf-select's :func:`evaluate` output (``log_samples``)
-    vs :func:`run_lm_eval`'s (``log_samples``), item by item, graded with the same exact match.
-
-    Returns ``{"num_items", "identical" (generations equal as strings), "exact_match" (ours),
-    "lm_eval_exact_match" (hf-select's grading of lm-eval's generations), "mismatches": [(doc_id, ours,
-    theirs), ...]}``.
-    """
-    from hf_select.text_metrics import exact_match
-
-    mine = {s["doc_id"]: s for s in ours["samples"][task.name]}
-    identical, graded, mismatches = 0, [], []
-    for sample in theirs["samples"].get(task.name, []):
-        text = sample["filtered_resps"][0]
-        text = text[0] if isinstance(text, list) else text
-        own = mine[sample["doc_id"]]
-        identical += own["prediction"] == text
-        graded.append(exact_match(text, own["gold"]))
-        if own["prediction"] != text:
-            mismatches.append((sample["doc_id"], own["prediction"], text))
-    if not graded:
-        raise ValueError(f"lm-eval returned no samples for task {task.name!r} (run it with log_samples=True)")
-    return {
-        "num_items": len(graded),
-        "identical": identical,
-        "exact_match": ours["results"][task.name]["exact_match"],
-        "lm_eval_exact_match": sum(graded) / len(graded),
-        "mismatches": mismatches,
-    }

@@ -21,7 +21,6 @@ import torch
 from tqdm.auto import tqdm
 from transformers.utils import logging
 
-from hf_select.generation import greedy_generate
 from hf_select.model_adapter import unwrap_model
 from hf_select.token_loss import final_hidden_states, logits_to_losses, split_causal_lm
 
@@ -298,38 +297,6 @@ def score_rows(
             results[i] = sums[base : base + len(rows[i].continuations)]
             base += len(rows[i].continuations)
     return results
-
-
-def generate_greedy(
-    model,
-    tokenizer,
-    prompts: list[list[int]],
-    until: list[str],
-    max_gen_toks: int,
-    batch_size: int = 16,
-    show_progress: bool = True,
-) -> list[str]:
-    """Greedy continuations of token-id prompts, cut at the first stop sequence (lm-eval ``generate_until``).
-
-    Decoding is :func:`hf_select.generation.greedy_generate` (left-padded, length-sorted, KV-cached batches,
-    ``stop_strings`` end a row early); the text is then cut before the first of ``until`` as lm-eval cuts it.
-    """
-    stops = [s for s in until if s]
-    texts = greedy_generate(
-        unwrap_model(model),
-        tokenizer,
-        None,
-        max_new_tokens=max_gen_toks,
-        batch_size=batch_size,
-        stop_strings=stops or None,
-        input_ids=prompts,
-    )
-    outputs = []
-    for text in texts:
-        for stop in stops:
-            text = text.split(stop)[0]
-        outputs.append(text)
-    return outputs
 
 
 # --------------------------------------------------------------------------------------------- row limits

@@ -9,7 +9,9 @@ Errors a user can fix (bad arguments or files: ``ValueError`` and its subclasses
 subclasses) print one line, ``hf-select <command>: error: <message>``, and exit with code 2; ``--debug``
 (anywhere on the command line) shows the traceback instead. Option values are checked before any work
 (:mod:`hf_select.validation`). Anything else is a bug: it keeps its traceback, whose last line (an exception
-note) says so, and the process exits with code 1.
+note) says so, and the process exits with code 1. Output folders are checked and locked before the
+command runs (:mod:`hf_select.output_dir`); SIGINT and SIGTERM stop it cleanly with exit code 130 / 143
+(:mod:`hf_select.interrupt`).
 """
 
 from __future__ import annotations
@@ -265,6 +267,8 @@ def parse_configs(config_classes, args: list[str], prog: str, epilog: str | None
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``hf-select`` with ``argv`` (default: ``sys.argv[1:]``); returns the exit code (see module docs)."""
+    from hf_select.interrupt import Interrupted
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
@@ -292,7 +296,12 @@ def main(argv: list[str] | None = None) -> int:
         from hf_select.threads import set_torch_threads
 
         set_torch_threads()  # this process's share of the cores (torchrun / accelerate local world size)
-        result = module.run(*configs)
+        result = _run_guarded(module, configs, prog)
+    except Interrupted as exc:  # SIGINT or SIGTERM while the command ran
+        if debug:
+            raise
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except USER_ERRORS as exc:
         if debug:
             raise
@@ -309,6 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutdown_distributed()
     return int(result) if isinstance(result, int) else 0
+
+
+def _run_guarded(module, configs, prog: str):
+    """``module.run(*configs)`` with its output folders checked and locked (:mod:`hf_select.output_dir`) and
+    SIGTERM / SIGINT turned into a clean stop (:mod:`hf_select.interrupt`)."""
+    from hf_select.interrupt import exit_on_signals
+    from hf_select.output_dir import guard_output_dirs
+
+    with exit_on_signals(), guard_output_dirs(configs, description=prog):
+        return module.run(*configs)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -66,20 +66,3 @@ def read_png(image):
             raise ValueError("not a PNG image (the PNG signature is missing)")
         image = io.BytesIO(bytes(image))
     return mpimg.imread(image, format="png")
-
-
-def embedded_pngs(page: str) -> list[str]:
-    """The PNG data URIs embedded in an HTML page, in order."""
-    import re
-
-    return re.findall(r"data:image/png;base64,[A-Za-z0-9+/=]+", page)
-
-
-def is_drawn(image, min_colors: int = 3) -> bool:
-    """True when a PNG (bytes, file or data URI) decodes and shows at least ``min_colors`` distinct colours
-    (a figure with axes and data; a blank or single-colour image is not drawn)."""
-    import numpy as np
-
-    pixels = read_png(image)
-    flat = pixels.reshape(-1, pixels.shape[-1]) if pixels.ndim == 3 else pixels.reshape(-1, 1)
-    return len(np.unique(flat, axis=0)) >= min_colors

@@ -1,11 +1,13 @@
 """Greedy generation for many prompts at once: left-padded batches, KV-cached, with per-row budgets and stops.
 
-:func:`generate_greedy` is the one mechanism: one left-padded batch, one ``model.generate`` call (the KV cache
-makes every decoding step one token per row), and a stopping criterion that ends each row on its own -- at its
-own new-token budget, or when a caller's ``stop(row, new_token_ids)`` says its answer is complete -- so that a
-row's output does not depend on what else is in the batch (greedy decoding of a left-padded row equals that of
-the row alone, up to floating-point summation order). :func:`greedy_generate` sorts many prompts by length and
-calls it ``batch_size`` at a time.
+:func:`generate_greedy` is the one greedy-generation function of the project. Each batch is one left-padded
+``model.generate`` call (the KV cache makes every decoding step one token per row) with a stopping criterion
+that ends each row on its own -- at its own new-token budget, or when a caller's ``stop(index, new_token_ids)``
+or one of ``stop_strings`` says its answer is complete -- so that a row's output does not depend on what else is
+in the batch (greedy decoding of a left-padded row equals that of the row alone, up to floating-point summation
+order). Prompts are sorted by length and generated ``batch_size`` at a time; ``batch_size=None`` generates them
+as one batch in the order given (for an attention probe around the call, whose row offsets come from
+:func:`left_pad`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Sequence
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-__all__ = ["generate_greedy", "greedy_generate", "left_pad"]
+__all__ = ["generate_greedy", "left_pad"]
 
 
 def _pad_id(tokenizer) -> int:
@@ -61,37 +63,10 @@ class _RowStops(StoppingCriteria):
         return done
 
 
-@torch.no_grad()
-def generate_greedy(
-    model,
-    tokenizer,
-    input_ids: Sequence[Sequence[int]],
-    max_new_tokens: int | Sequence[int],
-    stop: Callable[[int, list[int]], bool] | None = None,
-) -> list[list[int]]:
-    """Greedy continuations (token ids, EOS and padding removed) of the prompts ``input_ids``, in ONE batch.
-
-    Args:
-        model: a causal LM.
-        tokenizer: gives the pad (else EOS) id.
-        input_ids: the prompts' token ids (any lengths; they are left-padded).
-        max_new_tokens: budget for every row, or one per row.
-        stop: ``stop(row, new_token_ids) -> bool``, checked after every step for the unfinished rows; a row whose
-            stop is true ends there (its output is the tokens generated so far).
-
-    Run a :func:`hf_select.attention_probe.attention_probe` with ``prefill_only=True`` around this call to read
-    the prompt's attention from the same prefill (row offsets: :func:`left_pad`).
-    """
-    if not input_ids:
-        return []
-    budgets = (
-        [int(max_new_tokens)] * len(input_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-    )
-    if len(budgets) != len(input_ids) or min(budgets) < 1:
-        raise ValueError("max_new_tokens must be a positive int or one positive int per prompt")
-    pad = _pad_id(tokenizer)
+def _generate_batch(model, pad: int, eos: set[int], rows, budgets, stop) -> list[list[int]]:
+    """One left-padded ``model.generate`` call; each row's new tokens, cut at its stop and at EOS."""
     device = next(model.parameters()).device
-    ids, mask, _ = left_pad(input_ids, pad)
+    ids, mask, _ = left_pad(rows, pad)
     stops = _RowStops(ids.shape[1], budgets, stop)
     generated = model.generate(
         input_ids=ids.to(device),
@@ -101,61 +76,90 @@ def generate_greedy(
         pad_token_id=pad,
         stopping_criteria=StoppingCriteriaList([stops]),
     )
+    out = []
+    for row in range(len(rows)):
+        tokens = generated[row, ids.shape[1] :].tolist()
+        if stops.lengths[row] is not None:
+            tokens = tokens[: stops.lengths[row]]
+        out.append(tokens[: next((i for i, t in enumerate(tokens) if t in eos), len(tokens))])
+    return out
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
     if tokenizer.eos_token_id is not None:
         eos.add(tokenizer.eos_token_id)
-    out = []
-    for row in range(len(input_ids)):
-        tokens = generated[row, ids.shape[1] :].tolist()
-        if stops.lengths[row] is not None:
-            tokens = tokens[: stops.lengths[row]]
-        cut = next((i for i, t in enumerate(tokens) if t in eos), len(tokens))
-        out.append(tokens[:cut])
-    return out
+    return eos
 
 
 @torch.no_grad()
-def greedy_generate(
+def generate_greedy(
     model,
     tokenizer,
-    prompts: Sequence[str] | None,
-    max_new_tokens: int = 32,
-    batch_size: int = 8,
-    add_special_tokens: bool = True,
-    stop_strings: Sequence[str] | None = None,
+    prompts: Sequence[str] | None = None,
+    max_new_tokens: int | Sequence[int] = 32,
+    *,
     input_ids: Sequence[Sequence[int]] | None = None,
-) -> list[str]:
-    """Greedy continuations of ``prompts`` (decoded, special tokens skipped), in the order given.
+    batch_size: int | None = 8,
+    add_special_tokens: bool = True,
+    stop: Callable[[int, list[int]], bool] | None = None,
+    stop_strings: Sequence[str] | None = None,
+    cut_at_stop: bool = False,
+    decode: bool = True,
+) -> list[str] | list[list[int]]:
+    """Greedy continuations of ``prompts`` (or of the token ids ``input_ids``), in the order given.
 
-    Prompts are sorted by token length and generated ``batch_size`` at a time with :func:`generate_greedy`, so
-    that a batch wastes little compute on padding. ``stop_strings`` end a row once its decoded continuation
-    contains one of them (the string itself is kept). ``input_ids`` gives the prompts' token ids directly (then
-    ``prompts`` may be None).
+    Args:
+        model: a causal LM (a DDP/FSDP/DeepSpeed wrapper is unwrapped).
+        tokenizer: encodes ``prompts``, decodes the outputs and gives the pad (else EOS) id.
+        prompts: texts, encoded with ``add_special_tokens``; or None when ``input_ids`` is given.
+        max_new_tokens: budget for every prompt, or one per prompt.
+        input_ids: the prompts' token ids (any lengths; they are left-padded).
+        batch_size: prompts per ``model.generate`` call, sorted by length so that a batch wastes little compute on
+            padding; None: all prompts in one batch, in the order given.
+        stop: ``stop(index, new_token_ids) -> bool`` (``index`` into the prompts), checked after every step for
+            the unfinished rows; a row whose stop is true ends there.
+        stop_strings: a row also ends once its decoded continuation contains one of these (the string is kept,
+            unless ``cut_at_stop``).
+        cut_at_stop: cut each text before the first of ``stop_strings`` it holds (lm-eval ``generate_until``).
+        decode: return texts (special tokens skipped); False returns the new token ids (EOS and padding removed).
     """
+    from .model_adapter import unwrap_model
+
     if input_ids is None and prompts is None:
-        raise ValueError("greedy_generate needs prompts or input_ids")
-    count = len(input_ids) if input_ids is not None else len(prompts)
-    if count == 0:
-        return []
-    _pad_id(tokenizer)
+        raise ValueError("generate_greedy needs prompts or input_ids")
     encoded = (
         [list(ids) for ids in input_ids]
         if input_ids is not None
         else [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
     )
-    stop = None
-    if stop_strings:
+    if not encoded:
+        return []
+    budgets = [int(max_new_tokens)] * len(encoded) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(encoded) or min(budgets) < 1:
+        raise ValueError("max_new_tokens must be a positive int or one positive int per prompt")
+    model, pad = unwrap_model(model), _pad_id(tokenizer)
+    eos, strings = _eos_ids(model, tokenizer), tuple(s for s in stop_strings or () if s)
 
-        def stop(row, new_ids, _strings=tuple(stop_strings)):
-            text = tokenizer.decode(new_ids, skip_special_tokens=True)
-            return any(s in text for s in _strings)
+    def ends(index: int, new_ids: list[int]) -> bool:
+        if stop is not None and stop(index, new_ids):
+            return True
+        return bool(strings) and any(s in tokenizer.decode(new_ids, skip_special_tokens=True) for s in strings)
 
-    order = sorted(range(count), key=lambda i: len(encoded[i]))
-    out: list[str] = [""] * count
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        tokens = generate_greedy(model, tokenizer, [encoded[i] for i in chunk], max_new_tokens, stop)
-        for i, new in zip(chunk, tokens):
-            out[i] = tokenizer.decode(new, skip_special_tokens=True)
-    return out
+    order = list(range(len(encoded))) if batch_size is None else sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    size = len(order) if batch_size is None else batch_size
+    tokens: list[list[int]] = [[] for _ in encoded]
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        rows = _generate_batch(model, pad, eos, [encoded[i] for i in chunk], [budgets[i] for i in chunk],
+                               (lambda r, new, chunk=chunk: ends(chunk[r], new)) if stop or strings else None)  # fmt: skip
+        for i, new in zip(chunk, rows):
+            tokens[i] = new
+    if not decode:
+        return tokens
+    texts = [tokenizer.decode(new, skip_special_tokens=True) for new in tokens]
+    if cut_at_stop:
+        for s in strings:
+            texts = [text.split(s)[0] for text in texts]
+    return texts

@@ -58,7 +58,7 @@ class DatasetSourceArguments:
     """Which dataset a command reads, spelt the same in every command (as TRL's ``ScriptArguments``).
 
     Commands subclass it (:class:`DataArguments` adds ``text_column``) and may override a field's default or
-    help. The older per-command spellings stay accepted as aliases (``--dataset_name``, ``--dataset``,
+    help. Other spellings are accepted as aliases (``--dataset_name``, ``--dataset``,
     ``--scored_dataset``, ``--dataset_split``), on the command line and as keys of a YAML/JSON config file.
     """
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from hf_select.training_args import HfSelectTrainingArguments
 
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
+MUON_LINEARIZATION_CHOICES = ("newton_schulz", "polar", "one_step")
 SKETCH_KIND_CHOICES = ("tensor", "factored", "countsketch")
 GRAM_WEIGHT_CHOICES = ("numel", "sqrt_numel")
 SELECTION_CHOICES = ("boltzmann", "greedy", "topk")
@@ -107,21 +108,37 @@ class OPUSConfig(HfSelectTrainingArguments):
         },
     )
     proxy_batch_size: int = field(
-        default=8, metadata={"help": "Proxy rows drawn afresh each step for the target gradient (paper: 8)."}
+        default=8,
+        metadata={
+            "help": "Proxy rows drawn afresh each step for the target gradient (the official code: 16 as "
+            "train.py's --opus_proxy_batch default, 8 in its run.sh)."
+        },
     )
     preconditioner: str = field(
         default="auto",
         metadata={
             "help": "How the optimizer shapes the update: auto (from the optimizer class), sgd (identity), adamw "
-            "(1/(sqrt(v_hat)+eps) with bias factors), muon (momentum-frozen orthogonalisation)."
+            "(1/(sqrt(v_hat)+eps) with bias factors), muon (derivative of Muon's orthogonalised step at the "
+            "frozen momentum, see muon_linearization)."
+        },
+    )
+    muon_linearization: str = field(
+        default="newton_schulz",
+        metadata={
+            "help": "Which map's derivative shapes the update under Muon: newton_schulz (the exact derivative of "
+            "the Newton-Schulz iterations torch.optim.Muon runs, with its coefficients and steps), polar (the "
+            "orthogonal polar factor that Newton-Schulz approximates; equal when it converges) or one_step "
+            "(the official OPUS code's form: the first Newton-Schulz polynomial (aI + bA + cA^2) of the normalised "
+            "momentum, frozen and applied to the gradient; not a derivative)."
         },
     )
     selection: str = field(
         default="boltzmann",
         metadata={
             "help": "boltzmann (paper: sequential draws p ~ exp(U/tau) with redundancy), greedy (argmax with "
-            "redundancy) or topk (the k largest alignments: GhostSuite measured it at least as good as "
-            "Boltzmann, val loss 2.830 vs 2.845)."
+            "redundancy) or topk (the k largest alignments, no redundancy: GhostSuite's GPT-2-small / Pile "
+            "comparison, examples/opus/experiments/README.md in github.com/Jiachen-T-Wang/GhostSuite, reports "
+            "val loss 2.830 for top-k vs 2.845 for Boltzmann at a calibrated temperature)."
         },
     )
     greedy: bool = field(
@@ -166,6 +183,10 @@ class OPUSConfig(HfSelectTrainingArguments):
             raise ValueError(f"score_window must be >= 2 tokens, got {self.score_window}")
         if self.proxy_batch_size < 1:
             raise ValueError(f"proxy_batch_size must be >= 1, got {self.proxy_batch_size}")
+        if self.muon_linearization not in MUON_LINEARIZATION_CHOICES:
+            raise ValueError(
+                f"muon_linearization must be one of {MUON_LINEARIZATION_CHOICES}, got {self.muon_linearization!r}"
+            )
         if self.preconditioner not in PRECONDITIONER_CHOICES:
             raise ValueError(
                 f"preconditioner must be one of {PRECONDITIONER_CHOICES}, got {self.preconditioner!r}"

@@ -24,6 +24,7 @@ paths packed documents would attend to each other.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter, defaultdict
 
@@ -46,6 +47,7 @@ from hf_select.packing import PackedCollator
 from hf_select.token_loss import IGNORE_INDEX
 
 from .opus_config import OPUSConfig
+from .resume import ResumableTrainerMixin
 from .sharding import check_parallelism
 
 logger = logging.get_logger(__name__)
@@ -75,7 +77,7 @@ def _row_tensors(row: dict) -> tuple[list[int], list[int], list[int]]:
     return ids, labels, pos
 
 
-class OPUSTrainer(Trainer):
+class OPUSTrainer(ResumableTrainerMixin, Trainer):
     """``transformers.Trainer`` that selects each step's rows with OPUS (see the module docstring).
 
     Args:
@@ -131,12 +133,7 @@ class OPUSTrainer(Trainer):
         )
 
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        batches = []
-        for _ in range(num_batches):
-            try:
-                batches.append(next(epoch_iterator))
-            except StopIteration:
-                break
+        batches = list(itertools.islice(epoch_iterator, num_batches))
         selected = [self.opus_select(batch, micro_batch=i) for i, batch in enumerate(batches)]
         return selected, self._get_num_items_in_batch(selected, device)
 
@@ -154,7 +151,7 @@ class OPUSTrainer(Trainer):
         device = next(model.parameters()).device
         self._opus_sketches = {
             layer.name: make_sketch(
-                self.args.sketch_kind, layer.d_out, layer.d_in, dim, seed=self.args.seed + i, device=device
+                self.args.sketch_kind, *layer.sketch_shape, dim, seed=self.args.seed + i, device=device
             )
             for i, layer in enumerate(self._opus_layers)
             if dim is not None and layer.weight.numel() > dim
@@ -271,7 +268,13 @@ class OPUSTrainer(Trainer):
         model.eval()
         try:
             t0 = self.opus_clock()
-            pre = build_preconditioners(self.optimizer, self._opus_layers, self._opus_kind, steps_taken=step)
+            pre = build_preconditioners(
+                self.optimizer,
+                self._opus_layers,
+                self._opus_kind,
+                steps_taken=step,
+                muon_linearization=self.args.muon_linearization,
+            )
             ids, labels, pos = self._joint_batch(batch, step, gen, micro_batch)
             sharded = any(p is not None and p.block is not None for p in pre.values())
             scored, offset = n, 0

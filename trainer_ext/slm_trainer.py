@@ -33,6 +33,7 @@ plain mean cross-entropy over all tokens.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,7 @@ from hf_select.slm.token_selection import (
 )
 from hf_select.token_loss import per_token_loss, prediction_mask, prepare_model_inputs
 
+from .resume import ResumableTrainerMixin
 from .sharding import check_parallelism, shard_frozen_model
 from .slm_config import SLMConfig
 
@@ -173,7 +175,7 @@ class SLMCollator(PackedCollator):
         return batch
 
 
-class SLMTrainer(Trainer):
+class SLMTrainer(ResumableTrainerMixin, Trainer):
     """Trainer for RHO-1 Selective Language Modeling (arXiv 2404.07965); see the module docstring.
 
     Args:
@@ -368,12 +370,7 @@ class SLMTrainer(Trainer):
         """Collect the step's micro-batches and fix the selection denominator (and, for the "global" scope,
         the selection) before the first backward. Returns ``num_items_in_batch = None``: SLM normalises by
         the selected count itself."""
-        batches = []
-        for _ in range(num_batches):
-            try:
-                batches.append(next(epoch_iterator))
-            except StopIteration:
-                break
+        batches = list(itertools.islice(epoch_iterator, num_batches))
         if not batches:
             return batches, None
         batches = [self._prepare_inputs(b) for b in batches]

@@ -152,9 +152,9 @@ def generate_answers(
     model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
 ) -> list[str]:
     """Greedy answers (batched), cut at the first newline."""
-    from ..generation import greedy_generate
+    from ..generation import generate_greedy
 
-    texts = greedy_generate(
+    texts = generate_greedy(
         model, tokenizer, [prompt_text(q) for q in questions], max_new_tokens, batch_size=batch_size
     )
     return [text.strip().split("\n")[0].strip() for text in texts]

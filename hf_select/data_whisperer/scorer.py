@@ -314,8 +314,9 @@ class DataWhisperer:
 
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
             tokens = generate_greedy(
-                self.model, self.tokenizer, [p["ids"] for p in prompts], [p["budget"] for p in prompts], stop
-            )
+                self.model, self.tokenizer, input_ids=[p["ids"] for p in prompts],
+                max_new_tokens=[p["budget"] for p in prompts], stop=stop, batch_size=None, decode=False,
+            )  # fmt: skip
         attention = probe.results[self.attn_layer]
         for p, off, att, new in zip(prompts, offsets, attention, tokens):
             p["weights"] = demonstration_weights(att[:, :, off:], p["query_rows"], p["demo_tokens"])
@@ -338,16 +339,6 @@ class DataWhisperer:
         ]
         weights = np.mean([p["weights"] for p in attempt.prompts], axis=0)
         return GroupResult(list(attempt.demos), list(attempt.queries), weights, metrics, flat)
-
-    def score_group(
-        self, questions: Sequence[str], answers: Sequence[str], demos: Sequence[int], queries: Sequence[int]
-    ) -> GroupResult | None:
-        """Score one group (one prompt, or one per query with ``query_mode="separate"``); None when a generation
-        cannot be parsed (an invalid group)."""
-        attempt = _Attempt(0, 0, 0, list(demos), list(queries), np.random.default_rng(0))
-        attempt.prompts = self._prompts(questions, answers, attempt)
-        self._generate_batch(attempt.prompts)
-        return self._finish(answers, attempt)
 
     # -- the pool ----------------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ def load_pretrained(ctx: DemoContext):
 
 def run(ctx: DemoContext) -> dict[str, Any]:
     from ..dataset_scripts.pretrained_model import build_gguf_model
-    from ..generation import greedy_generate
+    from ..generation import generate_greedy
 
     manifest = build_gguf_model(ctx.model_dir, ctx.cache_dir / "downloads")
     model, tokenizer = load_pretrained(ctx)
@@ -35,7 +35,7 @@ def run(ctx: DemoContext) -> dict[str, Any]:
         [{"role": "user", "content": QUESTION}], tokenize=False, add_generation_prompt=True
     )
     start = time.perf_counter()
-    answer = greedy_generate(model, tokenizer, [prompt], max_new_tokens=16, add_special_tokens=False)[0]
+    answer = generate_greedy(model, tokenizer, [prompt], max_new_tokens=16, add_special_tokens=False)[0]
     return {
         "model_dir": str(ctx.model_dir),
         "source": manifest["source"],

@@ -28,6 +28,7 @@ are unbiased (``E[<S A, S B>] = <A, B>``):
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -87,6 +88,13 @@ class FactoredCountSketch:
     @property
     def dim(self) -> int:
         return self.m_r * self.m_c
+
+    def row_block(self, start: int, stop: int) -> FactoredCountSketch:
+        """The sketch restricted to rows ``start:stop``: sketches of its matrices sum to the full sketch."""
+        block = copy.copy(self)
+        block.d_out = stop - start
+        block.row_bucket, block.row_sign = self.row_bucket[start:stop], self.row_sign[start:stop]
+        return block
 
     _project = staticmethod(_project)
 
@@ -183,6 +191,15 @@ class TensorCountSketch(_FlatHashSketch):
         """Whether ``sketch_outer`` builds the per-sample matrices (its GEMM path)."""
         return self.outer_path == "dense"
 
+    def row_block(self, start: int, stop: int) -> TensorCountSketch:
+        """The sketch restricted to rows ``start:stop`` (e.g. one expert of a fused ``[E * d_out, d_in]``
+        weight): the sketches of the row blocks of a matrix sum to its sketch."""
+        block = copy.copy(self)
+        block.d_out = stop - start
+        block.row_bucket, block.row_sign = self.row_bucket[start:stop], self.row_sign[start:stop]
+        block._flat_tables = None
+        return block
+
     def _flat(self):
         if self._flat_tables is None:
             bucket = (self.row_bucket[:, None] + self.col_bucket[None, :]) % self.dim
@@ -245,6 +262,14 @@ class CountSketch(_FlatHashSketch):
 
     def _flat(self):
         return self._tables
+
+    def row_block(self, start: int, stop: int) -> CountSketch:
+        """The sketch restricted to rows ``start:stop``: sketches of its matrices sum to the full sketch."""
+        block = copy.copy(self)
+        block.d_out = stop - start
+        bucket, sign = self._tables
+        block._tables = (bucket[start * self.d_in : stop * self.d_in], sign[start * self.d_in : stop * self.d_in])
+        return block
 
     def sketch_outer(self, grads: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """Sketch of ``sum_t grads[i, t, :]^T inputs[i, t, :]`` (dense per-row matrices): ``[batch, dim]``."""

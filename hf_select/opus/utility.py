@@ -9,8 +9,10 @@ picked::
 Here ``u_z`` is the first-order parameter change of one optimizer step on ``z`` alone (the learning rate and
 the optimizer's bias factors are inside ``u_z``, so the paper's ``lr`` / ``lr^2`` factors are absorbed) and
 ``g_proxy`` the raw mean gradient of the proxy batch. Only the Linear layers inside the decoder blocks are
-scored; layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in the alignment and ``1 / numel(W_l)`` in the
-Gram matrix, as the official code does (:func:`layer_weights`; ``gram_weight="sqrt_numel"`` for both).
+scored, and the fused 3-D expert weights of MoE models, one expert matrix at a time over the tokens routed to
+it (:func:`~hf_select.opus.gradients.expert_forward`); layer ``l`` is weighted by ``1 / sqrt(numel(W_l))`` in
+the alignment and ``1 / numel(W_l)`` in the Gram matrix, as the official code does (:func:`layer_weights`;
+``gram_weight="sqrt_numel"`` for both).
 
 Per-sample layer gradients come from ONE joint forward/backward of candidates and proxy rows that takes
 gradients with respect to the block Linear *outputs* only (``torch.autograd.grad``: no weight gradients are
@@ -27,11 +29,17 @@ Preconditioners (state frozen at the start of the step):
 - ``adamw``: ``u = lr (1 - b1) / (1 - b1^t) * g / (sqrt(v_hat) + eps)`` with ``v_hat = b2 v / (1 - b2^t)``: the
   exact first-order change of a torch Adam/AdamW step in the new gradient (``t`` = the step about to be
   taken). Identity (``lr * g``) before the first step.
-- ``muon``: torch.optim.Muon applies ``NS(B~)`` with ``B~ = (1 + mu) g + mu^2 B`` (Nesterov) or ``g + mu B``.
-  We linearise around the momentum ``M0 = mu^2 B`` (resp. ``mu B``) by freezing the orthogonalising factor of
-  ``M0``: ``u = lr' (1 + mu) (M0 M0^T + floor)^(-1/2) g`` (or the right factor when the matrix is tall),
-  with singular values floored at ``||M0||_F / a^k`` (below it Newton-Schulz is linear with slope ``a^k``).
-  Identity (``lr' g``) while the momentum is zero. ``lr'`` is Muon's shape-adjusted learning rate.
+- ``muon``: torch.optim.Muon keeps an EMA momentum ``B <- (1 - mu) g + mu B`` and steps by ``lr' NS(M)``
+  with ``M = (1 - mu^2) g + mu^2 B_old`` (Nesterov) or ``(1 - mu) g + mu B_old``, ``NS`` its Newton-Schulz
+  orthogonalisation and ``lr'`` the shape-adjusted learning rate. With ``M0 = mu^2 B_old`` (resp. ``mu B_old``),
+  ``u = lr' (1 - mu^2) DNS(M0)[g]`` (resp. ``(1 - mu)``): the derivative of a singular-value map at ``M0``,
+  from the SVD ``M0 = U S V^T`` (Daleckii-Krein; :class:`~hf_select.opus.preconditioners.SpectralDerivative`).
+  ``muon_linearization`` picks the map: ``"newton_schulz"`` (default; the iterations torch runs, with its
+  coefficients, steps and Frobenius normalisation) or ``"polar"`` (the polar factor ``U V^T`` they
+  approximate). Inner products are taken in ``M0``'s singular basis (both candidates' and proxy factors are
+  rotated by ``U``, ``V``), where they are the same. ``"one_step"`` is the official code's form, ``u = lr' c_g
+  (a I + b A + c A^2) g`` with ``A = X X^T`` of the normalised momentum ``X``: not a derivative, kept for
+  comparison. Identity (``lr' g``) while the momentum is zero.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gradients import (
+    ExpertRouting,
     LayerGradients,
     ScoredLayer,
     block_linear_layers,
@@ -121,7 +130,7 @@ def layer_weights(layer: ScoredLayer, gram_weight: str = "numel") -> tuple[float
     """
     if gram_weight not in GRAM_WEIGHTS:
         raise ValueError(f"gram_weight must be one of {GRAM_WEIGHTS}, got {gram_weight!r}")
-    numel = layer.weight.numel()
+    numel = layer.d_out * layer.d_in  # one expert's matrix for fused expert weights
     return 1.0 / math.sqrt(numel), (1.0 / numel if gram_weight == "numel" else 1.0 / math.sqrt(numel))
 
 
@@ -136,6 +145,70 @@ def _dense_updates(gy, x, pre: LayerPreconditioner, start: int, stop: int) -> to
     return pre.apply(per_sample_updates(gy[start:stop], x[start:stop]), inplace=True)
 
 
+def _features(
+    d_out: int,
+    d_in: int,
+    x: torch.Tensor,
+    gy: torch.Tensor,
+    pre: LayerPreconditioner,
+    n: int,
+    sketch,
+    chunk_size: int,
+    rank_one_sketch: bool,
+    exact_elements: int,
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Candidates' update features ``[n, D]``, the proxy target ``[D]`` and whether they are exact (dense)."""
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    x, gy = x.to(dtype), gy.to(dtype)
+    gy, x = pre.rotate(gy, x)  # Muon: inner products in the momentum's singular basis
+    widen = None
+    if pre.block is not None:  # sharded optimizer state (FSDP): this rank's rows (or columns) of every update
+        dim, start, stop = pre.block
+        if dim == 0:
+            gy, widen = gy[..., start:stop], (0, 0, start, d_out - stop)
+        else:
+            x, widen = x[..., start:stop], (start, d_in - stop)
+        if sketch is not None and rank_one_sketch:
+            raise ValueError(
+                "sketch_rank_one_adamw needs the whole AdamW second moment, but the optimizer state is sharded "
+                "(FSDP); turn it off"
+            )
+    if sketch is not None and rank_one_sketch:
+        pre = pre.rank_one()
+    forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
+    if sketch is None or (forms_dense and n * gy.shape[-1] * x.shape[-1] <= exact_elements):
+        # one GEMM for the proxy's summed gradient and one batched GEMM for all candidates (exact mode keeps
+        # the n x d_out x d_in features anyway, so chunking would only add a copy)
+        target = (gy[n:].reshape(-1, gy.shape[-1]).t() @ x[n:].reshape(-1, x.shape[-1])).flatten()
+        return _dense_updates(gy, x, pre, 0, n).flatten(1), target, True
+    if widen is not None:
+        # a sharded layer: the sketches of this rank's block, zero outside it (the sketch is linear, so the
+        # ranks' parts sum to an unbiased estimate of the full inner products)
+        proxy_g = F.pad(gy[n:], widen[2:]) if pre.block[0] == 0 else gy[n:]
+        proxy_x = F.pad(x[n:], widen[:2]) if pre.block[0] == 1 else x[n:]
+        proxy_g, proxy_x = proxy_g.reshape(1, -1, proxy_g.shape[-1]), proxy_x.reshape(1, -1, proxy_x.shape[-1])
+        feats = torch.cat(
+            [
+                sketch.sketch_dense(F.pad(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)), widen))
+                for s in range(0, n, chunk_size)
+            ]
+        )
+        return feats, sketch.sketch_outer(proxy_g, proxy_x)[0], False
+    # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
+    proxy_g, proxy_x = gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1])
+    target = sketch.sketch_outer(proxy_g, proxy_x)[0]
+    if pre.factored:
+        feats = sketch.sketch_outer(*pre.transform_factors(gy[:n], x[:n]))
+    else:
+        feats = torch.cat(
+            [
+                sketch.sketch_dense(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)))
+                for s in range(0, n, chunk_size)
+            ]
+        )
+    return feats, target, False
+
+
 def layer_statistics(
     layer: ScoredLayer,
     x: torch.Tensor,
@@ -147,75 +220,54 @@ def layer_statistics(
     rank_one_sketch: bool = False,
     gram_weight: str = "numel",
     exact_elements: int = EXACT_ELEMENTS,
+    routing: ExpertRouting | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's weighted contribution to the alignment ``[n]`` and the Gram matrix ``[n, n]``.
 
     ``x [rows, T, d_in]`` and ``gy [rows, T, d_out]`` hold the candidate rows first, then the proxy rows.
 
-    Without a ``sketch`` the inner products are exact. With one, factored preconditioners (SGD, Muon, AdamW's
+    Without a ``sketch`` the inner products are exact. With one, factored preconditioners (SGD, AdamW's
     first step, or AdamW under ``rank_one_sketch``) are sketched straight from the (gradient, input) factors;
-    AdamW's elementwise preconditioner needs the dense per-sample matrices, built ``chunk_size`` candidates at
-    a time and dropped once sketched. Whenever the dense per-sample matrices are formed anyway (the elementwise
-    preconditioner, or a sketch whose ``forms_dense`` is true) and ``n * d_out * d_in <= exact_elements``, the
-    inner products are taken between the dense matrices instead of their sketches: exact, and cheaper than the
-    scatter into the sketch (one ``n x n`` GEMM instead of ``n * d_out * d_in`` scattered adds).
-    ``exact_elements=0`` always sketches.
+    AdamW's elementwise and Muon's spectral preconditioners need the dense per-sample matrices, built
+    ``chunk_size`` candidates at a time and dropped once sketched. Whenever the dense per-sample matrices are
+    formed anyway (those preconditioners, or a sketch whose ``forms_dense`` is true) and
+    ``n * d_out * d_in <= exact_elements``, the inner products are taken between the dense matrices instead of
+    their sketches: exact, and cheaper than the scatter into the sketch (one ``n x n`` GEMM instead of
+    ``n * d_out * d_in`` scattered adds). ``exact_elements=0`` always sketches.
+
+    Fused expert weights (``routing``: ``x`` / ``gy`` are ``[S, d]`` over the (token, expert) pairs): expert
+    ``e``'s per-sample gradient sums its routed tokens, and the layer's inner products sum over experts. The
+    sketch covers the whole ``[E * d_out, d_in]`` weight: expert ``e`` is sketched with the rows
+    ``e * d_out:(e + 1) * d_out`` of its tables (``sketch.row_block``), the sum over experts being the
+    weight's sketch.
     """
     n = num_candidates
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    x, gy = x.to(dtype), gy.to(dtype)
-    widen = None
-    if pre.block is not None:  # sharded optimizer state: this rank's rows (or columns) of every update
-        dim, start, stop = pre.block
-        if dim == 0:
-            gy = gy[..., start:stop]
-            widen = (0, 0, start, layer.d_out - stop)
-        else:
-            x = x[..., start:stop]
-            widen = (start, layer.d_in - stop)
-        if sketch is not None and rank_one_sketch:
-            raise ValueError(
-                f"{layer.name}: sketch_rank_one_adamw needs the whole AdamW second moment, but the optimizer "
-                "state is sharded (FSDP); turn it off"
-            )
-    if sketch is not None and rank_one_sketch:
-        pre = pre.rank_one()
-    forms_dense = sketch is None or not pre.factored or getattr(sketch, "forms_dense", False)
-    if sketch is None or (forms_dense and n * gy.shape[-1] * x.shape[-1] <= exact_elements):
-        # one GEMM for the proxy's summed gradient and one batched GEMM for all candidates (exact mode keeps
-        # the n x d_out x d_in features anyway, so chunking would only add a copy)
-        target = (gy[n:].reshape(-1, gy.shape[-1]).t() @ x[n:].reshape(-1, x.shape[-1])).flatten()
-        feats = _dense_updates(gy, x, pre, 0, n).flatten(1)
-    elif widen is not None:
-        # a sharded layer: the sketches of this rank's block, zero outside it (the sketch is linear, so the
-        # ranks' parts sum to an unbiased estimate of the full inner products)
-        if pre.block[0] == 0:
-            proxy_g, proxy_x = F.pad(gy[n:], widen[2:]), x[n:]
-        else:
-            proxy_g, proxy_x = gy[n:], F.pad(x[n:], widen[:2])
-        proxy_g, proxy_x = proxy_g.reshape(1, -1, proxy_g.shape[-1]), proxy_x.reshape(1, -1, proxy_x.shape[-1])
-        target = sketch.sketch_outer(proxy_g, proxy_x)[0]
-        feats = torch.cat(
-            [
-                sketch.sketch_dense(F.pad(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)), widen))
-                for s in range(0, n, chunk_size)
-            ]
-        )
-    else:
-        # the proxy rows' tokens form one outer-product sum: its sketch without the dense matrix
-        proxy_g, proxy_x = gy[n:].reshape(1, -1, gy.shape[-1]), x[n:].reshape(1, -1, x.shape[-1])
-        target = sketch.sketch_outer(proxy_g, proxy_x)[0]
-        if pre.factored:
-            feats = sketch.sketch_outer(*pre.transform_factors(gy[:n], x[:n]))
-        else:
-            feats = torch.cat(
-                [
-                    sketch.sketch_dense(_dense_updates(gy, x, pre, s, min(n, s + chunk_size)))
-                    for s in range(0, n, chunk_size)
-                ]
-            )
     w_align, w_gram = layer_weights(layer, gram_weight)
-    return w_align * (feats @ target.to(feats.dtype)), w_gram * (feats @ feats.t())
+    options = (chunk_size, rank_one_sketch, exact_elements)
+    if routing is None:
+        feats, target, _ = _features(layer.d_out, layer.d_in, x, gy, pre, n, sketch, *options)
+        return w_align * (feats @ target.to(feats.dtype)), w_gram * (feats @ feats.t())
+    align = gram = None
+    sketched: list[torch.Tensor | None] = [None, None]
+    for e, count in enumerate(routing.counts):
+        if not count:
+            continue
+        xe, ge = routing.expert_factors(x, e), routing.expert_factors(gy, e)
+        block = None if sketch is None else sketch.row_block(e * layer.d_out, (e + 1) * layer.d_out)
+        feats, target, exact = _features(layer.d_out, layer.d_in, xe, ge, pre.expert(e), n, block, *options)
+        if exact:
+            a, g = feats @ target.to(feats.dtype), feats @ feats.t()
+            align, gram = (a, g) if align is None else (align + a, gram + g)
+        else:
+            sketched = [feats, target] if sketched[0] is None else [sketched[0] + feats, sketched[1] + target]
+    if sketched[0] is not None:
+        a, g = sketched[0] @ sketched[1].to(sketched[0].dtype), sketched[0] @ sketched[0].t()
+        align, gram = (a, g) if align is None else (align + a, gram + g)
+    if align is None:
+        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        align = torch.zeros(n, dtype=dtype, device=x.device)
+        gram = torch.zeros(n, n, dtype=dtype, device=x.device)
+    return w_align * align, w_gram * gram
 
 
 def candidate_statistics(
@@ -251,6 +303,7 @@ def candidate_statistics(
             rank_one_sketch,
             gram_weight,
             exact_elements,
+            grads.routing.get(layer.name),
         )
         alignment = a if alignment is None else alignment + a
         gram = g if gram is None else gram + g
@@ -286,7 +339,7 @@ def scored_statistics(
     inputs: dict[str, torch.Tensor] = {}
     outputs: list[torch.Tensor] = []
 
-    def on_grad(layer, pre):
+    def on_grad(layer, pre, routing):
         def fn(grad):
             t0 = clock()
             a, g = layer_statistics(
@@ -300,6 +353,7 @@ def scored_statistics(
                 rank_one_sketch,
                 gram_weight,
                 exact_elements,
+                routing,
             )
             state["alignment"] = a if state["alignment"] is None else state["alignment"] + a
             state["gram"] = g if state["gram"] is None else state["gram"] + g
@@ -308,12 +362,12 @@ def scored_statistics(
         return fn
 
     def forward_hook(layer):
-        def fn(_module, args, output):
+        def fn(_module, args, output, routing=None):
             pre = preconditioners.get(layer.name)
             if pre is None or not output.requires_grad:
                 return
             inputs[layer.name] = args[0].detach()
-            output.register_hook(on_grad(layer, pre))
+            output.register_hook(on_grad(layer, pre, routing))
             outputs.append(output)
 
         return fn

@@ -10,7 +10,7 @@ loss, and token-loss dynamics. The trainer pair is :mod:`hf_select.trainer_ext.s
 from .cross_tokenizer import cross_tokenizer_reference_losses, project_token_losses
 from .reference_losses import compute_reference_losses, reference_token_stats
 from .token_dynamics import classify_token_dynamics, token_loss_dynamics
-from .token_selection import select_top_per_row, select_top_tokens, selective_loss
+from .token_selection import select_top_per_row, select_top_tokens
 
 __all__ = [
     "classify_token_dynamics",
@@ -20,6 +20,5 @@ __all__ = [
     "reference_token_stats",
     "select_top_per_row",
     "select_top_tokens",
-    "selective_loss",
     "token_loss_dynamics",
 ]

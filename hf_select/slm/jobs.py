@@ -17,11 +17,14 @@ many tokens).
 from __future__ import annotations
 
 import functools
+import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers.utils import logging
 
+from ..loading import DataArguments, ModelArguments, load_model_and_tokenizer, load_tokenizer
 from ..sharded_map import distributed_rank_and_world_size, load_sharded_output, sharded_map, wait_for_ranks
 
 logger = logging.get_logger(__name__)
@@ -205,3 +208,113 @@ def reference_losses_to_disk(
     shutil.rmtree(parts)
     logger.warning(f"{len(result)} rows with ref_loss saved to {out}")
     return result
+
+
+@dataclass
+class ReferenceLossArguments(DataArguments):
+    """Rows to score and where the result goes (the dataset: raw text in ``text_column`` or packed rows with
+    ``input_ids``, ``labels``, ``position_ids``)."""
+
+    seq_length: int = field(
+        default=1024, metadata={"help": "Tokens per packed row; must equal the training run's seq_length."}
+    )
+    overflow: str = field(
+        default="split",
+        metadata={
+            "help": "Documents longer than a row: 'split' (default) continues them in further rows, "
+            "'truncate' drops the overflow. Must equal the training run's --overflow."
+        },
+    )
+    output_dir: str = field(
+        default=None, metadata={"help": "Where the rows with ref_loss are saved (save_to_disk)."}
+    )
+    batch_size: int = field(default=8, metadata={"help": "Rows per reference forward pass."})
+    part_size: int = field(
+        default=2048, metadata={"help": "Rows (documents with --student_tokenizer) per resumable part."}
+    )
+    storage_dtype: str = field(
+        default="float32",
+        metadata={"help": "Stored precision of ref_loss: float32 (exact) or float16 (half size)."},
+    )
+    with_entropy: bool = field(
+        default=False, metadata={"help": "Also store ref_entropy (for the reference_entropy score)."}
+    )
+    max_samples: int | None = field(default=None, metadata={"help": "Score only the first N documents/rows."})
+    student_tokenizer: str | None = field(
+        default=None,
+        metadata={
+            "help": "Tokenizer of the student when it differs from the reference's: losses are projected onto "
+            "the student's tokens through character offsets (raw-text datasets only)."
+        },
+    )
+
+
+def reference_losses_job(model_args: ModelArguments, args: ReferenceLossArguments) -> None:
+    """``hf-select reference-losses``: load the reference and the data that ``model_args`` and ``args`` name and
+    run :func:`reference_losses_to_disk`."""
+    if not args.dataset_name_or_path or not args.output_dir:
+        raise ValueError("--dataset_name_or_path and --output_dir are required")
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    dataset = args.load_dataset()
+    if args.max_samples is not None:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    student = load_tokenizer(args.student_tokenizer) if args.student_tokenizer else None
+    reference_losses_to_disk(model, tokenizer, dataset, args.output_dir, args.text_column, args.seq_length,
+                             args.overflow, args.batch_size, args.part_size, args.storage_dtype,
+                             args.with_entropy, student, args.dataset_name_or_path)  # fmt: skip
+
+
+@dataclass
+class TokenDynamicsArguments(DataArguments):
+    """Options of ``hf-select token-dynamics`` (the dataset: raw text or packed rows)."""
+
+    checkpoints: str = field(
+        default=None, metadata={"help": "Comma-separated checkpoint folders or Hub ids, in training order."}
+    )
+    tokenizer_name_or_path: str | None = field(
+        default=None, metadata={"help": "Tokenizer for raw text (default: the last checkpoint's)."}
+    )
+    seq_length: int = field(default=1024, metadata={"help": "Tokens per packed row (raw text)."})
+    overflow: str = field(
+        default="split",
+        metadata={"help": "Documents longer than a row: 'split' (default, further rows) or 'truncate'."},
+    )
+    max_rows: int = field(default=256, metadata={"help": "Rows analysed (the first ones)."})
+    batch_size: int = field(default=8, metadata={"help": "Rows per forward pass."})
+    threshold: float = field(
+        default=0.2, metadata={"help": "|slope * n| above which a token's loss changes."}
+    )
+    output_dir: str = field(
+        default="token_dynamics", metadata={"help": "Where shares.json, table.md, plot go."}
+    )
+
+
+def token_dynamics_job(args: TokenDynamicsArguments) -> str:
+    """``hf-select token-dynamics``: classify the token-loss dynamics of ``args.checkpoints`` on the first rows
+    of the dataset and write ``shares.json``, ``table.md`` and the plot to ``args.output_dir``; returns the table."""
+    from .token_dynamics import plot_token_dynamics, shares_table, token_loss_dynamics
+
+    if not args.checkpoints or not args.dataset_name_or_path:
+        raise ValueError("--checkpoints and --dataset_name_or_path are required")
+    checkpoints = [c for c in args.checkpoints.split(",") if c]
+    tokenizer = load_tokenizer(args.tokenizer_name_or_path or checkpoints[-1])
+    rows = training_rows(
+        args.load_dataset(),
+        tokenizer,
+        args.text_column,
+        args.seq_length,
+        overflow=args.overflow,
+    )
+    rows = rows.select(range(min(args.max_rows, len(rows))))
+    result = token_loss_dynamics(
+        checkpoints, rows, args.batch_size, tokenizer.pad_token_id or 0, threshold=args.threshold
+    )
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shares.json").write_text(
+        json.dumps({"shares": result["shares"], "checkpoints": checkpoints}, indent=2)
+    )
+    table = shares_table(result["shares"])
+    (out / "table.md").write_text(table + "\n")
+    plot_token_dynamics(result, out / "token_dynamics.png")
+    return table

@@ -84,12 +84,6 @@ def select_by_cutoff(
     return out
 
 
-def select_top_global(scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Exactly ``ceil(ratio * n)`` tokens of one tensor by a global cut (ties by position)."""
-    threshold, ties = global_cutoff(scores.detach()[valid], ratio)
-    return select_by_cutoff([scores], [valid], threshold, ties)[0]
-
-
 def selection_count(valid: torch.Tensor, ratio: float, scope: str) -> torch.Tensor:
     """Number of tokens the "sequence" / "microbatch" scope will select, known before any forward pass."""
     if scope == "sequence":
@@ -107,18 +101,3 @@ def selective_loss_sum(
     if weights is not None:
         keep = keep * weights.to(token_losses.dtype)
     return (token_losses * keep).sum()
-
-
-def selective_loss(
-    token_losses: torch.Tensor,
-    valid: torch.Tensor,
-    scores: torch.Tensor,
-    ratio: float,
-    scope: str = "sequence",
-) -> torch.Tensor:
-    """Mean loss over the selected tokens of one batch (the reference formula of SLM, for one micro-batch)."""
-    if scope == "global":
-        selected = select_top_global(scores, valid, ratio)
-    else:
-        selected = select_top_tokens(scores, valid, ratio, scope)
-    return selective_loss_sum(token_losses, selected) / selected.sum().clamp(min=1)

@@ -49,20 +49,3 @@ def test_public_names_stay_importable_from_the_harness():
     for name in harness.__all__:
         assert hasattr(harness, name), name
     assert harness.build_rows is scoring.build_rows and harness.write_results is results.write_results
-
-
-def test_harness_generation_goes_through_the_core_greedy_generate(monkeypatch):
-    from hf_select.testing import tiny_model, tiny_tokenizer
-
-    calls = []
-
-    def spy(model, tokenizer, prompts, **kwargs):
-        calls.append(kwargs)
-        return ["41. and more", "x\ny"]
-
-    monkeypatch.setattr(scoring, "greedy_generate", spy)
-    texts = scoring.generate_greedy(
-        tiny_model("llama"), tiny_tokenizer(), [[1, 5], [1, 6, 7]], [".", "\n"], 4
-    )
-    assert texts == ["41", "x"]
-    assert calls[0]["input_ids"] == [[1, 5], [1, 6, 7]] and calls[0]["stop_strings"] == [".", "\n"]

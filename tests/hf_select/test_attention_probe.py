@@ -78,7 +78,7 @@ def test_probe_during_generate_records_the_prefill_only():
 
 
 def test_probe_leaves_no_registry_entry_and_keeps_no_model_alive():
-    """Issue 15 item 4: the registries do not grow across calls and a probed model can be freed."""
+    """The registries do not grow across calls and a probed model can be freed."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 

@@ -1,7 +1,7 @@
 """Conformance table of the shared core, peft style: every decoder family x every core mechanism.
 
 Rows: every family :mod:`hf_select.model_adapter` claims (its table and the Llama-layout fallback) plus the
-edge families of issue 15 (logit scaling, gpt-oss, linear-attention and Mamba hybrids, Llama4-text, Gemma3n).
+edge families (logit scaling, gpt-oss, linear-attention and Mamba hybrids, Llama4-text, Gemma3n).
 Columns: adapter, masking vs an independent attention-kernel reference, AttentionInfluence score, packed ==
 per-document loss, one SLM step, detection argmax. Each cell is exact (tolerance ``TOL``, float32) or raises the
 expected clear error (``EXPECTED_ERRORS``). A new transformers release that breaks a family fails here.

@@ -2,13 +2,12 @@ import base64
 
 import numpy as np
 import pytest
+from figure_checks import embedded_pngs, is_drawn
 
 from hf_select.figures import (
     DATA_URI_PREFIX,
-    embedded_pngs,
     figure_png,
     img_html,
-    is_drawn,
     new_figure,
     png_data_uri,
     read_png,

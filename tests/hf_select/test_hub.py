@@ -3,9 +3,9 @@ import logging
 import numpy as np
 import pytest
 from datasets import Dataset, load_dataset
+from figure_checks import is_drawn
 from huggingface_hub import DatasetCard, ModelCard
 
-from hf_select.figures import is_drawn
 from hf_select.hub import int_scores, push_model, push_scored_dataset
 
 
@@ -142,7 +142,7 @@ def test_republishing_locally_gives_exactly_the_new_rows(tmp_path, scored):
     assert len(list((folder / "data").glob("*.parquet"))) > 3
     small = scored.select(range(10))
     push_scored_dataset(small, local_dir=folder, score_column="ai_score", thresholds=[0])
-    # before: the old shards stayed beside the new one and load_dataset read them all
+    # no shard of the first publication stays beside the new one
     assert load_dataset(str(folder), "default", split="train")["text"] == small["text"]
     assert len(load_dataset(str(folder), "int_score_ge_0", split="train")) == sum(
         round(x) >= 0 for x in small["ai_score"]

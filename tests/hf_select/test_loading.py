@@ -35,7 +35,6 @@ def test_a_folder_of_several_saved_datasets_is_refused_and_named(tmp_path):
 
     Dataset.from_dict({"text": ["a"]}).save_to_disk(str(tmp_path / "out" / "selected"))
     Dataset.from_dict({"text": ["a", "b", "c"]}).save_to_disk(str(tmp_path / "out" / "mix"))
-    # before: read as a folder of data files, both datasets concatenated (4 rows)
     with pytest.raises(ValueError, match=r"holds several saved datasets \(mix, selected\)"):
         load_any_dataset(str(tmp_path / "out"))
 

@@ -1,4 +1,4 @@
-"""Contract table over the scorers (issue 16): every config field changes the fingerprint, ``Dataset.map`` equals
+"""Contract table over the scorers: every config field changes the fingerprint, ``Dataset.map`` equals
 ``IterableDataset.map``, and the model's train/eval mode is restored. (Data Whisperer's fingerprint contract is
 ``test_config_is_the_single_source_and_every_field_changes_the_fingerprint`` in its own tests.)"""
 

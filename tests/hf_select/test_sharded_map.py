@@ -115,7 +115,7 @@ def test_resume_with_another_part_size_is_refused(tmp_path):
     data = _data(30)
     with pytest.raises(RuntimeError, match="killed"):
         sharded_map(data, _Scorer(fail_after=2), tmp_path, "fp", part_size=10, batch_size=5)
-    # before: parts were skipped by index, so part 0 (rows 0-9) stood for rows 0-7 and rows were lost
+    # parts are keyed by their row ranges: another part_size is refused, never read as other rows
     with pytest.raises(ValueError, match="part_size 10"):
         sharded_map(data, _Scorer(), tmp_path, "fp", part_size=8, batch_size=4)
     sharded_map(data, _Scorer(), tmp_path, "fp", part_size=10, batch_size=5)

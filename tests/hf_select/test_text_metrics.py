@@ -25,7 +25,7 @@ def test_rouge_l_known_values():
     # LCS = "police killed the gunman"? pred: police killed the gunman; ref: police kill the gunman -> 3/4
     assert rouge_l_f1("police killed the gunman", "police kill the gunman") == pytest.approx(0.75)
     assert rouge_l_f1("police killed the gunman", "police kill the gunman", stem=True) == pytest.approx(1.0)
-    # issue 15 item 16: strings without word tokens (empty, CJK) score 0, as rouge_score does
+    # strings without word tokens (empty, CJK) score 0, as rouge_score does
     assert rouge_l_f1("", "") == 0.0 and rouge_l_f1("a", "") == 0.0 and rouge_l_f1("日本語", "日本語") == 0.0
 
 

@@ -200,7 +200,7 @@ def test_bad_input_gives_clear_errors(tmp_path):
 
 
 def test_invalid_metadata_policy_of_the_meco_pool(tmp_path):
-    """Issue 15 item 19: with invalid_metadata='skip' / 'plain' one empty URL no longer aborts the MeCo map."""
+    """With invalid_metadata='skip' / 'plain' one empty URL does not abort the MeCo map."""
     from hf_select.trainer_ext.meco_trainer import packed_pool
 
     tok = tiny_tokenizer()

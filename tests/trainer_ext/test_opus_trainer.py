@@ -129,7 +129,7 @@ def test_opus_select_restores_train_mode_and_leaves_grads_untouched(tmp_path):
 
 
 def test_each_gradient_accumulation_micro_batch_gets_its_own_random_stream(tmp_path):
-    """Proxy rows and windows are drawn afresh per micro-batch of a step (issue 15 item 18)."""
+    """Proxy rows and windows are drawn afresh per micro-batch of a step."""
     model = tiny_model("llama").train()
     proxy = Dataset.from_dict({k: v for k, v in _rows(16, length=32, seed=8).items() if k != "domain"})
     trainer = OPUSTrainer(
@@ -186,3 +186,49 @@ def test_deterministic_selections_train(tmp_path, selection):
         _args(tmp_path, selection="softmax")
     with pytest.raises(ValueError, match="conflicts"):
         _args(tmp_path, selection="topk", greedy=True)
+
+
+def test_opus_trainer_scores_fused_moe_experts(tmp_path):
+    import transformers
+
+    from hf_select.testing import tiny_config
+
+    config = transformers.AutoConfig.for_model(
+        "qwen3_moe",
+        **{k: v for k, v in tiny_config("llama").to_dict().items() if k in ("vocab_size", "hidden_size")},
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+    )
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config).train()
+    proxy = Dataset.from_dict({k: v for k, v in _rows(3, seed=1).items() if k != "domain"})
+    trainer = OPUSTrainer(model=model, args=_args(tmp_path), train_dataset=_train_data(), proxy_dataset=proxy)
+    before = model.model.layers[0].mlp.experts.gate_up_proj.detach().clone()
+    trainer.train()
+    experts = [lay for lay in trainer._opus_layers if lay.num_experts]
+    assert len(experts) == 4 and all(lay.name in trainer._opus_sketches for lay in experts)
+    assert len(trainer.opus_history) == 3
+    assert all(torch.isfinite(torch.tensor(r["alignment"])).all() for r in trainer.opus_history)
+    assert not torch.equal(before, model.model.layers[0].mlp.experts.gate_up_proj)
+
+
+def test_opus_trainer_under_muon_in_float64(tmp_path):
+    model = tiny_model("llama").double().train()
+    weights = [p for n, p in model.named_parameters() if p.ndim == 2 and ".layers." in n]
+    muon = torch.optim.Muon(weights, lr=0.02)
+    proxy = Dataset.from_dict({k: v for k, v in _rows(3, seed=1).items() if k != "domain"})
+    trainer = OPUSTrainer(
+        model=model,
+        args=_args(tmp_path, standardize=False),
+        train_dataset=_train_data(),
+        proxy_dataset=proxy,
+        optimizers=(muon, None),
+    )
+    trainer.train()
+    assert trainer._opus_kind == "muon" and len(trainer.opus_history) == 3
+    assert all(torch.isfinite(torch.tensor(r["alignment"])).all() for r in trainer.opus_history)

@@ -41,7 +41,6 @@ def _rows_with_ref(num_rows=40):
 def test_a_bad_ref_loss_column_fails_before_step_1_naming_the_dataset_row(tmp_path, corrupt, message):
     rows = _rows_with_ref()
     corrupt(rows["ref_loss"])
-    # before: checked batch by batch -- at the step that drew the row (never with max_steps=1), inf never
     with pytest.raises(ValueError, match=message):
         _trainer(rows, tmp_path)
 

@@ -1,4 +1,4 @@
-"""Contract table over the trainer pairs (issue 16): a run resumed from a checkpoint ends with the same
+"""Contract table over the trainer pairs: a run resumed from a checkpoint ends with the same
 weights as the uninterrupted run, and gradient accumulation 2 gives the update of accumulation 1."""
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from figure_checks import is_drawn
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from hf_select.attention_influence.retrieval_heads import (
@@ -7,7 +8,6 @@ from hf_select.attention_influence.retrieval_heads import (
     detect_retrieval_heads,
     record_attention_argmax,
 )
-from hf_select.figures import is_drawn
 from hf_select.testing import tiny_model, tiny_tokenizer
 
 VOCAB = 64

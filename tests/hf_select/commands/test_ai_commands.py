@@ -90,9 +90,9 @@ def test_short_and_whitespace_documents_are_flagged_and_never_selected(tmp_path)
     flagged = flag_short_documents({k: list(v) for k, v in columns.items()}, 16, columns["text"])
     assert flagged["ai_too_short"] == [False, True, True, False]
     assert math.isnan(flagged["ai_score"][1]) and math.isnan(flagged["ai_score"][2])
-    # a dataset scored before the flag existed: select masks flagged rows itself
-    legacy = scored.remove_columns("ai_too_short").add_column("ai_too_short", [False, True, True, False])
-    legacy.save_to_disk(str(tmp_path / "scored"))
+    # flagged rows that still carry a finite score: select masks them itself
+    unmasked = scored.remove_columns("ai_too_short").add_column("ai_too_short", [False, True, True, False])
+    unmasked.save_to_disk(str(tmp_path / "scored"))
     out = tmp_path / "sel"
     argv = ["select", "--scored_dataset", str(tmp_path / "scored"), "--by", "", "--fraction", "0.5"]
     assert main([*argv, "--output_dir", str(out)]) == 0

@@ -1,5 +1,5 @@
 """Bad inputs, as a new user types them: each gets the expected exit code and a one-line message naming the
-problem (issue 18's sweep). Commands run in-process through ``hf_select.cli.main`` on tiny models.
+problem. Commands run in-process through ``hf_select.cli.main`` on tiny models.
 
 Each row: id, argv (``{name}`` placeholders are paths of the ``world`` fixture), expected exit code, and a
 fragment the message on stderr must contain. Exit code 2 with no traceback is the rule for user errors.

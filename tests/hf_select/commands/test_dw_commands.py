@@ -127,8 +127,8 @@ def _score(world, *extra):
 
 
 def test_score_command_parses_the_config_and_reports_a_cache_hit(world, monkeypatch, capsys):
-    """Issue 16 build 4 (the CLI parses DataWhispererConfig), issue 15 item 12 (--use_chat_template) and issue
-    18 build 2: a cached re-run says so and records no selection wall-clock (no STR from a cache hit)."""
+    """The CLI parses DataWhispererConfig (--use_chat_template included); a cached re-run says so and records no
+    selection wall-clock (no STR from a cache hit)."""
     from hf_select.commands.score_data_whisperer import CONFIG_CLASSES
     from hf_select.data_whisperer import DataWhispererConfig
 

@@ -105,7 +105,7 @@ def test_cross_tokenizer_reference_losses_keep_long_documents(world, tmp_path):
     assert longest > 24  # the long document did not fit in one row
     trained = sum(sum(x != -100 for x in r) for r in rows["labels"])
     n_words = sum(len(x) for x in tok(texts, add_special_tokens=False).input_ids)
-    assert trained >= 0.9 * n_words  # before: everything past seq_length was dropped
+    assert trained >= 0.9 * n_words  # nothing past seq_length is dropped
     assert all(len(a) == len(b) for a, b in zip(rows["ref_loss"], rows["input_ids"]))
     assert json.dumps(rows[0]["ref_loss"])  # plain floats
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from figure_checks import embedded_pngs, is_drawn
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_select.compare import ARMS, ArmConfig, ArmSetup, register_arm, run_study
 from hf_select.compare.config import parse_arm
-from hf_select.figures import embedded_pngs, is_drawn
 from hf_select.fingerprint import weights_checksum
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -159,7 +159,7 @@ def test_invalid_groups_are_retried_not_zeroed():
 
 
 def test_group_that_never_parses_gets_no_score_and_all_nan_is_an_error():
-    """Issue 18: a pool where no group parses is an error (never all-NaN scores written with exit code 0)."""
+    """A pool where no group parses is an error (never all-NaN scores written with exit code 0)."""
     dw = DataWhisperer(
         tiny_model("llama"),
         tiny_tokenizer(),
@@ -271,7 +271,7 @@ def test_long_fields_are_clipped_to_fit_the_context():
     )
 
 
-# -- issue 15 items 12-16, issue 16 build 4, issue 18, issue 19 build 1 ------------------------------------
+# -- templates, metrics, layer choice, fingerprint, batching, resume -----------------------------------------
 
 LLAMA3_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -290,7 +290,7 @@ def _chat_tokenizer(template):
 
 
 def test_llama3_style_trimming_template_spans():
-    """Issue 15 item 12: a template that trims the message (Llama-3-Instruct) no longer crashes span finding."""
+    """A template that trims the message (Llama-3-Instruct) still gives the spans."""
     tok = _chat_tokenizer(LLAMA3_TEMPLATE)
     prompt = build_prompt(tok, DEMOS, QUERIES)
     assert "<|start_header_id|>user<|end_header_id|>" in prompt.text and prompt.text.endswith("Answer 1:")
@@ -337,12 +337,12 @@ def test_llama3_style_trimming_template_spans():
     ],
 )
 def test_parse_answers_cuts_every_answer(generation, n, expected):
-    """Issue 15 item 14."""
+    """parse_answers cuts each of the n answers out of a generation; a missing or empty one gives None."""
     assert parse_answers(generation, n, ["Q1?", "What is x?", "Q3?", "Q4?"][:n]) == expected
 
 
 def test_gsm8k_reference_is_graded_by_its_final_number():
-    """Issue 15 item 13: the last number of the prediction against N of '#### N', never the worked solution."""
+    """The last number of the prediction against N of '#### N', never the worked solution."""
     reference = (
         "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nAltogether 48+24 = <<48+24=72>>72 clips.\n#### 72"
     )
@@ -366,13 +366,13 @@ def test_answer_budget_follows_the_gold_answers():
 
 
 def test_default_attention_layer_is_40_percent_depth():
-    """Issue 15 item 16: the paper's layer 13 of 32."""
+    """The paper's layer 13 of 32."""
     assert DataWhisperer(tiny_model("llama", num_hidden_layers=32), tiny_tokenizer()).attn_layer == 13
     assert DataWhisperer(tiny_model("llama", num_hidden_layers=30), tiny_tokenizer()).attn_layer == 12
 
 
 def test_config_is_the_single_source_and_every_field_changes_the_fingerprint():
-    """Issue 16 build 4 / issue 15 item 15: the config is hashed whole."""
+    """The config is hashed whole."""
     from dataclasses import fields
 
     from hf_select.data_whisperer import DataWhispererConfig
@@ -415,7 +415,7 @@ def test_empty_gold_answers_are_refused():
 
 @pytest.mark.parametrize("query_mode, n_queries", [("joint", 1), ("separate", 2)])
 def test_batched_generation_equals_one_at_a_time(query_mode, n_queries):
-    """Issue 19: several groups' prompts in one left-padded generate give the parsed answers and weights of the
+    """Several groups' prompts in one left-padded generate give the parsed answers and weights of the
     prompts generated alone -- and of a plain ``model.generate`` + a separate attention forward per prompt."""
     model, tok = tiny_model("qwen2"), tiny_tokenizer()
     data = Dataset.from_dict(
@@ -451,7 +451,7 @@ def test_batched_generation_equals_one_at_a_time(query_mode, n_queries):
 
 
 def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
-    """Issue 18: finished groups are persisted; a killed run re-run with the same settings equals a clean run."""
+    """Finished groups are persisted; a killed run re-run with the same settings equals a clean run."""
     data = _pool(16)
     outputs = lambda ids: " 0\nAnswer 2: 4"  # noqa: E731
     kw = dict(n_demos=3, n_queries=2, rounds=2, batch_prompts=2, use_chat_template=False)

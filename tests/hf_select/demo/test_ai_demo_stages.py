@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 from datasets import load_from_disk
+from figure_checks import embedded_pngs, is_drawn
 
 from hf_select.demo import stage_attention_influence, stage_retrieval_heads
 from hf_select.demo.context import DemoContext
-from hf_select.figures import embedded_pngs, is_drawn
 from hf_select.testing import TINY_CORPUS
 
 

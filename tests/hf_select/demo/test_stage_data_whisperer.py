@@ -35,7 +35,7 @@ def _stub_generation(monkeypatch):
     """Every answer is "2" (the stage scores queries separately: one batched generation per group)."""
     monkeypatch.setattr(DataWhisperer, "generate_fn", staticmethod(lambda ids: " 2\nAnswer 2: 4\nAnswer 3: 6"))
     monkeypatch.setattr(
-        "hf_select.generation.greedy_generate",
+        "hf_select.generation.generate_greedy",
         lambda model, tok, prompts, *a, **k: [" 2"] * len(k.get("input_ids") or prompts),
     )
 

@@ -103,7 +103,7 @@ def test_dataset_wrapper_and_missing_column_or_empty_url():
 
 @pytest.mark.parametrize("policy", ["skip", "plain"])
 def test_one_empty_url_does_not_abort_the_map_under_a_row_policy(policy, caplog):
-    """Issue 15 item 19: the row-level policy drops (or keeps plainly) the bad row and counts it."""
+    """The row-level policy drops (or keeps plainly) the bad row and counts it."""
     tok = tiny_tokenizer()
     docs = Dataset.from_dict({"text": ["a b", "c d", "e f"], "url": ["https://x.org/1", "", "y.com"]})
     stats = {}

@@ -1,4 +1,4 @@
-"""The cost floor printed by benchmarks/opus_overhead.py (issue 19 build 2)."""
+"""The cost floor printed by benchmarks/opus_overhead.py."""
 
 import importlib.util
 from argparse import Namespace

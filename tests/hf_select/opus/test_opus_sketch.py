@@ -1,4 +1,4 @@
-"""OPUS sketches: exactness of the factor paths and error on low-rank updates (issue 15 item 17)."""
+"""OPUS sketches: exactness of the factor paths and error on low-rank updates."""
 
 import math
 from dataclasses import fields

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 from datasets import Dataset
+from figure_checks import is_drawn
 
-from hf_select.figures import is_drawn
 from hf_select.slm.token_dynamics import (
     CLASSES,
     classify_token_dynamics,

@@ -3,11 +3,21 @@ import torch
 
 from hf_select.slm.token_selection import (
     global_cutoff,
+    select_by_cutoff,
     select_top_tokens,
     selected_count,
     selection_count,
-    selective_loss,
 )
+
+
+def selective_loss(losses, valid, scores, ratio: float, scope: str) -> torch.Tensor:
+    """Mean loss over the tokens the library selects in one micro-batch (global: its one cut over the batch)."""
+    if scope == "global":
+        threshold, ties = global_cutoff(scores[valid], ratio)
+        selected = select_by_cutoff([scores], [valid], threshold, ties)[0]
+    else:
+        selected = select_top_tokens(scores, valid, ratio, scope)
+    return losses[selected].sum() / selected.sum().clamp(min=1)
 
 
 def test_selected_count_is_ceil_of_ratio_times_n():
