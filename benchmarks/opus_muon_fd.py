@@ -98,7 +98,7 @@ def setup(
     ``blocks`` blocks under Muon, the rest frozen) on 64-token rows of the ``text`` column of ``texts_path`` (a
     ``datasets`` folder).
     """
-    from hf_select.opus.utility import block_linear_layers
+    from hf_select.opus.alignment import block_linear_layers
     from hf_select.testing import tiny_model
 
     if model_path is None:
@@ -171,7 +171,7 @@ def figures(
     preconditioner, whatever it is: run this script against an older checkout for its figures) or ``"sgd"``
     (the raw gradient). ``setup_options`` go to :func:`setup` (a real checkpoint).
     """
-    from hf_select.opus.utility import (
+    from hf_select.opus.alignment import (
         build_preconditioners,
         layer_gradients,
         layer_weights,

@@ -43,7 +43,7 @@ from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 from transformers.utils import logging
 
-from hf_select.opus.utility import block_linear_layers, row_mean_losses
+from hf_select.opus.alignment import block_linear_layers, row_mean_losses
 from hf_select.packing import PackedCollator
 from hf_select.testing import tiny_model
 from hf_select.trainer_ext import OPUSConfig, OPUSTrainer

@@ -30,7 +30,7 @@ def low_rank_pair(d_out, d_in, rank, gen, corr=0.8):
 
 
 def real_pairs(count, gen):
-    from hf_select.opus.utility import block_linear_layers, layer_gradients
+    from hf_select.opus.alignment import block_linear_layers, layer_gradients
     from hf_select.testing import tiny_model
 
     model = tiny_model("llama", hidden_size=128, intermediate_size=512, num_hidden_layers=2).double()
@@ -48,7 +48,7 @@ def real_pairs(count, gen):
 def model_pairs(path, texts, count, layer_name="up_proj", layer_index=15, window=64):
     """Per-sample updates of one block Linear of a real model on ``window``-token windows of real texts."""
     from hf_select.loading import load_causal_lm, load_tokenizer
-    from hf_select.opus.utility import block_linear_layers, layer_gradients
+    from hf_select.opus.alignment import block_linear_layers, layer_gradients
 
     model = load_causal_lm(path).float().eval()
     tok = load_tokenizer(path)

@@ -58,7 +58,7 @@ _EXPORTS: dict[str, str] = {
     "build_proxy_pool": "hf_select.opus.proxy_pool",
     "benchmark_proxy_texts": "hf_select.opus.proxy_pool",
     "FactoredCountSketch": "hf_select.opus.sketch",
-    "select_candidates": "hf_select.opus.utility",
+    "select_candidates": "hf_select.opus.alignment",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -32,8 +32,7 @@ import torch
 from transformers import Trainer
 from transformers.utils import logging
 
-from hf_select.opus.sketch import make_sketch
-from hf_select.opus.utility import (
+from hf_select.opus.alignment import (
     block_linear_layers,
     build_preconditioners,
     candidate_statistics,
@@ -43,6 +42,7 @@ from hf_select.opus.utility import (
     scored_statistics,
     select_candidates,
 )
+from hf_select.opus.sketch import make_sketch
 from hf_select.packing import PackedCollator
 from hf_select.token_loss import IGNORE_INDEX
 

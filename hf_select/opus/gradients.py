@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..model_adapter import get_model_adapter, unsharded_root, unwrap_model
+from ..model_adapter import get_model_adapter, unsharded_root
 from ..token_loss import IGNORE_INDEX, final_hidden_states, logits_to_losses, prediction_mask, split_causal_lm
 
 
@@ -328,11 +328,6 @@ def opus_row_window(labels: torch.Tensor, window: int, generator: torch.Generato
         room = max(0, length - window)
         starts.append(int(torch.randint(room + 1, (1,), generator=generator)) if room else 0)
     return starts
-
-
-def unwrap_for_scoring(model: nn.Module) -> nn.Module:
-    """The plain model (outside DDP / torch.compile wrappers)."""
-    return unwrap_model(model)
 
 
 def scoring_objective(sums, counts, num_candidates):

@@ -1,5 +1,5 @@
 """OPUS preconditioners: the first-order update ``u = P_t g`` of one SGD / AdamW / Muon step, with the
-optimizer's state frozen at the start of the step (see :mod:`hf_select.opus.utility` for the formulas)."""
+optimizer's state frozen at the start of the step (see :mod:`hf_select.opus.alignment` for the formulas)."""
 
 from __future__ import annotations
 

@@ -23,10 +23,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from hf_select.opus.alignment import layer_statistics
 from hf_select.opus.gradients import ScoredLayer
 from hf_select.opus.preconditioners import LayerPreconditioner
 from hf_select.opus.sketch import make_sketch
-from hf_select.opus.utility import layer_statistics
 from hf_select.testing import run_torchrun, tiny_model
 from hf_select.trainer_ext.sharding import check_parallelism
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from hf_select.opus.utility import OptimizerStateError
+from hf_select.opus.alignment import OptimizerStateError
 from hf_select.testing import tiny_model
 from hf_select.trainer_ext import OPUSConfig, OPUSTrainer
 

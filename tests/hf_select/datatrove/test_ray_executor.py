@@ -1,8 +1,9 @@
 """datatrove's Ray executor, for real: a local Ray cluster (2 CPUs) started by the run, scores equal to the
 single-process ``Dataset.map``, and a Ray worker killed mid-task resumes from its checkpointed chunks.
 
-Skipped without the ``ray`` extra (``pip install 'hf-select[ray]'``). Each run starts and stops its own cluster
-(slow: ~30-60 s each on 2 shared cores).
+Skipped without the ``ray`` extra (``pip install 'hf-select[ray]'``, installed by ``make test``). Each run starts
+and stops its own cluster (~30-60 s each on 2 cores): the command-line run and the kill/resume run are in the quick
+suite so that CI runs them; the example-script run is slow.
 """
 
 import json
@@ -25,8 +26,6 @@ from datasets import Dataset
 from hf_select.attention_influence import AttentionInfluence, score_dataset
 from hf_select.loading import load_causal_lm, load_tokenizer
 from hf_select.testing import TINY_WORDS, tiny_model, tiny_tokenizer
-
-pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).with_name("pipeline_script.py")
 ROOT = Path(__file__).resolve().parents[3]
@@ -107,6 +106,7 @@ def test_cli_ray_executor_equals_the_map(world, tmp_path):
     _assert_equal_to_map(_scores(tmp_path / "cli" / "scored"), world["expected"])
 
 
+@pytest.mark.slow
 def test_example_script_on_ray_equals_the_map(world, tmp_path):
     heads = _heads_file(tmp_path)
     argv = [sys.executable, str(ROOT / "examples" / "datatrove_scoring.py"), "--method", "ai"]

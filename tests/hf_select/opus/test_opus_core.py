@@ -3,8 +3,7 @@ import copy
 import pytest
 import torch
 
-from hf_select.opus.sketch import FactoredCountSketch, split_sketch_dim
-from hf_select.opus.utility import (
+from hf_select.opus.alignment import (
     OptimizerStateError,
     block_linear_layers,
     build_preconditioners,
@@ -15,6 +14,7 @@ from hf_select.opus.utility import (
     row_mean_losses,
     select_candidates,
 )
+from hf_select.opus.sketch import FactoredCountSketch, split_sketch_dim
 from hf_select.testing import tiny_model
 
 
@@ -266,7 +266,7 @@ def test_stateless_optimizer_after_steps_is_refused_for_adamw():
 
 
 def test_rank_one_preconditioner_is_exact_for_rank_one_and_sketchable():
-    from hf_select.opus.utility import LayerPreconditioner
+    from hf_select.opus.alignment import LayerPreconditioner
 
     r, c = torch.rand(6) + 0.5, torch.rand(5) + 0.5
     pre = LayerPreconditioner(dense=torch.outer(r, c))
@@ -289,7 +289,7 @@ def test_sgd_preconditioner_is_the_linear_part_of_a_torch_sgd_step_with_dampenin
     # torch refuses Nesterov with dampening: dampening is exercised in the non-Nesterov case
     kw = dict(lr=0.1, momentum=0.9, dampening=0.0 if nesterov else 0.5, nesterov=nesterov, weight_decay=0.01)
     opt = torch.optim.SGD([w], **kw)
-    from hf_select.opus.utility import ScoredLayer
+    from hf_select.opus.alignment import ScoredLayer
 
     lay = ScoredLayer("w", torch.nn.Identity(), w, False)
     g = torch.randn(4, 3, dtype=torch.float64)
@@ -315,7 +315,7 @@ def test_sgd_preconditioner_is_the_linear_part_of_a_torch_sgd_step_with_dampenin
 
 def test_sgd_dampening_changes_the_scale_after_the_first_step():
     w = torch.nn.Parameter(torch.randn(2, 2))
-    from hf_select.opus.utility import ScoredLayer
+    from hf_select.opus.alignment import ScoredLayer
 
     lay = ScoredLayer("w", torch.nn.Identity(), w, False)
     opt = torch.optim.SGD([w], lr=1.0, momentum=0.9, dampening=0.75)
@@ -350,8 +350,8 @@ def test_gram_is_weighted_one_over_numel_and_alignment_one_over_sqrt_numel():
 @pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
 def test_in_backward_statistics_equal_the_dense_sketch(kind, optimizer):
     """The hooks' sketches (no per-sample matrix kept) equal the sketch of the dense per-sample updates."""
+    from hf_select.opus.alignment import scored_statistics
     from hf_select.opus.sketch import make_sketch
-    from hf_select.opus.utility import scored_statistics
 
     torch.manual_seed(0)
     model = tiny_model("llama").double()
@@ -399,8 +399,8 @@ def test_in_backward_statistics_equal_the_dense_sketch(kind, optimizer):
 
 def test_dense_per_sample_updates_give_exact_inner_products_under_the_budget():
     """When the elementwise AdamW preconditioner forms the dense updates anyway, small layers skip the sketch."""
+    from hf_select.opus.alignment import scored_statistics
     from hf_select.opus.sketch import make_sketch
-    from hf_select.opus.utility import scored_statistics
 
     torch.manual_seed(0)
     model = tiny_model("llama").double()

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_select.opus.sketch import TensorCountSketch
-from hf_select.opus.utility import (
+from hf_select.opus.alignment import (
     block_linear_layers,
     build_preconditioners,
     candidate_statistics,
@@ -17,6 +16,7 @@ from hf_select.opus.utility import (
     row_mean_losses,
     scored_statistics,
 )
+from hf_select.opus.sketch import TensorCountSketch
 
 _SPEC = importlib.util.spec_from_file_location(
     "conformance_models", Path(__file__).parents[1] / "conformance_models.py"

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_select.opus.sketch import TensorCountSketch
-from hf_select.opus.utility import (
+from hf_select.opus.alignment import (
     build_preconditioners,
     candidate_statistics,
     layer_gradients,
@@ -16,6 +15,7 @@ from hf_select.opus.utility import (
     per_sample_updates,
     scored_statistics,
 )
+from hf_select.opus.sketch import TensorCountSketch
 
 SCRIPT = Path(__file__).parents[3] / "benchmarks" / "opus_muon_fd.py"
 

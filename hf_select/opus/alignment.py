@@ -1,4 +1,5 @@
-"""OPUS utilities: optimizer-shaped per-sample updates scored against a proxy gradient (arXiv 2602.05400).
+"""OPUS alignment and redundancy statistics, the utility of each candidate: optimizer-shaped per-sample
+updates scored against a proxy gradient (arXiv 2602.05400).
 
 For a candidate ``z`` OPUS scores the update the optimizer would actually apply, ``u_z = P_t grad L(z)``, by
 how much it lowers the loss of a fresh proxy mini-batch, minus its redundancy with the candidates already
@@ -60,7 +61,6 @@ from .gradients import (
     layer_gradients,
     opus_row_window,
     row_mean_losses,
-    unwrap_for_scoring,
 )
 from .preconditioners import (
     PRECONDITIONERS,
@@ -93,7 +93,6 @@ __all__ = [
     "row_mean_losses",
     "scored_statistics",
     "select_candidates",
-    "unwrap_for_scoring",
 ]
 
 # ---------------------------------------------------------------------------------------- inner products
