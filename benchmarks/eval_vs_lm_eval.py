@@ -196,8 +196,9 @@ def main():
             print(
                 f"{task.name} n={cmp['num_items']} (max_gen_toks {args.max_gen_toks}): "
                 f"{_times(t_ours, t_theirs)} | identical generations "
-                f"{cmp['identical']}/{cmp['num_items']}; exact match {cmp['exact_match']:.4f} vs lm-eval's "
-                f"generations {cmp['lm_eval_exact_match']:.4f}"
+                f"{cmp['identical']}/{cmp['num_items']}; exact match {cmp['exact_match']:.4f} vs lm-eval "
+                f"{cmp['lm_eval_exact_match']:.4f}; number-normalised {cmp['exact_match_numeric']:.4f} vs "
+                f"lm-eval's generations {cmp['lm_eval_exact_match_numeric']:.4f}"
             )
             for doc_id, mine, theirs_text in cmp["mismatches"][:3]:
                 print(f"  doc {doc_id}: ours {mine!r}\n          lm-eval {theirs_text!r}")

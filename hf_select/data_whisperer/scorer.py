@@ -401,6 +401,7 @@ class DataWhisperer:
             "groups": 0,
             "invalid_groups": 0,
             "retries": 0,
+            "retried_groups": 0,
             "resumed_groups": 0,
             "generated_tokens": 0,
         }
@@ -464,6 +465,7 @@ class DataWhisperer:
             record = records[key]
             self.stats["groups"] += 1
             self.stats["retries"] += record["retries"]
+            self.stats["retried_groups"] += record["retries"] > 0 or not record["valid"]
             if not record["valid"]:
                 self.stats["invalid_groups"] += 1
                 continue
