@@ -24,7 +24,9 @@ unchanged for the "sequence" and "global" scopes; "microbatch" selection depends
 definition.
 
 Reference: a ``ref_loss`` column of the dataset (:func:`hf_select.compute_reference_losses`, computed on the
-same packed rows), else an online frozen ``ref_model`` (eval mode, no gradients, one extra forward per
+same packed rows; ``NaN`` marks a token without a reference value -- e.g. outside what a cross-tokenizer
+reference scored, :mod:`hf_select.slm.cross_tokenizer` -- which is never selected and not counted in any
+scope), else an online frozen ``ref_model`` (eval mode, no gradients, one extra forward per
 micro-batch), else -- for a peft model -- the base model with the adapter disabled. Evaluation reports the
 plain mean cross-entropy over all tokens.
 """
@@ -68,8 +70,8 @@ PROBE_TEXT = "Hello world! 12345 def f(x):\n    return x ** 2  # naïve café, �
 def check_reference_columns(dataset, columns: tuple[str, ...] = REFERENCE_COLUMNS, chunk: int = 8192) -> None:
     """Check the whole reference column(s) of a map-style dataset before training starts.
 
-    Every row's ``ref_loss`` (and ``ref_entropy``) must have one value per token of ``input_ids`` and every
-    value must be finite (NaN, +-inf and nulls are refused). The error names the *dataset* row, so that a
+    Every row's ``ref_loss`` (and ``ref_entropy``) must have one value per token of ``input_ids`` and no value
+    may be infinite or null (``NaN`` is allowed: a token without a reference value, never selected). The error names the *dataset* row, so that a
     corrupted column fails before step 1 rather than at the step that happens to draw the row (or never, in
     a short run). Reads the columns through Arrow in chunks of ``chunk`` rows.
     """
@@ -98,13 +100,14 @@ def check_reference_columns(dataset, columns: tuple[str, ...] = REFERENCE_COLUMN
             flat = pc.list_flatten(values)
             if len(flat) == 0:
                 continue
-            finite = pc.fill_null(pc.is_finite(pc.cast(flat, pa.float64())), False)
+            as_float = pc.cast(flat, pa.float64())
+            finite = pc.fill_null(pc.or_(pc.is_finite(as_float), pc.is_nan(as_float)), False)
             if not pc.all(finite).as_py():
                 first = int(pc.index(finite, False).as_py())
                 row = start + int(pc.list_parent_indices(values)[first].as_py())
                 value = flat[first].as_py()
                 raise ValueError(
-                    f"{key} of dataset row {row} holds a non-finite value ({value}); a broken reference "
+                    f"{key} of dataset row {row} holds an infinite or null value ({value}); a broken reference "
                     "model or a corrupted column: recompute it with hf-select reference-losses"
                 )
 
@@ -164,10 +167,8 @@ class SLMCollator(PackedCollator):
             rows.append(row)
         batch = super().__call__(rows)
         for key in self.pad_columns:
-            if not torch.isfinite(batch[key]).all():
-                raise ValueError(
-                    f"{key} contains NaN or inf (a broken reference model or a corrupted column)"
-                )
+            if torch.isinf(batch[key]).any():
+                raise ValueError(f"{key} contains inf (a broken reference model or a corrupted column)")
         return batch
 
 
@@ -263,8 +264,8 @@ class SLMTrainer(Trainer):
                 f"{key} length mismatch: shape {tuple(values.shape)} for input_ids of shape "
                 f"{tuple(batch['input_ids'].shape)}"
             )
-        if not torch.isfinite(values).all():
-            raise ValueError(f"{key} contains NaN or inf (a broken reference model or a corrupted column)")
+        if torch.isinf(values).any():
+            raise ValueError(f"{key} contains inf (a broken reference model or a corrupted column)")
 
     def _reference_model(self) -> tuple[nn.Module, contextlib.AbstractContextManager]:
         if self.ref_model is not None:
@@ -379,6 +380,9 @@ class SLMTrainer(Trainer):
                 batch["input_ids"], batch.get("attention_mask"), positions, batch.get("labels")
             )
             self._add_reference(batch)
+            for key in REFERENCE_COLUMNS:  # NaN: no reference value, never selected nor counted
+                if key in batch:
+                    batch[_VALID] = batch[_VALID] & ~torch.isnan(batch[key])
         ratio, scope = self.args.token_select_ratio, self.args.select_scope
         if scope != "global":
             total = self._sum_over_processes(sum(selection_count(b[_VALID], ratio, scope) for b in batches))
@@ -470,16 +474,18 @@ class SLMTrainer(Trainer):
     # ---- logging ------------------------------------------------------------------------------------------
 
     def _record_stats(self, student, ref, excess, valid, selected) -> None:
-        # products instead of boolean indexing: no host-device synchronisation per step
-        valid_f, selected_f = valid.double(), selected.double()
+        # masked sums instead of boolean indexing: no host-device synchronisation per step (``where``, not a
+        # product: a token without a reference value holds NaN)
+        zero = torch.zeros((), dtype=torch.float64, device=valid.device)
+        unselected = valid & ~selected
         stats = torch.stack(
             [
-                valid_f.sum(),
-                selected_f.sum(),
-                (excess.double() * valid_f).sum(),
-                (student.double() * selected_f).sum(),
-                (student.double() * (valid_f - selected_f)).sum(),
-                (ref.double() * valid_f).sum(),
+                valid.double().sum(),
+                selected.double().sum(),
+                torch.where(valid, excess.double(), zero).sum(),
+                torch.where(selected, student.double(), zero).sum(),
+                torch.where(unselected, student.double(), zero).sum(),
+                torch.where(valid, ref.double(), zero).sum(),
             ]
         )
         self._slm_stats += stats.to(self._slm_stats.device)

@@ -59,9 +59,23 @@ class ReferenceLossArguments(DataArguments):
         default=None,
         metadata={
             "help": "Tokenizer of the student when it differs from the reference's: losses are projected onto "
-            "the student's tokens through character offsets (raw-text datasets only)."
+            "the student's tokens through character offsets (raw-text datasets only); student tokens without a "
+            "reference value (special tokens, past the reference window) get NaN and are never selected."
         },
     )
+    cross_tokenizer_split: str = field(
+        default="exact",
+        metadata={
+            "help": "With --student_tokenizer: split a reference token cut by student boundaries by the reference's "
+            "prefix probabilities (exact) or evenly over its characters (uniform, biased)."
+        },
+    )
+
+    def __post_init__(self):
+        if hasattr(super(), "__post_init__"):
+            super().__post_init__()
+        if self.cross_tokenizer_split not in ("exact", "uniform"):
+            raise ValueError(f"cross_tokenizer_split must be 'exact' or 'uniform', got {self.cross_tokenizer_split!r}")
 
 
 CONFIG_CLASSES = (ModelArguments, ReferenceLossArguments)
@@ -113,10 +127,12 @@ def _pack_whole(ids: list[list[int]], losses: list[list[float]], seq_length: int
     return rows
 
 
-def _cross_tokenizer_batch(batch, text_column, model, tokenizer, student, batch_size):
+def _cross_tokenizer_batch(batch, text_column, model, tokenizer, student, batch_size, split):
     from ..slm.cross_tokenizer import cross_tokenizer_reference_losses
 
-    docs = cross_tokenizer_reference_losses(batch[text_column], model, tokenizer, student, batch_size)
+    docs = cross_tokenizer_reference_losses(
+        batch[text_column], model, tokenizer, student, batch_size, split=split
+    )
     return {"input_ids": [d["input_ids"] for d in docs], "ref_loss": [d["ref_loss"] for d in docs]}
 
 
@@ -174,6 +190,7 @@ def run(model_args: ModelArguments, args: ReferenceLossArguments) -> int:
             tokenizer=tokenizer,
             student=student,
             batch_size=args.batch_size,
+            split=args.cross_tokenizer_split,
         )
         source = dataset
         map_kwargs = {"remove_columns": dataset.column_names}

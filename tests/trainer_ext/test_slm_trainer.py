@@ -1,3 +1,4 @@
+import math
 import sys
 from pathlib import Path
 
@@ -7,6 +8,7 @@ from datasets import Dataset
 
 from hf_select.slm.reference_losses import compute_reference_losses
 from hf_select.testing import run_torchrun
+from hf_select.token_loss import per_token_loss
 from hf_select.trainer_ext import SLMCollator, SLMConfig, SLMTrainer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -106,8 +108,9 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     collate = SLMCollator(pad_columns=("ref_loss",))
     with pytest.raises(ValueError, match="ref_loss length mismatch"):
         collate([{**row, "ref_loss": [0.0, 1.0]}])
-    with pytest.raises(ValueError, match="NaN"):
-        collate([{**row, "ref_loss": [0.0, float("nan"), 1.0]}])
+    with pytest.raises(ValueError, match="inf"):
+        collate([{**row, "ref_loss": [0.0, float("inf"), 1.0]}])
+    assert collate([{**row, "ref_loss": [0.0, float("nan"), 1.0]}])["ref_loss"][0, 1].isnan()  # no value
     student, _ = student_and_reference()
     with pytest.raises(ValueError, match="needs a reference"):
         train_one_step(student, packed_rows(num_rows=1), tmp_path / "noref", batch_size=1)
@@ -155,3 +158,42 @@ def test_token_cross_entropy_by_hand_and_its_gradient():
     (grad,) = torch.autograd.grad((got * torch.arange(12.0).view(2, 6)).sum(), logits)
     (want_grad,) = torch.autograd.grad((want * torch.arange(12.0).view(2, 6)).sum(), logits)
     torch.testing.assert_close(grad, want_grad, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("scope", "ga"), [("sequence", 1), ("microbatch", 1), ("global", 1), ("global", 2)])
+def test_nan_reference_losses_are_never_selected(scope, ga, tmp_path):
+    """A precomputed ``ref_loss`` of NaN (no reference value: outside what a cross-tokenizer reference scored)
+    takes the token out of the selection and of the count ``n``, in every scope; the update equals the hand
+    computation on the remaining tokens. The NaN tokens are given the lowest reference loss (the highest
+    excess): a selection that read them as numbers would take them first."""
+    student, ref = student_and_reference()
+    rows = packed_rows()
+    ids = torch.tensor(rows["input_ids"])
+    losses = per_token_loss(ref, ids, position_ids=torch.tensor(rows["position_ids"])).losses
+    gen = torch.Generator().manual_seed(5)
+    missing = torch.rand(ids.shape, generator=gen) < 0.3
+    missing[:, -4:] = True  # a cut-off tail, as a truncated reference window leaves
+    ref_losses = torch.where(missing, float("nan"), losses)
+    dataset = dict(rows, ref_loss=ref_losses.tolist())
+    trained, trainer = train_one_step(student, dataset, tmp_path, select_scope=scope, batch_size=4 // ga, ga=ga)
+    expected = hand_update(
+        student, None, rows, scope="sequence" if scope == "sequence" else "global", ref_losses=ref_losses
+    )
+    assert max_param_diff(trained, expected) < TOL
+    logged = trainer.state.log_history[0]
+    assert 0.6 <= logged["slm_selected_share"] < 0.7 and math.isfinite(logged["slm_excess_loss"])
+
+
+def test_nan_scores_are_never_selected_by_the_selection_functions():
+    from hf_select.slm.token_selection import select_top_global, select_top_tokens, selective_loss
+
+    scores = torch.tensor([[float("nan"), 5.0, 1.0, float("nan"), 2.0, 0.0]])
+    valid = torch.ones_like(scores, dtype=torch.bool)
+    for selected in (
+        select_top_tokens(scores, valid, 0.5, "sequence"),
+        select_top_tokens(scores, valid, 0.5, "microbatch"),
+        select_top_global(scores, valid, 0.5),
+    ):
+        assert selected.tolist() == [[False, True, False, False, True, False]]  # ceil(0.5 * 4) of 4 numbers
+    loss = selective_loss(torch.arange(6.0)[None], valid, scores, 0.5, "global")
+    assert float(loss) == (1 + 4) / 2
