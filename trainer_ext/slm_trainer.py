@@ -13,9 +13,13 @@ summed over micro-batches and processes:
 - "sequence" / "microbatch": ``ceil(ratio * n)`` per row / per micro-batch -- known from the labels alone;
 - "global": one threshold (the k-th largest score over all micro-batches of all processes; ties at it are kept
   in order of process, micro-batch, row and position, so exactly ``ceil(ratio * n)`` are selected). When the score
-  needs the student's loss and the step has several micro-batches, a no-grad forward of the student (in eval
-  mode) over the micro-batches ranks the tokens first; with one micro-batch per step the ranking uses the
-  training forward itself and only the scores are exchanged between processes.
+  needs the student's loss and the step has several micro-batches, a no-grad forward of the student over the
+  micro-batches ranks the tokens first. That forward is the training forward's twin: train mode, and the random
+  number generators are rewound after it, so each micro-batch's training forward draws the same dropout masks
+  and the ranking reads exactly the losses that are trained. With one micro-batch per step the ranking uses
+  the training forward itself and only the scores are exchanged between processes. (With dropout > 0 two
+  splits of a batch still draw different masks, as any two runs of plain training do; the selection rule --
+  top ``k`` of the trained forward's excess losses -- is the same for every split.)
 
 Each micro-batch then returns ``world_size * sum(selected CE) / total_selected`` (DDP averages gradients), with
 ``loss_is_scaled_for_ga = True``; ``num_items_in_batch`` and ``average_tokens_across_devices`` are not used (the
@@ -342,10 +346,19 @@ class SLMTrainer(Trainer):
         values = batch[self._reference_column]
         return -values if self.args.self_reference_keep == "low" else values
 
+    def _rewound_rng(self) -> contextlib.AbstractContextManager:
+        """The CPU and the training device's random number generators, restored on exit."""
+        device = self.args.device
+        if device.type == "cpu":
+            return torch.random.fork_rng(devices=[])
+        index = device.index if device.index is not None else torch.get_device_module(device.type).current_device()
+        return torch.random.fork_rng(devices=[index], device_type=device.type)
+
     def _student_losses_no_grad(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The student's per-token losses of the training forward (train mode: the same dropout layers)."""
         model = self.model
         was_training = model.training
-        model.eval()
+        model.train()
         try:
             with self.compute_loss_context_manager():
                 losses, _ = per_token_loss(
@@ -401,8 +414,10 @@ class SLMTrainer(Trainer):
                     f"{len(batches)}x larger, if it fits in memory."
                 )
                 self._warned_ranking_forward = True
-            for batch in batches:
-                batch[_STUDENT] = self._student_losses_no_grad(batch)
+            # rewound: the training forwards, run in the same order, draw the same dropout masks
+            with self._rewound_rng():
+                for batch in batches:
+                    batch[_STUDENT] = self._student_losses_no_grad(batch)
         scores = [self._scores(b, b.get(_STUDENT)) for b in batches]
         selected = self._global_selection(scores, [b[_VALID] for b in batches])
         total = self._sum_over_processes(sum(s.sum() for s in selected))

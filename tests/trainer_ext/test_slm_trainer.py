@@ -197,3 +197,35 @@ def test_nan_scores_are_never_selected_by_the_selection_functions():
         assert selected.tolist() == [[False, True, False, False, True, False]]  # ceil(0.5 * 4) of 4 numbers
     loss = selective_loss(torch.arange(6.0)[None], valid, scores, 0.5, "global")
     assert float(loss) == (1 + 4) / 2
+
+
+def test_global_ranking_with_accumulation_reads_the_trained_forward_under_dropout(tmp_path):
+    """Global scope, excess loss, 2 micro-batches, dropout 0.1: the ranking forward runs in train mode with the
+    random generators rewound, so the losses it ranks equal the training forwards' own losses, and the
+    selection is the global top-k of exactly those (an eval-mode ranking would rank other losses)."""
+    from hf_select.slm.token_selection import select_top_global
+    from hf_select.testing import tiny_model
+    from hf_select.trainer_ext.slm_trainer import _SELECTED, _STUDENT
+
+    seen = []
+
+    class Recording(SLMTrainer):
+        def _selective_loss(self, inputs, token_ce, valid):
+            seen.append((inputs[_SELECTED], inputs[_STUDENT], token_ce.detach(), inputs["ref_loss"], valid))
+            return super()._selective_loss(inputs, token_ce, valid)
+
+    drop = {"resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1}
+    student, ref = tiny_model("gpt2", seed=0, **drop), tiny_model("gpt2", seed=1)
+    rows = packed_rows()
+    args = SLMConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1,
+        use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True, seed=0, select_scope="global",
+    )  # fmt: skip
+    Recording(model=student.train(), args=args, ref_model=ref, train_dataset=Dataset.from_dict(rows)).train()
+    assert len(seen) == 2
+    selected, ranked, trained, ref_loss, valid = (torch.cat(x) for x in zip(*seen))
+    assert torch.allclose(ranked[valid], trained[valid], atol=1e-5)  # the ranking forward is the trained one
+    assert torch.equal(selected, select_top_global(trained - ref_loss, valid, 0.6))
+    with torch.no_grad():  # dropout does act: an eval-mode forward gives other losses
+        evaluated = per_token_loss(student.eval(), torch.tensor(rows["input_ids"]), position_ids=torch.tensor(rows["position_ids"])).losses
+    assert (evaluated[valid] - trained[valid]).abs().max() > 1e-2
