@@ -81,6 +81,7 @@ def main() -> None:
     parser.add_argument("--max_retries", type=int, default=None)
     parser.add_argument("--batch_prompts", type=int, default=None)
     parser.add_argument("--query_mode", default=None)
+    parser.add_argument("--force_answer_format", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--before_ref", default="5b66d29")
     parser.add_argument("--before_groups", type=int, default=0)
     parser.add_argument("--alone_groups", type=int, default=0)
@@ -97,7 +98,7 @@ def main() -> None:
 
     defaults = DataWhispererConfig()
     for name in ("n_demos", "n_queries", "max_answer_tokens", "max_chars_per_field", "max_retries",
-                 "batch_prompts", "query_mode"):  # fmt: skip
+                 "batch_prompts", "query_mode", "force_answer_format"):  # fmt: skip
         if getattr(args, name) is None:
             setattr(args, name, getattr(defaults, name))
 
@@ -106,7 +107,8 @@ def main() -> None:
     pool = build_pool(Path(args.world), args.per_tier, args.answer_chars, args.seed)
     questions, answers = [str(q) for q in pool["question"]], [str(a) for a in pool["answer"]]
     common = dict(n_demos=args.n_demos, n_queries=args.n_queries, max_answer_tokens=args.max_answer_tokens,
-                  max_chars_per_field=args.max_chars_per_field, query_mode=args.query_mode, seed=args.seed)  # fmt: skip
+                  max_chars_per_field=args.max_chars_per_field, query_mode=args.query_mode, seed=args.seed,
+                  force_answer_format=args.force_answer_format)  # fmt: skip
     out: dict = {
         "pool": len(pool),
         "threads": args.threads,

@@ -68,6 +68,7 @@ def generate_greedy(
     input_ids: Sequence[Sequence[int]],
     max_new_tokens: int | Sequence[int],
     stop: Callable[[int, list[int]], bool] | None = None,
+    logits_processor=None,
 ) -> list[list[int]]:
     """Greedy continuations (token ids, EOS and padding removed) of the prompts ``input_ids``, in ONE batch.
 
@@ -78,6 +79,8 @@ def generate_greedy(
         max_new_tokens: budget for every row, or one per row.
         stop: ``stop(row, new_token_ids) -> bool``, checked after every step for the unfinished rows; a row whose
             stop is true ends there (its output is the tokens generated so far).
+        logits_processor: optional ``transformers.LogitsProcessorList`` (e.g. one that constrains a format); it
+            sees the whole left-padded rows (the prompts take the first ``max(len(prompt))`` columns).
 
     Run a :func:`hf_select.attention_probe.attention_probe` with ``prefill_only=True`` around this call to read
     the prompt's attention from the same prefill (row offsets: :func:`left_pad`).
@@ -100,6 +103,7 @@ def generate_greedy(
         do_sample=False,
         pad_token_id=pad,
         stopping_criteria=StoppingCriteriaList([stops]),
+        logits_processor=logits_processor,
     )
     eos = model.generation_config.eos_token_id
     eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 from transformers.utils import logging
 
 from ..attention_probe import attention_probe, probe_attention_rows
@@ -64,6 +65,7 @@ from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..text_metrics import answer_metric
 from .config import DEFAULT_INSTRUCTION, DataWhispererConfig
+from .labels import AnswerFormat
 from .parsing import parse_answers, parse_generation
 from .prompt import Prompt, build_prompt, clip_field, tokenize_prompt
 
@@ -282,6 +284,7 @@ class DataWhisperer:
                     "query_rows": np.concatenate(query_tokens),
                     "n_answers": len(queries),
                     "questions": [questions[j] for j in queries],
+                    "multiline": any("\n" in answers[j].strip() for j in queries),
                     "budget": budget,
                 }
             )
@@ -310,9 +313,25 @@ class DataWhisperer:
             answers, closed = parse_generation(text, prompts[i]["n_answers"], prompts[i]["questions"])
             return answers is not None and closed
 
+        processors = None
+        if self.config.force_answer_format:
+            eos = unwrap_model(self.model).generation_config.eos_token_id
+            eos = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else None
+            eos = eos if eos is not None else self.tokenizer.eos_token_id
+            if eos is not None:
+                width = max(len(p["ids"]) for p in prompts)
+                processors = LogitsProcessorList([AnswerFormat(
+                    self.tokenizer, width, [p["n_answers"] for p in prompts], [p["multiline"] for p in prompts], eos,
+                    [p["budget"] for p in prompts],
+                )])  # fmt: skip
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
             tokens = generate_greedy(
-                self.model, self.tokenizer, [p["ids"] for p in prompts], [p["budget"] for p in prompts], stop
+                self.model,
+                self.tokenizer,
+                [p["ids"] for p in prompts],
+                [p["budget"] for p in prompts],
+                stop,
+                logits_processor=processors,
             )
         attention = probe.results[self.attn_layer]
         for p, off, att, new in zip(prompts, offsets, attention, tokens):
