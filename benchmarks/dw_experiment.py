@@ -65,8 +65,8 @@ def local_world(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    from hf_select.data_whisperer.experiment import stratified_sample
     from hf_select.data_whisperer.scorer import build_prompt
-    from hf_select.demo.stage_data_whisperer import stratified_sample
 
     if pool_dir is not None:
         data = load_from_disk(pool_dir)
@@ -200,7 +200,7 @@ def world_from_dir(world_dir: Path):
 def main() -> None:
     from transformers.utils import logging
 
-    from hf_select.demo.stage_data_whisperer import ExperimentSettings, run_experiment
+    from hf_select.data_whisperer.experiment import ExperimentSettings, run_experiment
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--world_dir", default=".hf_select_cache/world")

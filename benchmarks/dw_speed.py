@@ -60,7 +60,7 @@ def uptime() -> str:
 def build_pool(world: Path, per_tier: int, answer_chars: int, seed: int):
     from datasets import load_from_disk
 
-    from hf_select.demo.stage_data_whisperer import short_answers, stratified_sample
+    from hf_select.data_whisperer.experiment import short_answers, stratified_sample
 
     data = load_from_disk(str(world / "finetune"))
     train = short_answers(data["train"], answer_chars)

@@ -15,7 +15,7 @@ AttentionInfluence (arXiv 2505.07293), then optionally the top fraction per doma
     python examples/datatrove_scoring.py --method ai ... --executor ray --tasks 64 --workers 8 --gpus_per_task 1
 
 RHO-1 reference losses of packed training rows (``input_ids``, ``labels``, ``position_ids`` in parquet or
-JSONL, e.g. ``hf_select.commands.train_slm.training_rows(...).to_parquet(...)``)::
+JSONL, e.g. ``hf_select.slm.jobs.training_rows(...).to_parquet(...)``)::
 
     python examples/datatrove_scoring.py --method ref --input rows/ --output runs/ref --model my-reference-model \
         --executor local --tasks 4 --workers 2
@@ -100,10 +100,10 @@ def main(args: ScriptArguments) -> None:
         make_executor,
         reference_loss_pipeline,
     )
-    from hf_select.datatrove.pipelines import _input_format, _reader, _writer
+    from hf_select.datatrove.pipelines import guess_input_format, make_reader, make_writer
 
     out = Path(args.output)
-    input_format = args.input_format or _input_format(args.input)
+    input_format = args.input_format or guess_input_format(args.input)
     common = {
         "batch_size": args.batch_size,
         "docs_per_chunk": args.docs_per_chunk,
@@ -144,9 +144,9 @@ def main(args: ScriptArguments) -> None:
         return
     # second pass: same task layout (task r reads the scored file of rank r), no model, CPU only
     select = [
-        _reader(str(out / "scored"), "parquet"),
+        make_reader(str(out / "scored"), "parquet"),
         TopFractionFilter(scores_folder, args.select_fraction, "ai_score", args.domain_key),
-        _writer(str(out / "selected"), hub_dataset=False),
+        make_writer(str(out / "selected"), hub_dataset=False),
     ]
     if args.executor == "local":
         scoring.run()

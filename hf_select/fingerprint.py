@@ -18,13 +18,9 @@ from typing import Any
 
 import torch
 
+from .model_adapter import unwrap_model
+
 __all__ = ["fingerprint", "model_fingerprint", "weights_checksum"]
-
-
-def _unwrap(model: Any) -> Any:
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    return model
 
 
 @torch.no_grad()
@@ -36,7 +32,7 @@ def weights_checksum(model: torch.nn.Module) -> str:
     """
     digest = hashlib.blake2b(digest_size=16)
     seen: set[int] = set()
-    model = _unwrap(model)
+    model = unwrap_model(model)
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if tensor is None or tensor.data_ptr() in seen:
             continue
@@ -52,7 +48,7 @@ def weights_checksum(model: torch.nn.Module) -> str:
 
 def model_fingerprint(model: Any, tokenizer: Any = None) -> dict[str, Any]:
     """What identifies a model for caching: name, revision, dtype, weights checksum, tokenizer name and size."""
-    inner = _unwrap(model)
+    inner = unwrap_model(model)
     config = getattr(inner, "config", None)
     first = next(inner.parameters(), None)
     payload: dict[str, Any] = {

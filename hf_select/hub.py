@@ -205,6 +205,29 @@ Each threshold is its own config, FineWeb-Edu style: `load_dataset(repo, "<confi
     return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
+def _write_configs(data, ints, folder: Path, thresholds, split: str, max_shard_size: int):
+    """The parquet shards of the default config and of one config per ``int_score`` threshold; returns the
+    card's config entries and row counts."""
+    configs, counts = [], {}
+    _write_shards(data, folder / "data", split, max_shard_size)
+    configs.append(
+        {"config_name": DEFAULT_CONFIG, "data_files": [{"split": split, "path": f"data/{split}-*"}]}
+    )
+    counts[DEFAULT_CONFIG] = len(data)
+    for threshold in thresholds:
+        name = threshold_config_name(threshold)
+        keep = np.nonzero(ints >= threshold)[0]
+        if len(keep) == 0:
+            logger.warning(
+                f"threshold {threshold}: no rows have int_score >= {threshold}; config {name} skipped"
+            )
+            continue
+        _write_shards(data.select(keep), folder / name, split, max_shard_size)
+        configs.append({"config_name": name, "data_files": [{"split": split, "path": f"{name}/{split}-*"}]})
+        counts[name] = int(len(keep))
+    return configs, counts
+
+
 def write_scored_dataset(
     dataset,
     folder: str | Path,
@@ -253,23 +276,7 @@ def write_scored_dataset(
     data = dataset.remove_columns(drop)
     data = data.add_column("score", scores.tolist()).add_column("int_score", ints.tolist())
 
-    configs, counts = [], {}
-    _write_shards(data, folder / "data", split, max_shard_size)
-    configs.append(
-        {"config_name": DEFAULT_CONFIG, "data_files": [{"split": split, "path": f"data/{split}-*"}]}
-    )
-    counts[DEFAULT_CONFIG] = len(data)
-    for threshold in thresholds:
-        name = threshold_config_name(threshold)
-        keep = np.nonzero(ints >= threshold)[0]
-        if len(keep) == 0:
-            logger.warning(
-                f"threshold {threshold}: no rows have int_score >= {threshold}; config {name} skipped"
-            )
-            continue
-        _write_shards(data.select(keep), folder / name, split, max_shard_size)
-        configs.append({"config_name": name, "data_files": [{"split": split, "path": f"{name}/{split}-*"}]})
-        counts[name] = int(len(keep))
+    configs, counts = _write_configs(data, ints, folder, thresholds, split, max_shard_size)
     title = title or f"{method} scores"
     _histogram(scores, folder / "score_histogram.png", title)
     card = _dataset_card(

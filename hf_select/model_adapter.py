@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -63,12 +62,15 @@ class UnsupportedModelError(ValueError):
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """Return the transformers ``PreTrainedModel`` inside a peft / accelerate / DDP wrapper."""
+    """Return the transformers ``PreTrainedModel`` inside a peft / accelerate / DDP / DataParallel / FSDP /
+    DeepSpeed / ``torch.compile`` wrapper (the one unwrapping rule of hf-select)."""
     while True:
         if hasattr(model, "get_base_model") and callable(model.get_base_model):  # peft.PeftModel
             inner = model.get_base_model()
-        elif isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
-            inner = getattr(model, "module", None) or model._orig_mod
+        elif hasattr(model, "_orig_mod"):  # torch.compile
+            inner = model._orig_mod
+        elif isinstance(getattr(model, "module", None), nn.Module) and not hasattr(model, "get_input_embeddings"):
+            inner = model.module  # DDP, DataParallel, FSDP, DeepSpeed engines: a wrapper, not a model
         else:
             return model
         if inner is model:
@@ -82,8 +84,8 @@ class ModelAdapter:
 
     Build it with :func:`get_model_adapter`. All per-layer lists are indexed by decoder layer.
     ``sliding_windows[layer]`` is the layer's sliding window ``w`` (query ``i`` sees keys ``i - w < j <= i``,
-    transformers' convention) or None for full causal attention. ``probe`` is the model's
-    :class:`hf_select.token_loss.ModelProbe` (head and packing checks, run once per model, on first use).
+    transformers' convention) or None for full causal attention. The head and packing checks of a model are
+    :func:`hf_select.conformance.probe_model`.
     """
 
     model: nn.Module
@@ -98,15 +100,6 @@ class ModelAdapter:
     value_projections: list[nn.Module]
     value_split: str
     sliding_windows: list[int | None] = field(default_factory=list)
-
-    @property
-    def probe(self) -> Any:
-        """The model's :class:`hf_select.token_loss.ModelProbe` (head and packing checks), run on first use
-        and cached per model: building an adapter runs no forward pass, so it is safe inside attention-capture
-        set-up; :func:`hf_select.token_loss.split_causal_lm` and packed rows run the probe anyway."""
-        from .token_loss import probe_model  # token_loss imports this module
-
-        return probe_model(self.model)
 
     @property
     def heads_per_kv(self) -> int:

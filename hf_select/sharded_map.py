@@ -2,23 +2,23 @@
 
 Each process (``torchrun`` / ``accelerate launch`` set ``RANK`` and ``WORLD_SIZE``; several nodes work the same
 way) takes its shard with ``datasets.distributed.split_dataset_by_node`` and maps it part by part
-(``part_size`` rows). Every finished part is written as one parquet file (written to a temporary name, then
-renamed) followed by a JSON completion marker, in the spirit of datatrove. A killed job re-run with the same
+(``part_size`` rows). Every finished part is written as one parquet file followed by a JSON completion marker,
+both atomically (:class:`hf_select.resume.ResumeFolder`, the resume mechanism shared by every long job). A killed job re-run with the same
 arguments skips every part that has a marker, so no finished part is scored twice. When a rank has finished
 all its parts it writes a rank marker; :func:`load_sharded_output` reads the parts in order once every rank
 is done (for a map-style dataset the order is the original row order, since the split is contiguous).
 
 A resume must use the same world size, part size and ``fingerprint`` (an id of the data, scorer and
 parameters). Every part marker records its fingerprint, part size, rank, world size and row range, and a resume
-whose settings differ from a marker's is refused with a message naming the setting (a resume with another
-part size used to skip parts by index and lose rows without a word). Every rank marker records the rows its
+whose settings differ from a marker's is refused with a message naming the setting (parts are found by
+index, so another part size would skip rows). A marker cut by a kill is removed and its part scored again.
+Every rank marker records the rows its
 rank mapped, and :func:`load_sharded_output` checks the row count of the parts against the markers and, when
 given, against the dataset's length before merging. Temporary files live in ``output_dir`` only.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from transformers.utils import logging
+
+from .resume import ResumeFolder, read_marker, write_marker
 
 logger = logging.get_logger(__name__)
 
@@ -43,20 +45,12 @@ def _rank_marker(output_dir: Path, rank: int, world_size: int) -> Path:
     return output_dir / f"rank-{rank:05d}-of-{world_size:05d}.done"
 
 
-def _check_fingerprint(output_dir: Path, fingerprint: str) -> None:
-    for marker in output_dir.glob("*.done"):
-        found = json.loads(marker.read_text()).get("fingerprint")
-        if found != fingerprint:
-            raise ValueError(
-                f"{output_dir} holds results of another run (fingerprint {found} != {fingerprint}); "
-                "use a new output folder or delete it"
-            )
-
-
 def _check_resume(output_dir: Path, rank: int, world_size: int, part_size: int) -> None:
     """Refuse to resume when a finished part was written with another world size or part size."""
     for marker in sorted(output_dir.glob("part-r*-of-*.done")):
-        meta = json.loads(marker.read_text())
+        meta = read_marker(marker)
+        if meta is None:
+            continue
         other_world = int(marker.stem.split("-of-")[1].split("-")[0])
         if other_world != world_size:
             raise ValueError(
@@ -74,13 +68,6 @@ def _check_resume(output_dir: Path, rank: int, world_size: int, part_size: int) 
                 f"{marker.name} covers rows from {meta.get('start')}, expected {part * part_size}; "
                 "the folder is corrupted: use a new output folder"
             )
-
-
-def _write_part(dataset, path: Path, meta: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    dataset.to_parquet(str(tmp))
-    os.replace(tmp, path.with_suffix(".parquet"))
-    path.with_suffix(".done").write_text(json.dumps(meta))
 
 
 def _parts_of(shard, part_size: int, skip_parts: int):
@@ -102,6 +89,20 @@ def _parts_of(shard, part_size: int, skip_parts: int):
             rows, part = [], part + 1
     if rows:
         yield part, len(rows), lambda rows=rows: Dataset.from_list(rows)
+
+
+def _finished_parts(folder: ResumeFolder, rank: int, world_size: int) -> tuple[set[str], int, int, int]:
+    """This rank's finished parts, how many lead without a gap (an iterable shard never yields them again)
+    and the input and output rows of those."""
+    prefix = _part_name(rank, world_size, 0)[:-6]
+    folder.remove_orphans(f"{prefix}*")  # left by a kill during a write
+    done = {p.stem for p in folder.folder.glob(f"{prefix}*.done") if folder.finished(p.stem) is not None}
+    skip, total_in, total_out = 0, 0, 0
+    while _part_name(rank, world_size, skip) in done:
+        meta = folder.finished(_part_name(rank, world_size, skip))
+        total_in, total_out = total_in + meta.get("input_rows", meta["rows"]), total_out + meta["rows"]
+        skip += 1
+    return done, skip, total_in, total_out
 
 
 def sharded_map(
@@ -140,28 +141,20 @@ def sharded_map(
         raise ValueError(f"part_size must be >= 1, got {part_size}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _check_fingerprint(output_dir, fingerprint)
+    folder = ResumeFolder(output_dir, fingerprint)
+    folder.check()
     _check_resume(output_dir, rank, world_size, part_size)
     shard = split_dataset_by_node(dataset, rank=rank, world_size=world_size) if world_size > 1 else dataset
-    prefix = _part_name(rank, world_size, 0)[:-6]
-    for stale in output_dir.glob(f"{prefix}*.parquet.tmp"):  # left by a kill during a write
-        stale.unlink()
-    done = {p.stem for p in output_dir.glob(f"{prefix}*.done")}
-    skip = 0
-    while _part_name(rank, world_size, skip) in done:
-        skip += 1
+    done, skip, total_in, total_out = _finished_parts(folder, rank, world_size)
     kwargs = {"batched": True, "batch_size": batch_size, **(map_kwargs or {})}
-    scored_parts, total_in, total_out = 0, 0, 0
-    for part in range(skip):  # an iterable shard never yields these again
-        meta = json.loads((output_dir / f"{_part_name(rank, world_size, part)}.done").read_text())
-        total_in, total_out = total_in + meta.get("input_rows", meta["rows"]), total_out + meta["rows"]
+    scored_parts = 0
     for part, n_in, make in _parts_of(shard, part_size, skip):
         name = _part_name(rank, world_size, part)
         start = part * part_size
         if part < skip:
             continue
         if name in done:
-            meta = json.loads((output_dir / f"{name}.done").read_text())
+            meta = folder.finished(name)
             if meta.get("input_rows", n_in) != n_in:
                 raise ValueError(
                     f"{name}.done covers {meta.get('input_rows')} input rows, this run's part has {n_in}: "
@@ -171,7 +164,6 @@ def sharded_map(
             continue
         mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **kwargs)
         meta = {
-            "fingerprint": fingerprint,
             "rows": len(mapped),
             "input_rows": n_in,
             "part_size": part_size,
@@ -180,13 +172,12 @@ def sharded_map(
             "rank": rank,
             "world_size": world_size,
         }
-        _write_part(mapped, output_dir / name, meta)
+        folder.commit(name, meta, lambda tmp, mapped=mapped: mapped.to_parquet(str(tmp)), ".parquet")
         scored_parts += 1
         total_in, total_out = total_in + n_in, total_out + len(mapped)
-    _rank_marker(output_dir, rank, world_size).write_text(
-        json.dumps(
-            {"fingerprint": fingerprint, "part_size": part_size, "input_rows": total_in, "rows": total_out}
-        )
+    write_marker(
+        _rank_marker(output_dir, rank, world_size),
+        {"fingerprint": fingerprint, "part_size": part_size, "input_rows": total_in, "rows": total_out},
     )
     logger.info(f"rank {rank}/{world_size}: {scored_parts} parts scored, {len(done)} reused")
     return output_dir
@@ -227,15 +218,17 @@ def load_sharded_output(
     if missing:
         raise RuntimeError(f"ranks {missing} of {world_size} have not finished in {output_dir}")
     parts = sorted(output_dir.glob(f"part-r*-of-{world_size:05d}-*.parquet"))
-    rank_meta = [json.loads(_rank_marker(output_dir, r, world_size).read_text()) for r in range(world_size)]
+    rank_meta = [read_marker(_rank_marker(output_dir, r, world_size)) for r in range(world_size)]
+    if None in rank_meta:
+        raise RuntimeError(f"a rank marker of {output_dir} was cut by a kill; re-run to finish")
     part_meta = {}
     for path in parts:
-        marker = path.with_suffix(".done")
-        if not marker.exists():
+        meta = read_marker(path.with_suffix(".done"))
+        if meta is None:
             raise RuntimeError(
                 f"{path.name} has no completion marker (an interrupted write); re-run to finish"
             )
-        part_meta[path] = json.loads(marker.read_text())
+        part_meta[path] = meta
     if all("input_rows" in m for m in rank_meta):
         covered = sum(m["input_rows"] for m in rank_meta)
         written = sum(m["rows"] for m in rank_meta)

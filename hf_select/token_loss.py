@@ -11,7 +11,7 @@ padding inside a packed batch becomes singleton segments that nobody attends to.
 
 Exactness on every family: the LM head is applied by hand (:class:`LogitHead`, with the family's logit
 multiplier: Cohere ``logit_scale``, Granite ``logits_scaling``, Falcon-H1 ``lm_head_multiplier``; then Gemma's
-``final_logit_softcapping``), and :func:`probe_model` checks once per model that this reproduces
+``final_logit_softcapping``; :mod:`hf_select.logit_head`), and :func:`~hf_select.conformance.probe_model` checks once per model that this reproduces
 ``model(...).logits`` and that a packed row equals its documents alone. A family failing a check gets the fix
 (explicit block masks for gpt-oss) or a clear error naming it (Qwen3-Next: packed rows).
 
@@ -22,7 +22,6 @@ projected through the LM head in chunks of ``chunk_size`` tokens and reduced to 
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -30,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model_adapter import UnsupportedModelError, unwrap_model
+from .conformance import probe_model
+from .logit_head import LogitHead, packed_attention_masks, softcap_logits, split_unchecked
+from .model_adapter import UnsupportedModelError
 
 IGNORE_INDEX = -100
 
@@ -115,98 +116,6 @@ def prepare_model_inputs(
     return kwargs, position_ids
 
 
-# model_type -> (config attribute, operation) of the scaling the family applies to the LM head's output.
-# The attribute name alone is ambiguous (Granite divides by ``logits_scaling``, HyperCLOVA X multiplies).
-_GRANITES = ("granite", "granite_swa", "granitemoe", "granitemoe_swa", "granitemoehybrid", "granitemoeshared")
-_LOGIT_SCALING: dict[str, tuple[str, str]] = {
-    **{t: ("logit_scale", "mul") for t in ("cohere", "cohere2", "cohere2_moe")},
-    **{t: ("logits_scaling", "div") for t in _GRANITES},
-    "hyperclovax": ("logits_scaling", "mul"),
-    "falcon_h1": ("lm_head_multiplier", "mul"),
-}
-
-
-def logit_multiplier(config) -> float | None:
-    """The factor a family multiplies its LM-head output by (Cohere ``logit_scale``, Granite
-    ``1 / logits_scaling``, Falcon-H1 ``lm_head_multiplier``), or None when it applies none."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    rule = _LOGIT_SCALING.get(getattr(text, "model_type", None)) or _LOGIT_SCALING.get(
-        getattr(config, "model_type", None)
-    )
-    if rule is None:
-        return None
-    value = getattr(text, rule[0], None)
-    if value is None:
-        value = getattr(config, rule[0], None)
-    if value is None or float(value) == 1.0:
-        return None
-    return 1.0 / float(value) if rule[1] == "div" else float(value)
-
-
-class LogitHead(nn.Module):
-    """A causal LM's output head as its forward applies it: ``lm_head``, then the family's logit multiplier.
-
-    The matmul runs in float32 whatever the model's dtype when the head is a plain ``nn.Linear`` (a bf16 head
-    is off by up to ~2e-3 nats per token); other heads (e.g. a peft-wrapped ``lm_head``) run as they are and
-    their output is cast. Returns float32 logits. The final soft-cap stays separate (:func:`softcap_logits`).
-    """
-
-    def __init__(self, head: nn.Module, multiplier: float | None = None):
-        super().__init__()
-        self.head = head
-        self.multiplier = multiplier
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.head.weight
-
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        head = self.head
-        # accelerate-offloaded heads (``_hf_hook``) load their weight in a pre-forward hook: call them
-        if type(head) is nn.Linear and not hasattr(head, "_hf_hook") and head.weight.device.type != "meta":
-            bias = head.bias.float() if head.bias is not None else None
-            logits = F.linear(hidden.float(), head.weight.float(), bias)
-        else:
-            logits = head(hidden).float()
-        if self.multiplier is not None:
-            logits = logits * self.multiplier
-        return logits
-
-
-def softcap_logits(logits: torch.Tensor, softcap: float | None) -> torch.Tensor:
-    """``tanh(logits / softcap) * softcap`` (Gemma 2/3 ``final_logit_softcapping``); identity for None."""
-    return logits if softcap is None else torch.tanh(logits / softcap) * softcap
-
-
-def _decoder_of(inner: nn.Module) -> nn.Module | None:
-    backbone = getattr(inner, "base_model", None)
-    if backbone is not None and backbone is not inner:
-        return backbone
-    # Llama4ForCausalLM names ``language_model`` as its base-model prefix but stores the decoder as ``model``
-    for decoder in (
-        inner.get_decoder() if hasattr(inner, "get_decoder") else None,
-        getattr(inner, "model", None),
-    ):
-        if isinstance(decoder, nn.Module) and decoder is not inner:
-            return decoder
-    return None
-
-
-def _split_unchecked(model: nn.Module) -> tuple[nn.Module, LogitHead, float | None]:
-    inner = unwrap_model(model)
-    head = inner.get_output_embeddings() if hasattr(inner, "get_output_embeddings") else None
-    backbone = _decoder_of(inner)
-    if head is None or backbone is None:
-        model_type = getattr(getattr(inner, "config", None), "model_type", None)
-        raise UnsupportedModelError(
-            f"{type(inner).__name__} (model_type={model_type!r}) is not a causal LM with a decoder and an "
-            "output embedding (lm_head)"
-        )
-    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
-    softcap = getattr(config, "final_logit_softcapping", None)
-    return backbone, LogitHead(head, logit_multiplier(inner.config)), softcap
-
-
 def split_causal_lm(model: nn.Module) -> tuple[nn.Module, LogitHead, float | None]:
     """The backbone (returns final hidden states), the output head (:class:`LogitHead`: ``lm_head``, the
     family's logit multiplier, float32) and the final logit soft-cap of a causal LM.
@@ -217,180 +126,7 @@ def split_causal_lm(model: nn.Module) -> tuple[nn.Module, LogitHead, float | Non
     probe = probe_model(model)
     if probe.head_error is not None:
         raise UnsupportedModelError(f"{probe.family}: {probe.head_error}")
-    return _split_unchecked(model)
-
-
-def packed_attention_masks(model: nn.Module, position_ids: torch.Tensor) -> dict[str, Any]:
-    """Explicit block-diagonal (per layer type also sliding-window or chunked) causal masks for packed rows.
-
-    Built with transformers' own mask functions from ``position_ids`` (a restart opens a new document), in the
-    format of the model's attention implementation, keyed by layer type (``full_attention``,
-    ``sliding_attention``, ``chunked_attention``) as the models' forwards accept them.
-    """
-    from transformers.masking_utils import (
-        create_causal_mask,
-        create_chunked_causal_mask,
-        create_sliding_window_causal_mask,
-    )
-
-    backbone, _, _ = _split_unchecked(model)
-    config = backbone.config
-    first = next(backbone.parameters())
-    embeds = torch.empty(*position_ids.shape, 0, dtype=first.dtype, device=position_ids.device)
-    kwargs = {
-        "config": config,
-        "inputs_embeds": embeds,
-        "attention_mask": None,
-        "cache": None,
-        "position_ids": position_ids,
-        "allow_is_causal_skip": False,
-    }
-    creators = {
-        "full_attention": create_causal_mask,
-        "sliding_attention": create_sliding_window_causal_mask,
-        "chunked_attention": create_chunked_causal_mask,
-    }
-    layer_types = set(getattr(config, "layer_types", None) or ()) | {"full_attention"}
-    if getattr(config, "sliding_window", None):
-        layer_types.add("sliding_attention")
-    return {name: creators[name](**kwargs) for name in sorted(layer_types) if name in creators}
-
-
-class ModelProbe(NamedTuple):
-    """What :func:`probe_model` found about one model.
-
-    ``head_error`` is None when the head applied by hand (logit multiplier and soft-cap included) reproduces
-    ``model(...).logits``, else the reason. ``packing`` is ``"position_ids"`` (restarting positions alone keep
-    the documents of a row apart), ``"explicit_mask"`` (explicit block masks do) or ``"unsupported"`` (nothing
-    does; ``packing_reason`` says why). Deviations are relative max-abs errors.
-    """
-
-    family: str
-    multiplier: float | None
-    head_deviation: float
-    head_error: str | None
-    packing: str
-    packed_deviation: float
-    packing_reason: str | None
-
-
-_PROBES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_PROBES_BY_ARCHITECTURE: dict[tuple, ModelProbe] = {}
-
-
-def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp(min=1e-6))
-
-
-def probe_tolerance(dtype: torch.dtype) -> float:
-    """Relative tolerance of the probe's checks for weights of ``dtype``."""
-    return 1e-4 if dtype in (torch.float32, torch.float64) else 5e-2
-
-
-@torch.no_grad()
-def _run_probe(inner: nn.Module) -> ModelProbe:
-    config = inner.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    family = str(
-        getattr(text, "model_type", None) or getattr(config, "model_type", None) or type(inner).__name__
-    )
-    backbone, head, softcap = _split_unchecked(inner)
-    first = next(inner.parameters())
-    device, tol = first.device, probe_tolerance(first.dtype)
-    vocab = int(getattr(text, "vocab_size", None) or head.weight.shape[0])
-    low, high = min(3, vocab - 1), min(vocab, 1000)
-    gen = torch.Generator().manual_seed(0)
-    a, a2, b = (torch.randint(low, high, (n,), generator=gen).to(device) for n in (5, 5, 7))
-
-    def hidden(ids, positions=None, attention_mask=None):
-        out = backbone(
-            input_ids=ids[None],
-            position_ids=None if positions is None else positions[None],
-            attention_mask=attention_mask,
-            use_cache=False,
-        )
-        return out[0][0]
-
-    expected = inner(input_ids=b[None], use_cache=False).logits[0].float()
-    alone = hidden(b)
-    head_deviation = _relative(softcap_logits(head(alone), softcap), expected)
-    head_error = None
-    if not head_deviation <= tol:
-        head_error = (
-            "the LM head applied to the final hidden states differs from model(...).logits (relative error "
-            f"{head_deviation:.3g}): the family transforms its logits in a way hf-select does not know"
-        )
-    positions = torch.cat([torch.arange(5, device=device), torch.arange(7, device=device)])
-
-    def packed_deviation(explicit: bool) -> float:
-        mask = packed_attention_masks(inner, positions[None]) if explicit else None
-        with_a = hidden(torch.cat([a, b]), positions, mask)[5:]
-        with_a2 = hidden(torch.cat([a2, b]), positions, mask)[5:]
-        return max(_relative(with_a, alone), _relative(with_a2, with_a))
-
-    packing, reason = "position_ids", None
-    deviation = packed_deviation(False)
-    if not deviation <= tol:
-        failure = None
-        try:
-            explicit = packed_deviation(True)
-        except Exception as error:  # the forward refuses explicit masks
-            explicit, failure = math.inf, f"{type(error).__name__}: {error}"
-        if explicit <= tol:
-            packing = "explicit_mask"
-        else:
-            packing = "unsupported"
-            reason = (
-                f"the second document of a packed row changes by {deviation:.3g} (relative) with the first "
-                "document of its row, even with explicit block-diagonal masks"
-                + (f" ({failure})" if failure else "")
-                + ": a recurrent or linear-attention state that does not reset at document starts"
-            )
-    return ModelProbe(family, head.multiplier, head_deviation, head_error, packing, deviation, reason)
-
-
-def probe_model(model: nn.Module) -> ModelProbe:
-    """Check once per model (cached per instance, and per architecture: class, config, attention
-    implementation and dtype) that hf-select's hand-applied pieces reproduce the model's own forward.
-
-    Two checks on a few random tokens, in eval mode without gradients (training flags are restored):
-
-    * the LM head applied by hand to the final hidden states (logit multiplier, soft-cap) equals
-      ``model(...).logits``;
-    * the second document of a packed 2-document row (positions restarting) equals that document alone and
-      does not change when the first document does. A family failing with ``position_ids`` alone is retried
-      with explicit block-diagonal masks (:func:`packed_attention_masks`).
-
-    Tolerance: :func:`probe_tolerance` (1e-4 relative for float32 weights, 5e-2 for half precision). Returns a
-    :class:`ModelProbe`; :func:`split_causal_lm` and :func:`prepare_model_inputs` act on it.
-    """
-    inner = unwrap_model(model)
-    probe = _PROBES.get(inner)
-    if probe is not None:
-        return probe
-    # what the checks depend on: the architecture, its config (attention implementation included) and dtype,
-    # not the weights; copies of a model (student / reference, deep copies) share one probe
-    config = getattr(inner, "config", None)
-    first = next(inner.parameters(), None)
-    key = (
-        type(inner),
-        config.to_json_string(use_diff=False) if hasattr(config, "to_json_string") else id(inner),
-        getattr(config, "_attn_implementation", None),
-        first.dtype if first is not None else None,
-        id(inner) if "forward" in vars(inner) else None,  # a patched forward is an architecture of its own
-    )
-    probe = _PROBES_BY_ARCHITECTURE.get(key)
-    if probe is None:
-        flags = [(module, module.training) for module in inner.modules()]
-        inner.eval()
-        try:
-            probe = _run_probe(inner)
-        finally:
-            for module, training in flags:
-                module.training = training
-        _PROBES_BY_ARCHITECTURE[key] = probe
-    _PROBES[inner] = probe
-    return probe
+    return split_unchecked(model)
 
 
 def logits_to_losses(

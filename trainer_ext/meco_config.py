@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
 from hf_select.meco.metadata import DEFAULT_TEMPLATE, METADATA_MODES, format_metadata
-
-from .hub_token import move_hub_token_to_environment
+from hf_select.training_args import HfSelectTrainingArguments
 
 
 @dataclass
-class MeCoConfig(TrainingArguments):
+class MeCoConfig(HfSelectTrainingArguments):
     """``TrainingArguments`` of :class:`MeCoTrainer`.
 
     The optimiser defaults follow the paper (AdamW betas (0.9, 0.95), learning rate 3e-3, weight decay 0.033,
@@ -119,7 +116,6 @@ class MeCoConfig(TrainingArguments):
         if str(self.lr_scheduler_type) == "cosine_with_min_lr" and not self.lr_scheduler_kwargs:
             self.lr_scheduler_kwargs = {"min_lr_rate": 0.1}
         super().__post_init__()
-        move_hub_token_to_environment(self)  # never pickled into training_args.bin
 
     def conditioned_steps(self) -> int:
         """Number of optimizer steps that see conditioned documents (the cooldown starts after them)."""

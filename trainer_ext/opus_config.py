@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
-from .hub_token import move_hub_token_to_environment
+from hf_select.training_args import HfSelectTrainingArguments
 
 PRECONDITIONER_CHOICES = ("auto", "sgd", "adamw", "muon")
 SKETCH_KIND_CHOICES = ("tensor", "factored", "countsketch")
@@ -16,7 +14,7 @@ SELECTION_CHOICES = ("boltzmann", "greedy", "topk")
 
 
 @dataclass
-class OPUSConfig(TrainingArguments):
+class OPUSConfig(HfSelectTrainingArguments):
     """``TrainingArguments`` plus the OPUS dynamic batch-selection options.
 
     Every step the trainer draws ``per_device_train_batch_size * buffer_factor`` candidate rows, scores them
@@ -140,7 +138,6 @@ class OPUSConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        move_hub_token_to_environment(self)  # never pickled into training_args.bin
         if self.select_ratio is not None and not 0 < self.select_ratio <= 1:
             raise ValueError(f"select_ratio must be in (0, 1], got {self.select_ratio}")
         if self.buffer_factor < 1:

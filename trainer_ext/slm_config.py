@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers import TrainingArguments
-
-from .hub_token import move_hub_token_to_environment
+from hf_select.training_args import HfSelectTrainingArguments
 
 SELECT_SCOPES = ("sequence", "microbatch", "global")
 SCORES = ("excess_loss", "reference_loss", "reference_entropy")
@@ -15,7 +13,7 @@ SELF_REFERENCE_KEEP = ("low", "high")
 
 
 @dataclass
-class SLMConfig(TrainingArguments):
+class SLMConfig(HfSelectTrainingArguments):
     """[`TrainingArguments`] plus the token-selection options of [`SLMTrainer`] (RHO-1, arXiv 2404.07965).
 
     The loss is the mean cross-entropy over the selected tokens only; unselected tokens stay in the context.
@@ -71,7 +69,6 @@ class SLMConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        move_hub_token_to_environment(self)  # never pickled into training_args.bin
         if not 0.0 < self.token_select_ratio <= 1.0:
             raise ValueError(f"token_select_ratio must be in (0, 1], got {self.token_select_ratio}")
         for name, allowed in (

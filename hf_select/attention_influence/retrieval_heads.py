@@ -115,12 +115,6 @@ class RetrievalHeads:
             fig.savefig(path, dpi=100)
         return fig
 
-    def heatmap_base64(self, title: str | None = None) -> str:
-        """The heatmap as a base64 PNG (for HTML reports)."""
-        from ..figures import DATA_URI_PREFIX, png_data_uri
-
-        return png_data_uri(self.plot_heatmap(title=title))[len(DATA_URI_PREFIX) :]
-
 
 @contextlib.contextmanager
 def record_attention_argmax(model: nn.Module) -> Iterator[AttentionProbe]:
@@ -154,7 +148,7 @@ def answer_quality(correct: torch.Tensor) -> float:
 
     The token accuracy, or 0 when the first answer token is wrong: the first token is the key lookup itself,
     and once the gold prefix is given the later tokens of the value are easy to copy, so accuracy alone keeps
-    samples whose lookup failed (issue 15, item 6).
+    samples whose lookup failed.
     """
     if correct.numel() == 0 or not bool(correct[0]):
         return 0.0
@@ -242,6 +236,33 @@ def build_default_proxy(
     )
 
 
+def _score_samples(model, tokenizer, samples, method: str, max_new_tokens, show_progress: bool):
+    """Per-sample head scores ``[layers, heads]`` and answer quality, the model in eval mode (restored)."""
+    adapter = get_model_adapter(model)
+    head = split_causal_lm(model)[1]
+    per_sample, quality = [], []
+    was_training = model.training
+    model.eval()
+    try:
+        with record_attention_argmax(model) as recorder:
+            for sample in tqdm(samples, desc="retrieval heads", disable=not show_progress):
+                ids, start, value_positions = _encode(tokenizer, sample)
+                if start >= len(ids) or start == 0:
+                    raise ValueError("a proxy sample's answer produced no tokens after the prompt")
+                if method == "teacher_forced":
+                    scores, ok = _score_teacher_forced(
+                        model, recorder, head, ids, start, value_positions, adapter.num_layers
+                    )
+                else:
+                    scores, ok = _score_generated(model, tokenizer, recorder, head, ids, start, value_positions,
+                                                  adapter.num_layers, max_new_tokens)  # fmt: skip
+                per_sample.append(scores.cpu())
+                quality.append(ok)
+    finally:
+        model.train(was_training)
+    return per_sample, quality
+
+
 def detect_retrieval_heads(
     model: nn.Module,
     tokenizer,
@@ -289,35 +310,7 @@ def detect_retrieval_heads(
     samples = list(proxy)
     if not samples:
         raise ValueError("the proxy task has no samples")
-    adapter = get_model_adapter(model)
-    head = split_causal_lm(model)[1]
-    per_sample, quality = [], []
-    was_training = model.training
-    model.eval()
-    with record_attention_argmax(model) as recorder:
-        for sample in tqdm(samples, desc="retrieval heads", disable=not show_progress):
-            ids, start, value_positions = _encode(tokenizer, sample)
-            if start >= len(ids) or start == 0:
-                raise ValueError("a proxy sample's answer produced no tokens after the prompt")
-            if method == "teacher_forced":
-                scores, ok = _score_teacher_forced(
-                    model, recorder, head, ids, start, value_positions, adapter.num_layers
-                )
-            else:
-                scores, ok = _score_generated(
-                    model,
-                    tokenizer,
-                    recorder,
-                    head,
-                    ids,
-                    start,
-                    value_positions,
-                    adapter.num_layers,
-                    max_new_tokens,
-                )
-            per_sample.append(scores.cpu())
-            quality.append(ok)
-    model.train(was_training)
+    per_sample, quality = _score_samples(model, tokenizer, samples, method, max_new_tokens, show_progress)
     keep = (
         [i for i, q in enumerate(quality) if q >= min_accuracy] if drop_failed else list(range(len(samples)))
     )

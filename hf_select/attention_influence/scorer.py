@@ -20,14 +20,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers.utils import logging
 
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
 from .head_masking import mask_heads, normalize_heads
-
-logger = logging.get_logger(__name__)
 
 SCORE_COLUMNS = ("ai_loss_base", "ai_loss_ref", "ai_score", "ai_num_tokens", "ai_too_short")
 
@@ -101,19 +98,39 @@ def base_and_reference_losses(
 class AttentionInfluenceConfig:
     """Every parameter of the AttentionInfluence scorer (arXiv 2505.07293), in one place.
 
-    The scorer reads only this; :meth:`AttentionInfluence.fingerprint` hashes it whole, so a new field can
-    never be left out of the cache key.
+    The scorer reads only this, on every path (``Dataset.map``, :func:`hf_select.sharded_map`, the datatrove
+    step) and ``hf-select score attention-influence`` parses it, so a flag behaves the same everywhere;
+    :meth:`AttentionInfluence.fingerprint` hashes it whole, so a new field can never be left out of the cache
+    key.
+
+    Short documents (a choice: the paper scores web documents, where they are rare): a document with fewer than
+    ``min_tokens`` predicted tokens, or of whitespace only, is flagged ``ai_too_short`` and gets a NaN
+    ``ai_score``, so that no selection keeps it (a loss ratio over 1-3 tokens is noise that can land in any
+    top fraction). Its losses and token count are kept.
     """
 
-    heads: list[tuple[int, int]] = field(
+    heads: list[str] = field(
         default_factory=list,
-        metadata={"help": "(layer, query head) pairs to mask, e.g. RetrievalHeads.selected (paper: top 5%)."},
+        metadata={
+            "help": "Heads to mask as LAYER:HEAD (e.g. 3:1 5:0), or (layer, head) pairs from Python; "
+            "default: those of --heads_file (paper: the top 5 percent)."
+        },
+    )
+    heads_file: str | None = field(
+        default=None, metadata={"help": "RetrievalHeads JSON from hf-select detect-heads (its selected heads)."}
     )
     max_length: int = field(
-        default=2048, metadata={"help": "Tokens per chunk; longer documents are cut into chunks."}
+        default=2048, metadata={"help": "Tokens per chunk (longer documents are cut into chunks)."}
     )
     batch_size: int = field(default=8, metadata={"help": "Chunks per forward pass."})
     text_column: str = field(default="text", metadata={"help": "Column holding the documents."})
+    min_tokens: int = field(
+        default=16,
+        metadata={
+            "help": "Documents with fewer predicted tokens, and whitespace-only ones, are flagged ai_too_short "
+            "and get a NaN ai_score, so that no selection keeps them (a 1-3 token loss ratio is noise)."
+        },
+    )
     reuse_lower_layers: bool = field(
         default=True,
         metadata={
@@ -126,7 +143,34 @@ class AttentionInfluenceConfig:
             raise ValueError(f"max_length must be >= 2, got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        self.heads = [tuple(int(x) for x in head) for head in self.heads]
+        if self.min_tokens < 1:
+            raise ValueError(f"min_tokens must be >= 1, got {self.min_tokens}")
+        if not self.heads and self.heads_file:
+            from .retrieval_heads import RetrievalHeads
+
+            self.heads = list(RetrievalHeads.load(self.heads_file).selected)
+        self.heads = [_parse_head(head) for head in self.heads]
+
+
+def _parse_head(head: str | Sequence[int]) -> tuple[int, int]:
+    parts = head.replace(",", ":").split(":") if isinstance(head, str) else list(head)
+    try:
+        layer, index = (int(x) for x in parts)
+    except (TypeError, ValueError):
+        raise ValueError(f"a head is (layer, head) or LAYER:HEAD, got {head!r}") from None
+    return layer, index
+
+
+def flag_short_documents(out: dict[str, list], min_tokens: int, texts: Sequence[Any] | None = None) -> dict:
+    """Apply the short-document policy of :class:`AttentionInfluenceConfig` to scorer output ``out`` (in place):
+    fewer than ``min_tokens`` predicted tokens, or a whitespace-only text, sets ``ai_too_short`` and a NaN
+    ``ai_score``."""
+    for i, n in enumerate(out["ai_num_tokens"]):
+        blank = texts is not None and not str(texts[i]).strip()
+        if n < min_tokens or blank:
+            out["ai_too_short"][i] = True
+            out["ai_score"][i] = math.nan
+    return out
 
 
 def _device_of(model: nn.Module) -> torch.device:
@@ -138,7 +182,8 @@ class AttentionInfluence:
 
     Adds ``ai_loss_base``, ``ai_loss_ref`` (token-weighted mean float32 cross-entropy), ``ai_score`` =
     ``(L_ref - L_base) / L_base`` (arXiv 2505.07293, Eq. 5), ``ai_num_tokens`` (predicted tokens) and
-    ``ai_too_short`` (True for documents with fewer than 2 tokens, whose values are NaN).
+    ``ai_too_short`` (documents with fewer than ``min_tokens`` predicted tokens or of whitespace only, whose
+    ``ai_score`` is NaN; see :class:`AttentionInfluenceConfig`).
 
     Choices: texts are tokenised with the tokenizer's special tokens (BOS where it adds one); a document
     longer than ``max_length`` is cut into consecutive chunks of ``max_length`` tokens scored independently
@@ -148,7 +193,7 @@ class AttentionInfluence:
     Args:
         model: base causal LM (any family of :mod:`hf_select.model_adapter`), in eval mode.
         tokenizer: its tokenizer.
-        heads, max_length, batch_size, text_column, reuse_lower_layers: the fields of
+        heads, max_length, batch_size, text_column, reuse_lower_layers, min_tokens: the fields of
             :class:`AttentionInfluenceConfig` (see there), when no ``config`` is given.
         config: an :class:`AttentionInfluenceConfig`, the single source of the parameters (``heads``, if given
             too, replaces its heads).
@@ -171,6 +216,7 @@ class AttentionInfluence:
         text_column: str = "text",
         reuse_lower_layers: bool = True,
         config: AttentionInfluenceConfig | None = None,
+        min_tokens: int = 16,
     ):
         if config is None:
             config = AttentionInfluenceConfig(
@@ -179,6 +225,7 @@ class AttentionInfluence:
                 batch_size=batch_size,
                 text_column=text_column,
                 reuse_lower_layers=reuse_lower_layers,
+                min_tokens=min_tokens,
             )
         elif heads is not None:
             config = replace(config, heads=list(heads))
@@ -195,14 +242,15 @@ class AttentionInfluence:
     batch_size = property(lambda self: self.config.batch_size)
     text_column = property(lambda self: self.config.text_column)
     reuse_lower_layers = property(lambda self: self.config.reuse_lower_layers)
+    min_tokens = property(lambda self: self.config.min_tokens)
 
     def fingerprint(self, dataset=None) -> str:
         """A ``new_fingerprint`` for ``Dataset.map``: the whole :class:`AttentionInfluenceConfig`, the model
         (:func:`hf_select.fingerprint.model_fingerprint`: weights checksum, dtype, tokenizer) and the dataset's
         own fingerprint. A checkpoint retrained in place, or the same weights in another dtype, scores anew."""
         return fingerprint(
-            "attention_influence/v2",
-            self.config,
+            "attention_influence/v3",
+            replace(self.config, heads_file=None),  # the heads it held are in ``heads``
             model_fingerprint(unwrap_model(self.model), self.tokenizer),
             getattr(dataset, "_fingerprint", None),
         )
@@ -256,7 +304,7 @@ class AttentionInfluence:
             out["ai_score"].append((ref_loss - base_loss) / base_loss if n and base_loss > 0 else math.nan)
             out["ai_num_tokens"].append(n)
             out["ai_too_short"].append(n == 0)
-        return out
+        return flag_short_documents(out, self.min_tokens)
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         if self.text_column not in batch:
@@ -266,7 +314,8 @@ class AttentionInfluence:
             )
         if rank is not None and torch.cuda.is_available():
             self.model.to(f"cuda:{rank % torch.cuda.device_count()}")
-        return self.score_token_ids(self._encode(list(batch[self.text_column])))
+        texts = list(batch[self.text_column])
+        return flag_short_documents(self.score_token_ids(self._encode(texts)), self.min_tokens, texts)
 
 
 def score_dataset(dataset, scorer: AttentionInfluence, batch_size: int = 256, **map_kwargs):

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers.utils import logging
-
 from ..loading import ModelArguments, load_model_and_tokenizer
-
-logger = logging.get_logger(__name__)
 
 
 @dataclass

@@ -14,12 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from transformers.utils import logging
-
 from ..data_whisperer.scorer import DataWhispererConfig
 from ..loading import ModelArguments
-
-logger = logging.get_logger(__name__)
 
 
 @dataclass

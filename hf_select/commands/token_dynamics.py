@@ -38,8 +38,8 @@ CONFIG_CLASSES = (TokenDynamicsArguments,)
 
 
 def run(args: TokenDynamicsArguments) -> int:
+    from ..slm.jobs import training_rows
     from ..slm.token_dynamics import plot_token_dynamics, shares_table, token_loss_dynamics
-    from .train_slm import training_rows
 
     if not args.checkpoints or not args.dataset_name_or_path:
         raise ValueError("--checkpoints and --dataset_name_or_path are required")

@@ -40,43 +40,11 @@ class SLMDataArguments(DataArguments):
     )
 
 
-# --overflow -> pack_documents(overflow=...)
-OVERFLOW_POLICIES = {"split": "carry", "truncate": "discard"}
-
-
-def training_rows(dataset, tokenizer, text_column: str, seq_length: int, overflow: str = "split"):
-    """Packed rows of ``dataset``: used as they are when they have ``input_ids``, else tokenised (BOS + text +
-    EOS per document) and packed with document masking.
-
-    ``overflow`` says what happens to a document longer than the room left in its row (RHO-1 trains on
-    documents of any length; silently losing every token past ``seq_length`` was a bug): ``"split"``
-    (default) continues it in the next row(s) as a new segment (its first token there is not trained, the
-    position restarts), ``"truncate"`` drops the rest and logs how many tokens were dropped. The maps keep
-    their results in memory, so nothing is written next to the input dataset.
-    """
-    from ..packing import pack_dataset, tokenize_documents
-
-    if overflow not in OVERFLOW_POLICIES:
-        raise ValueError(f"overflow must be one of {sorted(OVERFLOW_POLICIES)}, got {overflow!r}")
-    if "input_ids" in dataset.column_names:
-        return dataset
-    if text_column not in dataset.column_names:
-        raise ValueError(
-            f"dataset has neither input_ids nor a {text_column!r} column: {dataset.column_names}"
-        )
-    tokens = tokenize_documents(dataset, tokenizer, text_column, remove_columns=True, keep_in_memory=True)
-    rows = pack_dataset(tokens, seq_length, overflow=OVERFLOW_POLICIES[overflow], keep_in_memory=True)
-    if overflow == "truncate":
-        dropped = sum(map(len, tokens["input_ids"])) - sum(map(len, rows["input_ids"]))
-        if dropped:
-            logger.warning(f"--overflow truncate: {dropped} tokens past --seq_length {seq_length} dropped")
-    return rows
-
-
 CONFIG_CLASSES = (ModelArguments, SLMDataArguments, SLMConfig)
 
 
 def run(model_args: ModelArguments, data_args: SLMDataArguments, args: SLMConfig) -> int:
+    from ..slm.jobs import training_rows
     from ..trainer_ext.slm_trainer import SLMTrainer
 
     if not data_args.dataset_name_or_path:

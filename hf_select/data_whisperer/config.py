@@ -5,11 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
-
-
 DEFAULT_INSTRUCTION = (
     "Here are some questions with their answers. Answer the questions at the end in the same style, "
     "one answer per line, each after its label."

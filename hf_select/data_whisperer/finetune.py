@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import TrainingArguments
 from transformers.utils import logging
 
 from ..loading import require_columns
 from ..text_metrics import answer_metric
 from ..token_loss import IGNORE_INDEX, per_token_loss
+from ..training_args import HfSelectTrainingArguments
 
 logger = logging.get_logger(__name__)
 
 
 @dataclass
-class FinetuneArguments(TrainingArguments):
+class FinetuneArguments(HfSelectTrainingArguments):
     """``TrainingArguments`` plus the fine-tuning method (full or LoRA) and the example format."""
 
     use_lora: bool = field(

@@ -6,11 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from transformers.utils import logging
-
-logger = logging.get_logger(__name__)
-
-
 _ANY_ANSWER_LABEL = r"(?:\*\*)?Answer\s*\d+\s*:(?:\*\*)?"
 # an answer ends at a blank line, at a "Question" label or a line starting with "Question" (an echoed or
 # invented next question), at a line starting with an unnumbered "Answer:" or at any "Answer k:" label; "Question" inside a sentence does not end it

@@ -63,6 +63,7 @@ from transformers.utils import logging
 from ..attention_probe import attention_probe, probe_attention_rows
 from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
+from ..resume import ResumeFolder, write_atomic
 from ..text_metrics import answer_metric
 from .config import DEFAULT_INSTRUCTION, DataWhispererConfig
 from .labels import AnswerFormat
@@ -388,21 +389,12 @@ class DataWhisperer:
             int(j) for j in attempt.rng.choice(query_pool, self.config.n_queries, replace=False)
         ]
 
-    def score(self, dataset, state_dir: str | os.PathLike | None = None) -> np.ndarray:
-        """Score every example of ``dataset`` (a ``datasets.Dataset`` or a dict of columns).
-
-        Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
-        in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
-        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
-        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
-        """
-        from tqdm.auto import tqdm
-
+    def _checked_columns(self, dataset) -> tuple[list[str], list[str]]:
+        """Questions and answers of ``dataset``, refused when the pool is too small or an answer is empty."""
         c = self.config
         questions, answers = self._columns(dataset)
         n = len(questions)
-        half = n // 2
-        if half < max(c.n_demos, c.n_queries):
+        if n // 2 < max(c.n_demos, c.n_queries):
             need = 2 * max(c.n_demos, c.n_queries)
             raise ValueError(
                 f"Data Whisperer needs at least {need} examples, got {n}: each prompt takes n_demos="
@@ -414,6 +406,21 @@ class DataWhisperer:
                 f"{len(empty)} examples have an empty {c.answer_column!r} (first: row {empty[0]}); Data Whisperer "
                 "grades answers against the gold ones -- drop or fill them"
             )
+        return questions, answers
+
+    def score(self, dataset, state_dir: str | os.PathLike | None = None) -> np.ndarray:
+        """Score every example of ``dataset`` (a ``datasets.Dataset`` or a dict of columns).
+
+        Returns a float array (NaN for an example no valid prompt scored). Details of every valid prompt are kept
+        in ``self.groups`` and counters in ``self.stats``. With ``state_dir`` (or the constructor's) finished
+        groups are persisted and a re-run resumes (``self.resumed_seconds``: the scoring wall-clock the resumed
+        groups took in the earlier runs). Raises ``ValueError`` when no example got a score.
+        """
+        from tqdm.auto import tqdm
+
+        c = self.config
+        questions, answers = self._checked_columns(dataset)
+        n = len(questions)
         state = _GroupLog(state_dir or self.state_dir, self._state_key(dataset, questions, answers))
         done = state.load()
         self.stats = {
@@ -571,7 +578,8 @@ class DataWhisperer:
 
 class _GroupLog:
     """Finished groups of a scoring run, one JSON line each, under ``state_dir/run-<fingerprint>`` (None: not
-    persisted)."""
+    persisted). The folder is claimed by the run's fingerprint (:class:`hf_select.resume.ResumeFolder`); a
+    line cut by a kill is dropped and its group scored again."""
 
     def __init__(self, state_dir: Path | None, key: str):
         # one sub-folder per fingerprint: a run with other settings, data or weights never resumes from it
@@ -581,22 +589,11 @@ class _GroupLog:
     def load(self) -> dict[tuple[int, int], dict]:
         if self.dir is None:
             return {}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        header = self.dir / "state.json"
-        if header.exists():
-            saved = json.loads(header.read_text()).get("fingerprint")
-            if saved != self.key:
-                raise ValueError(
-                    f"{self.dir} holds a Data Whisperer run with other settings, data or weights (fingerprint "
-                    f"{saved} != {self.key}); use another folder or delete it to start over"
-                )
-        else:
-            header.write_text(json.dumps({"fingerprint": self.key}))
-            self.path.write_text("")
+        ResumeFolder(self.dir, self.key, what="Data Whisperer groups").claim(name="state.json")
         text = self.path.read_text() if self.path.exists() else ""
         if text and not text.endswith("\n"):  # a line cut by a kill: drop it, that group is scored again
             text = text[: text.rfind("\n") + 1]
-            self.path.write_text(text)
+            write_atomic(self.path, text)
         done = {}
         for line in text.splitlines():
             record = json.loads(line)

@@ -12,17 +12,30 @@ Example (AttentionInfluence over a folder of JSONL files, 4 tasks on 2 local wor
 ``executor="slurm"`` submits an array job (pass ``partition=``, ``time=``, ``gpus_per_task=`` ...);
 ``executor="ray"`` runs on the current Ray cluster (``ray.init`` / ``RAY_ADDRESS``). Input files are split
 between tasks (task ``r`` reads files ``r, r + tasks, ...``), so use at least as many files as tasks.
+
+Resume: datatrove never re-runs a task that has its completion marker in ``logging_dir``, so
+:func:`make_executor` first claims a local ``logging_dir`` for the run (:meth:`hf_select.resume.ResumeFolder.claim`):
+the claim records a fingerprint of every step's settings (input folder, model and its weight files, the
+scorer's config, output folder) and the number of tasks, and a run with other settings into the same folder is
+refused with the settings that differ, instead of printing "Not doing anything" over stale scores. A weight
+folder retrained in place is seen by its files' sizes and times; a Hub model by its ``revision``.
 """
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 from typing import Any
 
+from ..attention_influence.scorer import AttentionInfluenceConfig
+from ..fingerprint import fingerprint
+from ..resume import ResumeFolder
+from ..threads import thread_count
+
 EXECUTORS = ("local", "slurm", "ray")
+RUN_CLAIM = "hf_select_run.json"
 
-
-def _reader(input_folder: str, input_format: str, **kwargs):
+def make_reader(input_folder: str, input_format: str, **kwargs):
+    """JsonlReader or ParquetReader of ``input_folder`` (``kwargs``: the reader's other arguments)."""
     if input_format == "jsonl":
         from datatrove.pipeline.readers import JsonlReader
 
@@ -33,8 +46,7 @@ def _reader(input_folder: str, input_format: str, **kwargs):
         return ParquetReader(input_folder, **kwargs)
     raise ValueError(f"input_format must be 'jsonl' or 'parquet', got {input_format!r}")
 
-
-def _writer(output: str, hub_dataset: bool):
+def make_writer(output: str, hub_dataset: bool):
     """ParquetWriter to a folder (local, s3://, hf://...), or HuggingFaceDatasetWriter to a Hub dataset repo."""
     if hub_dataset:
         from datatrove.pipeline.writers import HuggingFaceDatasetWriter
@@ -44,12 +56,11 @@ def _writer(output: str, hub_dataset: bool):
 
     return ParquetWriter(output, expand_metadata=True)
 
-
 def attention_influence_pipeline(
     input_folder: str,
     output: str,
     model: str,
-    heads,
+    heads=None,
     input_format: str = "jsonl",
     text_key: str = "text",
     id_key: str = "id",
@@ -65,27 +76,28 @@ def attention_influence_pipeline(
     Args:
         input_folder: folder (local, ``s3://``, ``hf://datasets/...``) of JSONL or parquet files.
         output: output folder of ``${rank}.parquet`` files, or with ``hub_dataset`` a Hub dataset repo id.
-        model, heads: the selector model and its retrieval heads (see the scorer).
+        model, heads: the selector model and its retrieval heads (see the scorer; heads None: those of
+            ``config``).
         input_format: ``jsonl`` or ``parquet``.
         text_key, id_key, glob_pattern, limit: passed to the reader.
         scores_folder: also collect the scores per ``domain_key`` there for a second
             :class:`~hf_select.datatrove.TopFractionFilter` pass.
-        **scorer_kwargs: the scorer's other arguments (``max_length``, ``batch_size``, ``checkpoint_dir`` ...).
+        **scorer_kwargs: the scorer's other arguments (``config``, an
+            :class:`~hf_select.attention_influence.AttentionInfluenceConfig`, ``checkpoint_dir`` ...).
     """
     from .selection import ScoreCollector
     from .steps import AttentionInfluenceScorer
 
     steps = [
-        _reader(
+        make_reader(
             input_folder, input_format, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, limit=limit
         ),
         AttentionInfluenceScorer(model, heads, **scorer_kwargs),
     ]
     if scores_folder:
         steps.append(ScoreCollector(scores_folder, "ai_score", domain_key))
-    steps.append(_writer(output, hub_dataset))
+    steps.append(make_writer(output, hub_dataset))
     return steps
-
 
 def reference_loss_pipeline(
     input_folder: str,
@@ -101,11 +113,10 @@ def reference_loss_pipeline(
     from .steps import ReferenceLossScorer, packed_row_adapter
 
     return [
-        _reader(input_folder, input_format, adapter=packed_row_adapter, glob_pattern=glob_pattern),
+        make_reader(input_folder, input_format, adapter=packed_row_adapter, glob_pattern=glob_pattern),
         ReferenceLossScorer(model, **scorer_kwargs),
-        _writer(output, hub_dataset),
+        make_writer(output, hub_dataset),
     ]
-
 
 def make_executor(
     pipeline: list,
@@ -115,11 +126,12 @@ def make_executor(
     logging_dir: str | None = None,
     **kwargs: Any,
 ):
-    """A datatrove executor for ``pipeline``.
+    """A datatrove executor for ``pipeline``, after claiming ``logging_dir`` for this run (see the module docs).
 
     Sets ``num_threads`` of the scoring steps that have none, so workers never oversubscribe the CPUs: the
-    Local executor gives each of its ``workers`` concurrent tasks ``cpu_count // workers`` torch threads;
-    Slurm and Ray give each task ``cpus_per_task`` (default 1) threads.
+    Local executor gives each of its ``workers`` concurrent tasks :func:`hf_select.threads.thread_count` torch
+    threads (the cores of this process's affinity and cgroup quota, shared); Slurm and Ray give each task
+    ``cpus_per_task`` (default 1) threads.
 
     Args:
         pipeline: the steps (e.g. :func:`attention_influence_pipeline`).
@@ -132,32 +144,75 @@ def make_executor(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
-    if executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        running = tasks if workers == -1 else min(workers, tasks)
-        _set_threads(pipeline, max(1, (os.cpu_count() or 1) // max(running, 1)))
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
-    _set_threads(pipeline, int(kwargs.get("cpus_per_task", 1)))
     if executor == "slurm":
-        from datatrove.executor import SlurmPipelineExecutor
-
         missing = [k for k in ("partition", "time") if k not in kwargs]
         if missing:
             raise ValueError(f"the slurm executor needs {missing} (e.g. partition='gpu', time='12:00:00')")
+    if executor == "local":
+        running = tasks if workers == -1 else min(workers, tasks)
+        _set_threads(pipeline, thread_count(max(running, 1)))
+    else:
+        _set_threads(pipeline, int(kwargs.get("cpus_per_task", 1)))
+    claim_run(pipeline, tasks, logging_dir)
+    if executor == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
+    if executor == "slurm":
+        from datatrove.executor import SlurmPipelineExecutor
+
         return SlurmPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
     from datatrove.executor import RayPipelineExecutor
 
     return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
-
 
 def _set_threads(pipeline: list, threads: int) -> None:
     for step in pipeline:
         if hasattr(step, "num_threads") and step.num_threads is None:
             step.num_threads = threads
 
+def _weight_files(model: str) -> list | None:
+    """Name, size and modification time of a local model folder's files (None for a Hub id)."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return None
+    return sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir() if f.is_file())
 
-def _input_format(folder: str) -> str:
+def run_settings(pipeline: list, tasks: int) -> dict[str, Any]:
+    """What identifies a datatrove run for resuming: every step's settings, flattened as ``<step>.<name>``."""
+    settings: dict[str, Any] = {"tasks": tasks}
+    for i, step in enumerate(pipeline):
+        prefix = f"{i}.{type(step).__name__}"
+        folder = getattr(step, "data_folder", None) or getattr(step, "output_folder", None)
+        if folder is not None:
+            settings[f"{prefix}.folder"] = getattr(folder, "path", str(folder))
+        for name in ("glob_pattern", "text_key", "id_key", "limit"):
+            if hasattr(step, name):
+                settings[f"{prefix}.{name}"] = getattr(step, name)
+        if hasattr(step, "model_name"):
+            settings[f"{prefix}.model"] = step.model_name
+            settings[f"{prefix}.weights"] = _weight_files(step.model_name)
+            for name in ("tokenizer_name", "revision", "docs_per_chunk"):
+                settings[f"{prefix}.{name}"] = getattr(step, name)
+            for name, value in step.config().items():
+                settings[f"{prefix}.{name}"] = value
+    return settings
+
+def claim_run(pipeline: list, tasks: int, logging_dir: str | None) -> None:
+    """Claim a local ``logging_dir`` for this run or refuse a run with other settings (module docs)."""
+    if logging_dir is None or "://" in str(logging_dir):
+        return
+    settings = run_settings(pipeline, tasks)
+    ResumeFolder(logging_dir, fingerprint(settings), what="datatrove results").claim(settings, RUN_CLAIM)
+
+def release_run(logging_dir: str) -> None:
+    """Free ``logging_dir`` for another run: remove the claim and datatrove's completion markers."""
+    ResumeFolder(logging_dir, "").release(RUN_CLAIM)
+    for marker in (Path(logging_dir) / "completions").glob("*"):
+        marker.unlink()
+
+def guess_input_format(folder: str) -> str:
+    """``parquet`` or ``jsonl``: the format of the files datatrove would read in ``folder``."""
     from datatrove.io import get_datafolder
 
     files = get_datafolder(folder).list_files()
@@ -167,51 +222,66 @@ def _input_format(folder: str) -> str:
         return "jsonl"
     raise ValueError(f"{folder} holds no .jsonl(.gz) or .parquet files for a datatrove reader")
 
+def _scored_documents(logging_dir: Path) -> int | None:
+    """Documents the scoring step saw over all tasks, from datatrove's merged ``stats.json`` (None without)."""
+    import json
 
-def run_attention_influence_command(model_args, args) -> int:
-    """``hf-select score attention-influence --executor local|slurm|ray``: reader -> scorer -> ParquetWriter.
+    stats = logging_dir / "stats.json"
+    if not stats.exists():
+        return None
+    steps = json.loads(stats.read_text())
+    scorer = [step["stats"] for step in steps if "SCORER" in step.get("name", "")]
+    if not scorer:
+        return None
+    documents = scorer[0].get("documents", 0)
+    return int(documents["total"] if isinstance(documents, dict) else documents)
 
-    ``--dataset_name_or_path`` is a folder (local, ``s3://``, ``hf://datasets/<repo>``) of JSONL or parquet files;
-    results go to ``<output_dir>/scored/<rank>.parquet``, datatrove's logs, stats and completion markers to
-    ``<output_dir>/logs``, in-task checkpoints to ``<output_dir>/checkpoints``. Re-running the same command
-    resumes. ``--executor_config`` (JSON or YAML) holds the executor's other arguments (Slurm: ``partition``,
-    ``time``, ``gpus_per_task``, ``cpus_per_task``, ``sbatch_args``, ``venv_path`` ...; Ray: ``cpus_per_task``,
-    ``gpus_per_task``, ``ray_remote_kwargs`` ...).
+def score_folder(
+    input_folder: str,
+    output_dir: str,
+    model: str,
+    config: AttentionInfluenceConfig,
+    executor: str = "local",
+    tasks: int = 1,
+    workers: int = -1,
+    docs_per_chunk: int = 1000,
+    executor_kwargs: dict[str, Any] | None = None,
+    **load_kwargs: Any,
+) -> Path:
+    """Score a folder of JSONL or parquet files with AttentionInfluence on a datatrove executor.
+
+    ``input_folder`` is local, ``s3://`` or ``hf://datasets/<repo>``; scores go to ``<output_dir>/scored/
+    <rank>.parquet``, datatrove's logs, stats and completion markers to ``<output_dir>/logs``, in-task
+    checkpoints to ``<output_dir>/checkpoints``. Re-running the same call resumes; a call with other settings
+    is refused (:func:`claim_run`). A local run that scores no document is an error and leaves the folder free
+    for a corrected re-run.
+
+    Args:
+        config: the scorer's :class:`~hf_select.attention_influence.AttentionInfluenceConfig` (its
+            ``text_column`` is the reader's text key).
+        executor, tasks, workers, executor_kwargs: see :func:`make_executor`.
+        docs_per_chunk: documents sorted by length together, and the unit of the in-task checkpoint.
+        **load_kwargs: how the workers load the model (``tokenizer``, ``revision``, ``dtype``,
+            ``attn_implementation``, ``trust_remote_code``, ``device``).
     """
-    from pathlib import Path
-
-    if not args.dataset_name_or_path or not args.heads_file:
-        raise ValueError("--dataset_name_or_path and --heads_file are required")
-    if getattr(model_args, "gguf_file", None):
-        raise ValueError("--gguf_file is not supported with --executor: convert the model to safetensors first")
-    if args.max_samples is not None:
-        raise ValueError("--max_samples is not supported with --executor: point --dataset_name_or_path at fewer files")
-    extra: dict[str, Any] = {}
-    if args.executor_config:
-        import yaml
-
-        extra = yaml.safe_load(Path(args.executor_config).read_text()) or {}
-    out = Path(args.output_dir)
+    out = Path(output_dir)
     pipeline = attention_influence_pipeline(
-        args.dataset_name_or_path,
+        input_folder,
         str(out / "scored"),
-        model_args.model_name_or_path,
-        args.heads_file,
-        input_format=_input_format(args.dataset_name_or_path),
-        text_key=args.text_column,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        docs_per_chunk=args.map_batch_size,
+        model,
+        input_format=guess_input_format(input_folder),
+        text_key=config.text_column,
+        config=config,
+        docs_per_chunk=docs_per_chunk,
         checkpoint_dir=str(out / "checkpoints"),
-        tokenizer=model_args.tokenizer_name_or_path,
-        revision=model_args.revision,
-        dtype=model_args.dtype,
-        attn_implementation=model_args.attn_implementation,
-        trust_remote_code=model_args.trust_remote_code,
-        device=args.device,
+        **load_kwargs,
     )
-    executor = make_executor(
-        pipeline, args.executor, tasks=args.tasks, workers=args.workers, logging_dir=str(out / "logs"), **extra
-    )
-    executor.run()
-    return 0
+    logs = out / "logs"
+    make_executor(pipeline, executor, tasks=tasks, workers=workers, logging_dir=str(logs), **(executor_kwargs or {})).run()
+    if executor == "local" and _scored_documents(logs) == 0:
+        release_run(str(logs))
+        raise ValueError(
+            f"no document was read from {input_folder} (datatrove reads .jsonl(.gz) or .parquet files with a "
+            f"{config.text_column!r} field); nothing was kept, fix the input and run again"
+        )
+    return out

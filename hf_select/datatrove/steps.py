@@ -19,9 +19,10 @@ as datatrove ``PipelineStep`` s. No scoring logic lives here, only the datatrove
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,9 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
+from ..attention_influence.scorer import AttentionInfluenceConfig
 from ..fingerprint import fingerprint
+from ..resume import ResumeFolder
 
 # process-wide cache: (loading arguments) -> (model, tokenizer, model fingerprint); one entry per worker
 _WORKER_MODELS: dict[tuple, tuple[Any, Any, dict]] = {}
@@ -82,42 +85,40 @@ def _load_worker_model(
 
 
 class ChunkCheckpoint:
-    """Scored chunks of one task: ``<folder>/<rank>-of-<world_size>/chunk-<index>.json``.
+    """Scored chunks of one task: ``<folder>/<rank>-of-<world_size>/chunk-<index>.json``, by
+    :class:`hf_select.resume.ResumeFolder` (the resume mechanism of every long job).
 
-    Each file holds the chunk's document ids, the run's fingerprint and one metadata dict per document.
-    Files are written to a temporary name and renamed, so a kill never leaves a half-written chunk.
+    Each file holds the chunk's document ids, the run's fingerprint and one metadata dict per document, and is
+    written atomically; a file cut by a kill is removed and its chunk scored again.
     """
 
     def __init__(self, folder: str | os.PathLike, rank: int, world_size: int, run_fingerprint: str):
         self.folder = Path(folder) / f"{rank:05d}-of-{world_size:05d}"
         self.run_fingerprint = run_fingerprint
+        self._store = ResumeFolder(self.folder, run_fingerprint, marker_suffix=".json", what="checkpoints")
+        if self.folder.is_dir():
+            self._store.remove_orphans()
+
+    @staticmethod
+    def _name(index: int) -> str:
+        return f"chunk-{index:06d}"
 
     def path(self, index: int) -> Path:
-        return self.folder / f"chunk-{index:06d}.json"
+        return self._store.marker(self._name(index))
 
     def load(self, index: int, ids: list[str]) -> list[dict] | None:
-        path = self.path(index)
-        if not path.exists():
+        data = self._store.finished(self._name(index))
+        if data is None:
             return None
-        data = json.loads(path.read_text())
-        if data["fingerprint"] != self.run_fingerprint:
-            raise ValueError(
-                f"checkpoint {path} was written by another run (fingerprint {data['fingerprint']} != "
-                f"{self.run_fingerprint}: other model, weights or parameters); use a new checkpoint_dir"
-            )
         if data["ids"] != ids:
             raise ValueError(
-                f"checkpoint {path} holds other documents than this task reads now (changed input files, "
-                "tasks or docs_per_chunk); use a new checkpoint_dir"
+                f"checkpoint {self.path(index)} holds other documents than this task reads now (changed input "
+                "files, tasks or docs_per_chunk); use a new checkpoint_dir"
             )
         return data["values"]
 
     def save(self, index: int, ids: list[str], values: list[dict]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(index)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.run_fingerprint, "ids": ids, "values": values}))
-        os.replace(tmp, path)
+        self._store.commit(self._name(index), {"ids": ids, "values": values})
 
 
 class _ModelScoringStep(PipelineStep):
@@ -241,23 +242,26 @@ def _load_heads(heads: str | os.PathLike | Iterable[Sequence[int]]) -> list[tupl
 
 class AttentionInfluenceScorer(_ModelScoringStep):
     """AttentionInfluence scores (arXiv 2505.07293, Eq. 5) as a datatrove step, by
-    :class:`hf_select.AttentionInfluence` (same chunking, sorting and values as its ``Dataset.map`` path).
+    :class:`hf_select.AttentionInfluence` (same chunking, sorting, short-document policy and values as its
+    ``Dataset.map`` path: both read one :class:`~hf_select.attention_influence.AttentionInfluenceConfig`).
 
-    Adds ``ai_loss_base``, ``ai_loss_ref``, ``ai_score``, ``ai_num_tokens`` and ``ai_too_short`` (True, with NaN
-    values, for documents with fewer than 2 tokens) to ``Document.metadata``.
+    Adds ``ai_loss_base``, ``ai_loss_ref``, ``ai_score``, ``ai_num_tokens`` and ``ai_too_short`` (True, with a
+    NaN ``ai_score``, for documents with fewer than ``min_tokens`` predicted tokens or of whitespace only) to
+    ``Document.metadata``.
 
     Args:
         model: Hub id or local folder of the base causal LM (loaded once per worker, see :func:`worker_device`).
-        heads: ``(layer, head)`` pairs to mask, or the path of a RetrievalHeads JSON (``hf-select detect-heads``).
-        max_length: tokens per chunk; longer documents are chunked and combined by token-weighted means.
-        batch_size: sequences per forward pass.
+        heads: ``(layer, head)`` pairs to mask, or the path of a RetrievalHeads JSON (``hf-select detect-heads``);
+            None: those of ``config``.
+        config: the scorer's :class:`~hf_select.attention_influence.AttentionInfluenceConfig` (the single source
+            of its parameters; the document text is always ``Document.text``). Without it, one is built from
+            ``heads``, ``max_length``, ``batch_size``, ``min_tokens`` and ``reuse_lower_layers``.
         docs_per_chunk: documents sorted by length together, and the unit of the in-task checkpoint.
         checkpoint_dir: folder of the in-task checkpoints (None: no in-task resume, only datatrove's per task).
         num_threads: torch threads per worker (None: ``DATATROVE_CPUS_PER_TASK`` when the executor sets it;
-            :func:`make_executor` sets ``cpus // workers`` for the Local executor).
-        reuse_lower_layers: run the layers below the lowest masked layer once.
-        tokenizer, revision, dtype, attn_implementation, trust_remote_code, device: how to load the model
-            (``device`` None: :func:`worker_device`).
+            :func:`make_executor` sets them by :func:`hf_select.threads.thread_count` for the Local executor).
+        **load_kwargs: how to load the model: ``tokenizer``, ``revision``, ``dtype``, ``attn_implementation``,
+            ``trust_remote_code``, ``device`` (None: :func:`worker_device`).
     """
 
     name = "AttentionInfluence"
@@ -265,55 +269,43 @@ class AttentionInfluenceScorer(_ModelScoringStep):
     def __init__(
         self,
         model: str,
-        heads: str | os.PathLike | Iterable[Sequence[int]],
+        heads: str | os.PathLike | Iterable[Sequence[int]] | None = None,
         max_length: int = 2048,
         batch_size: int = 8,
         docs_per_chunk: int = 1000,
         checkpoint_dir: str | None = None,
         num_threads: int | None = None,
         reuse_lower_layers: bool = True,
-        tokenizer: str | None = None,
-        revision: str | None = None,
-        dtype: str = "auto",
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-        device: str | None = None,
+        min_tokens: int = 16,
+        config: AttentionInfluenceConfig | None = None,
+        **load_kwargs: Any,
     ):
-        super().__init__(
-            model,
-            tokenizer,
-            revision,
-            dtype,
-            attn_implementation,
-            trust_remote_code,
-            device,
-            batch_size,
-            docs_per_chunk,
-            checkpoint_dir,
-            num_threads,
-        )
-        if max_length < 2:
-            raise ValueError(f"max_length must be >= 2, got {max_length}")
-        self.heads = _load_heads(heads)
-        self.max_length = max_length
-        self.reuse_lower_layers = reuse_lower_layers
+        if config is None:
+            config = AttentionInfluenceConfig(
+                max_length=max_length,
+                batch_size=batch_size,
+                min_tokens=min_tokens,
+                reuse_lower_layers=reuse_lower_layers,
+            )
+        if heads is not None:
+            config = replace(config, heads=_load_heads(heads), heads_file=None)
+        if not config.heads:
+            raise ValueError("AttentionInfluenceScorer needs heads: (layer, head) pairs or a RetrievalHeads JSON")
+        self.ai_config = replace(config, text_column="text", heads_file=None)
+        super().__init__(model, batch_size=self.ai_config.batch_size, docs_per_chunk=docs_per_chunk,
+                         checkpoint_dir=checkpoint_dir, num_threads=num_threads, **load_kwargs)  # fmt: skip
         self._scorer = None
 
+    heads = property(lambda self: self.ai_config.heads)
+    max_length = property(lambda self: self.ai_config.max_length)
+
     def config(self) -> dict:
-        return {**super().config(), "heads": self.heads, "max_length": self.max_length}
+        return {**super().config(), **dataclasses.asdict(self.ai_config)}
 
     def prepare(self, model, tokenizer) -> None:
         from ..attention_influence.scorer import AttentionInfluence
 
-        self._scorer = AttentionInfluence(
-            model,
-            tokenizer,
-            self.heads,
-            max_length=self.max_length,
-            batch_size=self.batch_size,
-            text_column="text",
-            reuse_lower_layers=self.reuse_lower_layers,
-        )
+        self._scorer = AttentionInfluence(model, tokenizer, config=self.ai_config)
 
     def score_chunk(self, documents: list[Document]) -> list[dict]:
         from ..attention_influence.scorer import SCORE_COLUMNS
@@ -367,8 +359,7 @@ class ReferenceLossScorer(_ModelScoringStep):
         with_entropy: also add ``ref_entropy`` (for the self-reference score).
         chunk_size: predicted tokens projected through the LM head at once.
         pad_token_id: padding id inside a batch (None: the tokenizer's, else 0).
-        docs_per_chunk, checkpoint_dir, num_threads, tokenizer, revision, dtype, attn_implementation,
-            trust_remote_code, device: as for :class:`AttentionInfluenceScorer`.
+        docs_per_chunk, checkpoint_dir, num_threads, **load_kwargs: as for :class:`AttentionInfluenceScorer`.
     """
 
     name = "RHO-1 reference losses"
@@ -384,28 +375,12 @@ class ReferenceLossScorer(_ModelScoringStep):
         docs_per_chunk: int = 1000,
         checkpoint_dir: str | None = None,
         num_threads: int | None = None,
-        tokenizer: str | None = None,
-        revision: str | None = None,
-        dtype: str = "auto",
-        attn_implementation: str | None = None,
-        trust_remote_code: bool = False,
-        device: str | None = None,
+        **load_kwargs: Any,
     ):
         from ..slm.reference_losses import STORAGE_DTYPES
 
-        super().__init__(
-            model,
-            tokenizer,
-            revision,
-            dtype,
-            attn_implementation,
-            trust_remote_code,
-            device,
-            batch_size,
-            docs_per_chunk,
-            checkpoint_dir,
-            num_threads,
-        )
+        super().__init__(model, batch_size=batch_size, docs_per_chunk=docs_per_chunk,
+                         checkpoint_dir=checkpoint_dir, num_threads=num_threads, **load_kwargs)  # fmt: skip
         if storage_dtype not in STORAGE_DTYPES:
             raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
         self.storage_dtype = storage_dtype
@@ -426,7 +401,7 @@ class ReferenceLossScorer(_ModelScoringStep):
     def score_chunk(self, documents: list[Document]) -> list[dict]:
         import torch
 
-        from ..slm.reference_losses import _reference_batch
+        from ..slm.reference_losses import reference_batch
 
         rows = []
         for doc in documents:
@@ -450,7 +425,7 @@ class ReferenceLossScorer(_ModelScoringStep):
         for start in range(0, len(order), self.batch_size):
             picked = order[start : start + self.batch_size]
             batch = {k: [rows[i][k] for i in picked] for k in ROW_COLUMNS}
-            out = _reference_batch(
+            out = reference_batch(
                 batch,
                 self._model,
                 self._pad,

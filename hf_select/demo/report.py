@@ -17,7 +17,7 @@ def _section(ctx: DemoContext, outcome) -> str:
 
     head = f"<h2>{html.escape(outcome.title)} <small>[{outcome.status}]</small></h2>"
     if outcome.status == "pending":
-        return head + "<p><em>Pending: this stage is not built yet.</em></p>"
+        return head + "<p><em>Pending: this stage's module is not installed.</em></p>"
     if outcome.status == "failed":
         return head + f"<pre>{html.escape(outcome.error or '')}</pre>"
     module = stage_module(outcome.name)

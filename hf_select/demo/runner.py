@@ -2,14 +2,15 @@
 
 A stage is a module ``hf_select.demo.stage_<name>`` with ``TITLE`` (str), ``run(ctx) -> dict`` (a JSON-ready
 summary; artifacts go under ``ctx.stage_dir(name)``) and optionally ``report_html(ctx, result) -> str`` (an
-HTML fragment for the report). A stage whose module does not exist yet is shown as pending, never faked.
+HTML fragment for the report). A stage whose module does not exist is shown as pending, never faked. A finished stage's
+summary is its completion marker (:mod:`hf_select.resume`: written atomically, a cut one is redone), reused
+only by a run of the same mode and seed.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import time
 import traceback
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..resume import read_marker, write_marker
 from .context import DemoContext
 
 logger = logging.get_logger("hf_select.demo")
@@ -55,7 +57,7 @@ class StageOutcome:
 
 
 def stage_module(name: str):
-    """The stage's module, or None when it is not built yet."""
+    """The stage's module, or None when it does not exist."""
     module_name = f"hf_select.demo.stage_{name}"
     if importlib.util.find_spec(module_name) is None:
         return None
@@ -69,8 +71,8 @@ def run_stage(ctx: DemoContext, name: str, force: bool = False) -> StageOutcome:
     marker = ctx.output_dir / "stages" / f"{name}.json"
     title = getattr(module, "TITLE", name)
     run_mode = {"quick": ctx.quick, "seed": ctx.seed}
-    if marker.exists() and not force:
-        result = json.loads(marker.read_text())
+    result = None if force else read_marker(marker)
+    if result is not None:
         if result.get("run_mode") == run_mode:
             ctx.results[name] = result
             logger.warning(f"[demo] {title}: reused ({marker})")
@@ -89,7 +91,7 @@ def run_stage(ctx: DemoContext, name: str, force: bool = False) -> StageOutcome:
     seconds = time.perf_counter() - start
     result = {**result, "seconds": round(seconds, 2), "run_mode": run_mode}
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(result, indent=2, default=str))
+    write_marker(marker, result)
     ctx.results[name] = result
     logger.warning(f"[demo] {title}: done in {seconds:.1f}s")
     return StageOutcome(name, "done", title, result, seconds)

@@ -15,11 +15,8 @@ import math
 from pathlib import Path
 
 import numpy as np
-from transformers.utils import logging
 
 from .context import DemoContext
-
-logger = logging.get_logger(__name__)
 
 TITLE = "AttentionInfluence scores and per-domain selection (selector: SmolLM2)"
 FRACTION = 0.2

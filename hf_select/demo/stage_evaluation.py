@@ -16,11 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformers.utils import logging
-
 from .context import DemoContext
-
-logger = logging.get_logger(__name__)
 
 TITLE = "Evaluation of the students (hf-select harness)"
 QUICK_LIMIT = 3

@@ -18,12 +18,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from transformers.utils import logging
-
 from ..figures import img_html
 from .context import DemoContext
-
-logger = logging.get_logger(__name__)
 
 TITLE = "Retrieval heads of SmolLM2 and the masking check (AttentionInfluence, App. D)"
 

@@ -116,7 +116,7 @@ def layer_weights(layer: ScoredLayer, gram_weight: str = "numel") -> tuple[float
     weights the Gram ``1 / numel(W_l)`` as the official code does: it is the Gram of the candidates' per-layer
     updates each scaled by ``1 / sqrt(numel)``, the same scaling the alignment gives them, so alignment and
     redundancy compare one update to the proxy and to another update on the same footing.
-    ``"sqrt_numel"`` weights both ``1 / sqrt(numel)`` (this project's earlier reading of the paper's text).
+    ``"sqrt_numel"`` weights both ``1 / sqrt(numel)`` (a literal reading of the paper's text).
     """
     if gram_weight not in GRAM_WEIGHTS:
         raise ValueError(f"gram_weight must be one of {GRAM_WEIGHTS}, got {gram_weight!r}")

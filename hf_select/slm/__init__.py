@@ -10,13 +10,12 @@ loss, and token-loss dynamics. The trainer pair is :mod:`hf_select.trainer_ext.s
 from .cross_tokenizer import cross_tokenizer_reference_losses, project_token_losses
 from .reference_losses import compute_reference_losses, reference_token_stats
 from .token_dynamics import classify_token_dynamics, token_loss_dynamics
-from .token_selection import global_threshold, select_top_per_row, select_top_tokens, selective_loss
+from .token_selection import select_top_per_row, select_top_tokens, selective_loss
 
 __all__ = [
     "classify_token_dynamics",
     "compute_reference_losses",
     "cross_tokenizer_reference_losses",
-    "global_threshold",
     "project_token_losses",
     "reference_token_stats",
     "select_top_per_row",

@@ -18,18 +18,10 @@ import hashlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.utils import logging
 
+from ..logit_head import softcap_logits
 from ..packing import PackedCollator
-from ..token_loss import (
-    final_hidden_states,
-    per_token_loss,
-    prepare_model_inputs,
-    softcap_logits,
-    split_causal_lm,
-)
-
-logger = logging.get_logger(__name__)
+from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs, split_causal_lm
 
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 
@@ -73,7 +65,9 @@ def reference_token_stats(
     return out
 
 
-def _reference_batch(batch, model, pad_token_id, with_entropy, chunk_size, dtype):
+def reference_batch(batch, model, pad_token_id, with_entropy, chunk_size, dtype):
+    """Reference losses of one batch of packed rows (``input_ids``, ``labels``, ``position_ids`` lists): the
+    per-batch function of :func:`reference_loss_function` and of the datatrove ``ReferenceLossScorer``."""
     lengths = [len(ids) for ids in batch["input_ids"]]
     features = []
     for i, length in enumerate(lengths):
@@ -106,7 +100,7 @@ def reference_loss_function(
     if storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES}, got {storage_dtype!r}")
     return functools.partial(
-        _reference_batch,
+        reference_batch,
         model=ref_model,
         pad_token_id=pad_token_id,
         with_entropy=with_entropy,
@@ -178,7 +172,7 @@ def compute_reference_losses(
         features["ref_entropy"] = Sequence(Value(stored))
     try:
         return dataset.map(
-            _reference_batch,
+            reference_batch,
             batched=True,
             batch_size=batch_size,
             fn_kwargs={

@@ -53,11 +53,6 @@ def select_top_tokens(scores: torch.Tensor, valid: torch.Tensor, ratio: float, s
     raise ValueError(f"scope must be 'sequence' or 'microbatch' here, got {scope!r}")
 
 
-def global_threshold(valid_scores: torch.Tensor, ratio: float) -> torch.Tensor:
-    """The k-th largest of a flat tensor of scores with ``k = ceil(ratio * n)`` (``+inf`` when empty)."""
-    return global_cutoff(valid_scores, ratio)[0]
-
-
 def global_cutoff(valid_scores: torch.Tensor, ratio: float) -> tuple[torch.Tensor, int]:
     """The global scope's cut: the k-th largest score ``t`` (``k = ceil(ratio * n)``) of a flat tensor of all
     valid scores, and how many of the tokens scoring exactly ``t`` to keep (``k - #(score > t)``) so that

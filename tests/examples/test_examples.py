@@ -1,4 +1,5 @@
-"""The three scripts of examples/ run end to end on tiny models (slow: ~1-2 minutes together on 2 cores).
+"""The four scripts of examples/ document every option; three run end to end here on tiny models (slow: ~1-2
+minutes together on 2 cores; the datatrove one is the pipeline tests/hf_select/datatrove runs).
 
 (a) and (b) are loaded from their files and driven through their own ``HfArgumentParser`` with command-line
 style arguments, so the parsing a user meets is tested too; (c) runs under ``accelerate launch`` with two CPU

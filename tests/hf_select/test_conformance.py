@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from hf_select.attention_influence import AttentionInfluence
 from hf_select.attention_influence.head_masking import mask_heads
 from hf_select.attention_influence.retrieval_heads import record_attention_argmax
+from hf_select.conformance import probe_model
 from hf_select.model_adapter import UnsupportedModelError, get_model_adapter
 from hf_select.testing import tiny_tokenizer
 from hf_select.token_loss import final_hidden_states, per_token_loss
@@ -102,7 +103,7 @@ def test_adapter(family):
     assert adapter.num_heads % adapter.num_kv_heads == 0
     width = adapter.output_projections[0].weight.shape
     assert adapter.num_heads * adapter.head_dim in width  # nn.Linear [out, in] or GPT-2 Conv1D [in, out]
-    assert adapter.probe is not None and adapter.probe.head_error is None
+    assert probe_model(model).head_error is None
     assert len(adapter.sliding_windows) == 2
 
 
@@ -142,7 +143,7 @@ def test_attention_influence_score(family):
         with expected:
             AttentionInfluence(model, tiny_tokenizer(), HEADS)
         return
-    scores = AttentionInfluence(model, tiny_tokenizer(), HEADS, batch_size=2).score_token_ids(
+    scores = AttentionInfluence(model, tiny_tokenizer(), HEADS, batch_size=2, min_tokens=1).score_token_ids(
         [d.tolist() for d in docs]
     )
     for i, doc in enumerate(docs):

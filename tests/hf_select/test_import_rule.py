@@ -1,6 +1,7 @@
-"""The dependency rule (issue 16): core imports no method, no demo and no dataset_scripts; a method imports
-the core and its own folder only; trainers, eval and dataset builders never import the demo or the commands.
-Commands and the demo may import anything."""
+"""The dependency rule: core imports no method, no demo and no dataset_scripts; a method imports the core and
+its own folder only; trainers, eval and dataset builders never import the demo or the commands. Commands and
+the demo may import anything but another command; no private name is imported across packages; datatrove
+imports no command and no CLI argument class."""
 
 from __future__ import annotations
 
@@ -113,3 +114,75 @@ def test_top_level_api_exports_no_demo_or_builder():
 
     modules = set(hf_select._EXPORTS.values())
     assert not [m for m in modules if _layer(m) in ("app", "dataset_scripts")]
+
+
+def _imported_names(path: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from module import name`` of ``path`` (relative imports resolved)."""
+    module = _module_of(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found += [(name, alias.name) for alias in node.names]
+    return found
+
+
+COMMANDS = sorted(p for p in (ROOT / "hf_select" / "commands").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: p.stem)
+def test_no_command_imports_another_command(path):
+    own = _module_of(path)
+    others = [
+        m for m in _imports(path)
+        if m.startswith("hf_select.commands.") and not m.startswith(own) and m.count(".") >= 2
+    ]  # fmt: skip
+    assert not others, f"{path.name} imports the command(s) {sorted(set(others))}"
+
+
+def _folder_of(module: str) -> Path:
+    """The folder a module lives in (a package's own folder for ``__init__``)."""
+    parts = module.split(".")
+    if len(parts) > 1 and parts[1] in PACKAGE_DIRS:
+        path = ROOT.joinpath(parts[1], *parts[2:])
+    else:
+        path = ROOT.joinpath("hf_select", *parts[1:])
+    return path if (path / "__init__.py").exists() else path.parent
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_private_name_is_imported_across_packages(path):
+    bad = [
+        f"{module}.{name}"
+        for module, name in _imported_names(path)
+        if module.startswith("hf_select")
+        and name.startswith("_")
+        and not name.startswith("__")
+        and _folder_of(module) != path.parent
+    ]
+    assert not bad, f"{path.relative_to(ROOT)} imports private names of another package: {bad}"
+
+
+DATATROVE = sorted((ROOT / "hf_select" / "datatrove").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", DATATROVE, ids=lambda p: p.name)
+def test_datatrove_imports_no_command_and_no_cli_argument_class(path):
+    bad = [m for m in _imports(path) if m.startswith(("hf_select.commands", "hf_select.cli"))]
+    bad += [f"{m}.{n}" for m, n in _imported_names(path) if n.endswith("Arguments")]
+    assert not bad, f"{path.name} imports {bad}"
+    # nor takes the command's parsed argument objects: steps and pipelines take the method's config dataclass
+    takes = [
+        f"{node.name}({arg.arg})"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for arg in node.args.args + node.args.kwonlyargs
+        if arg.arg in ("args", "model_args", "data_args", "script_args", "training_args")
+    ]
+    assert not takes, f"{path.name} takes CLI argument objects: {takes}"

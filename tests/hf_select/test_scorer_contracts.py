@@ -20,6 +20,8 @@ OTHER_VALUE = {
     "batch_size": 3,
     "text_column": "body",
     "reuse_lower_layers": False,
+    "min_tokens": 3,
+    "heads_file": "other heads",  # written by the test: a RetrievalHeads JSON selecting (0, 1)
 }
 
 
@@ -28,14 +30,24 @@ def _scorer(model=None, **overrides):
     return AttentionInfluence(model or tiny_model("llama"), tiny_tokenizer(), config=config)
 
 
-def test_every_attention_influence_field_changes_the_fingerprint():
+def test_every_attention_influence_field_changes_the_fingerprint(tmp_path):
+    import torch
+
+    from hf_select.attention_influence import RetrievalHeads
+
     data = Dataset.from_dict({"text": TEXTS})
     model = tiny_model("llama")
     base = _scorer(model).fingerprint(data)
     names = [f.name for f in dataclasses.fields(AttentionInfluenceConfig)]
     assert set(names) == set(OTHER_VALUE), "a new config field needs a row in OTHER_VALUE"
+    scores = torch.zeros(2, 4)
+    scores[0, 1] = 1.0
+    heads_file = RetrievalHeads.from_scores(scores, top_fraction=0.125).save(tmp_path / "heads.json")
     for name in names:
-        assert _scorer(model, **{name: OTHER_VALUE[name]}).fingerprint(data) != base, name
+        override = {name: OTHER_VALUE[name]}
+        if name == "heads_file":  # heads given by a file (heads empty): the file's heads count
+            override = {"heads": [], "heads_file": str(heads_file)}
+        assert _scorer(model, **override).fingerprint(data) != base, name
 
 
 def test_map_equals_iterable_map():

@@ -78,17 +78,16 @@ def test_detect_score_select_from_the_command_line(tmp_path):
 def test_short_and_whitespace_documents_are_flagged_and_never_selected(tmp_path):
     import math
 
-    from hf_select.commands.score_attention_influence import flag_short_documents
+    from hf_select.attention_influence.scorer import flag_short_documents
 
-    scored = Dataset.from_dict(
-        {
-            "text": ["a long enough document", "   \n", "tiny", "another long document"],
-            "ai_score": [0.1, 9.0, 8.0, 0.2],  # the blank and the tiny one score highest (noise)
-            "ai_num_tokens": [30, 2, 3, 40],
-            "ai_too_short": [False, False, False, False],
-        }
-    )
-    flagged = flag_short_documents(scored, "text", min_tokens=16)
+    columns = {
+        "text": ["a long enough document", "   \n", "tiny", "another long document"],
+        "ai_score": [0.1, 9.0, 8.0, 0.2],  # the blank and the tiny one score highest (noise)
+        "ai_num_tokens": [30, 20, 3, 40],
+        "ai_too_short": [False, False, False, False],
+    }
+    scored = Dataset.from_dict(columns)
+    flagged = flag_short_documents({k: list(v) for k, v in columns.items()}, 16, columns["text"])
     assert flagged["ai_too_short"] == [False, True, True, False]
     assert math.isnan(flagged["ai_score"][1]) and math.isnan(flagged["ai_score"][2])
     # a dataset scored before the flag existed: select masks flagged rows itself

@@ -6,9 +6,13 @@ from hf_select.cli import main, parse_configs
 
 
 def test_help_lists_available_commands(capsys):
+    from hf_select.cli import COMMANDS
+
     assert main(["--help"]) == 0
-    out = capsys.readouterr().out
-    assert "demo" in out and "usage: hf-select" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("usage: hf-select")
+    for words, (_, help_text) in COMMANDS.items():  # every command, with its own help line
+        assert [line for line in lines if line.split()[: len(words)] == list(words) and help_text in line], words
 
 
 def test_unknown_command_fails(capsys):

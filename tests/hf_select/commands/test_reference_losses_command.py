@@ -8,10 +8,10 @@ from datasets import Dataset, load_from_disk
 
 import hf_select.slm.reference_losses as reference_losses
 from hf_select.cli import main
-from hf_select.commands.train_slm import training_rows
+from hf_select.slm.jobs import training_rows
 from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
 
-_ORIGINAL = reference_losses._reference_batch
+_ORIGINAL = reference_losses.reference_batch
 
 
 @pytest.fixture
@@ -49,13 +49,13 @@ def test_resume_after_a_kill_equals_a_clean_run_and_writes_nothing_next_to_the_i
     before = sorted(p.name for p in data.iterdir())
     assert main(_args(model_dir, data, tmp / "clean")) == 0
     crashing = _Counting(fail_after=5)
-    monkeypatch.setattr(reference_losses, "_reference_batch", crashing)
+    monkeypatch.setattr(reference_losses, "reference_batch", crashing)
     with pytest.raises(RuntimeError, match="killed"):
         main(_args(model_dir, data, tmp / "run"))
     finished = len(list((tmp / "run" / "parts").glob("part-*.done")))
     assert finished == 2  # two parts of 4 rows (2 batches each) were finished before the kill
     resumed = _Counting()
-    monkeypatch.setattr(reference_losses, "_reference_batch", resumed)
+    monkeypatch.setattr(reference_losses, "reference_batch", resumed)
     assert main(_args(model_dir, data, tmp / "run")) == 0
     clean, run = load_from_disk(str(tmp / "clean")), load_from_disk(str(tmp / "run"))
     assert resumed.calls == -(-(len(run) - 8) // 2)  # only the rows of the unfinished parts were scored
@@ -66,7 +66,7 @@ def test_resume_after_a_kill_equals_a_clean_run_and_writes_nothing_next_to_the_i
 
 def test_a_reference_changed_in_place_is_not_mixed_with_old_parts(world, monkeypatch):
     tmp, model_dir, data = world
-    monkeypatch.setattr(reference_losses, "_reference_batch", _Counting(fail_after=3))
+    monkeypatch.setattr(reference_losses, "reference_batch", _Counting(fail_after=3))
     with pytest.raises(RuntimeError, match="killed"):
         main(_args(model_dir, data, tmp / "run"))
     monkeypatch.undo()
@@ -112,7 +112,7 @@ def test_cross_tokenizer_reference_losses_keep_long_documents(world, tmp_path):
 
 def test_a_resume_with_another_part_size_is_refused(world, monkeypatch, capsys):
     tmp, model_dir, data = world
-    monkeypatch.setattr(reference_losses, "_reference_batch", _Counting(fail_after=3))
+    monkeypatch.setattr(reference_losses, "reference_batch", _Counting(fail_after=3))
     with pytest.raises(RuntimeError, match="killed"):
         main(_args(model_dir, data, tmp / "run"))
     monkeypatch.undo()

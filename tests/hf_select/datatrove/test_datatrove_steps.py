@@ -44,7 +44,7 @@ def _texts(rng, count):
 def world(tmp_path_factory):
     """A tiny llama + tokenizer saved to a folder, the AI input (8 JSONL files of documents) and the RHO-1
     input (the packed training rows of the same documents, 8 JSONL files)."""
-    from hf_select.commands.train_slm import training_rows
+    from hf_select.slm.jobs import training_rows
 
     root = tmp_path_factory.mktemp("dtrove")
     model_dir = root / "model"
@@ -271,12 +271,12 @@ def test_step_counts_stats_too_short_rows_and_loads_the_model_once(world, tmp_pa
     tokenizer.save_pretrained(folder)
     short = next(w for w in TINY_WORDS if len(tokenizer(w).input_ids) == 1)
     texts = [*_texts(random.Random(1), 5), short]
-    step = AttentionInfluenceScorer(str(folder), HEADS, max_length=24, batch_size=2, docs_per_chunk=4)
+    step = AttentionInfluenceScorer(str(folder), HEADS, max_length=24, batch_size=2, docs_per_chunk=4, min_tokens=1)
     steps_module._WORKER_MODELS.clear()
     for _ in range(2):  # two tasks in one worker process: one model load
         docs = list(step.run(iter(Document(text=t, id=str(i)) for i, t in enumerate(texts))))
     assert len(steps_module._WORKER_MODELS) == 1
-    expected = AttentionInfluence(load_causal_lm(str(folder)), tokenizer, HEADS, 24, 3)({"text": texts})
+    expected = AttentionInfluence(load_causal_lm(str(folder)), tokenizer, HEADS, 24, 3, min_tokens=1)({"text": texts})
     for i, doc in enumerate(docs):
         for name in SCORE_COLUMNS:
             assert _same(doc.metadata[name], expected[name][i]) or abs(doc.metadata[name] - expected[name][i]) <= 1e-6
@@ -307,18 +307,29 @@ def test_missing_datatrove_names_the_extra(monkeypatch):
         importlib.import_module("hf_select.datatrove")
 
 
-def test_make_executor_sets_threads_and_checks_arguments(world):
+def test_make_executor_sets_threads_and_checks_arguments(world, monkeypatch, tmp_path):
     from datatrove.executor import LocalPipelineExecutor, SlurmPipelineExecutor
 
+    import hf_select.threads
     from hf_select.datatrove import attention_influence_pipeline, make_executor
 
     def pipeline():
         return attention_influence_pipeline(str(world["ai_in"]), "out", str(world["model"]), HEADS)
 
+    # the one thread rule (hf_select.threads): 8 usable cores (affinity and cgroup), 2 workers -> 4 threads each
+    monkeypatch.setattr(hf_select.threads, "available_cores", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     steps = pipeline()
-    executor = make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(world["root"] / "unused"))
+    executor = make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(tmp_path / "a"))
     assert isinstance(executor, LocalPipelineExecutor)
-    assert steps[1].num_threads == max(1, (os.cpu_count() or 1) // 2)
+    assert steps[1].num_threads == 4
+    steps = pipeline()
+    make_executor(steps, "local", tasks=3, workers=-1, logging_dir=str(tmp_path / "b"))
+    assert steps[1].num_threads == 2  # 3 tasks at once
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a user's cap wins
+    steps = pipeline()
+    make_executor(steps, "local", tasks=4, workers=2, logging_dir=str(tmp_path / "c"))
+    assert steps[1].num_threads == 1
     steps = pipeline()
     slurm = make_executor(
         steps, "slurm", tasks=8, partition="gpu", time="01:00:00", cpus_per_task=4, gpus_per_task=1,
@@ -495,3 +506,143 @@ def test_reference_step_in_process_counts_too_short_rows(world):
     assert stats["documents"] == 4 and stats["too_short"] == 2 and stats["tokens"] == 8
     with pytest.raises(KeyError, match="packed_row_adapter"):
         list(step.run(iter([Document(text="plain text", id="x")])))
+
+
+# ---- one run per folder, one short-document policy, every flag on every path --------------------------------
+
+
+def _heads_file(tmp_path):
+    from hf_select.attention_influence.retrieval_heads import RetrievalHeads
+
+    scores = torch.zeros(2, 4)
+    for layer, head in HEADS:
+        scores[layer, head] = 1.0
+    return RetrievalHeads.from_scores(scores, top_fraction=0.25).save(tmp_path / "heads.json")
+
+
+def _cli(model, data, out, heads, *extra):
+    from hf_select.cli import main
+
+    argv = ["score", "attention-influence", "--model_name_or_path", str(model), "--dataset_name", str(data)]
+    argv += ["--heads_file", str(heads), "--output_dir", str(out), "--max_length", "24", "--batch_size", "3"]
+    return main([*argv, *extra])
+
+
+def _scored(out) -> dict[str, dict]:
+    import pyarrow.parquet as pq
+
+    return {r["id"]: r for p in sorted((out / "scored").glob("*.parquet")) for r in pq.read_table(p).to_pylist()}
+
+
+def test_executor_rerun_with_another_model_never_keeps_stale_scores(world, tmp_path, capsys):
+    """Re-running ``--executor local`` with other weights into the same folder is refused (exit 2, naming the
+    setting), never "Not doing anything" over the first model's scores."""
+    other = tmp_path / "other_model"
+    tiny_model("llama", seed=1).save_pretrained(other)
+    tiny_tokenizer().save_pretrained(other)
+    heads, out = _heads_file(tmp_path), tmp_path / "run"
+    executor = ["--executor", "local", "--tasks", "2", "--workers", "1"]
+    assert _cli(world["model"], world["ai_in"], out, heads, *executor) == 0
+    first = json.dumps(_scored(out), sort_keys=True)  # NaN-safe comparison
+    assert _cli(world["model"], world["ai_in"], out, heads, *executor) == 0  # the same run: resumed, unchanged
+    assert json.dumps(_scored(out), sort_keys=True) == first
+    capsys.readouterr()
+    assert _cli(other, world["ai_in"], out, heads, *executor) == 2
+    assert "another run" in capsys.readouterr().err
+    assert _cli(other, world["ai_in"], out, heads, *executor, "--min_tokens", "3") == 2
+    assert json.dumps(_scored(out), sort_keys=True) == first
+
+
+def test_executor_run_that_reads_nothing_leaves_the_folder_free(world, tmp_path, capsys):
+    """A folder datatrove reads no document from (here: JSONL without the text field) is an error, and the
+    corrected re-run into the same output folder scores every document."""
+    empty = tmp_path / "no_text"
+    empty.mkdir()
+    (empty / "00.jsonl").write_text("".join(json.dumps({"id": d["id"], "body": d["text"]}) + "\n" for d in world["docs"]))
+    heads, out = _heads_file(tmp_path), tmp_path / "run"
+    executor = ["--executor", "local", "--tasks", "1", "--workers", "1"]
+    assert _cli(world["model"], empty, out, heads, *executor) == 2
+    assert "no document" in capsys.readouterr().err
+    assert _cli(world["model"], world["ai_in"], out, heads, *executor) == 0
+    assert sorted(_scored(out)) == sorted(d["id"] for d in world["docs"])
+
+
+def test_one_short_document_policy_on_every_path(world, tmp_path):
+    """``--min_tokens`` and the whitespace rule give the same ai_too_short and NaN scores on the map path, the
+    sharded command path and the datatrove path."""
+    from datasets import load_from_disk
+
+    from hf_select.datatrove import AttentionInfluenceScorer
+
+    tokenizer = load_tokenizer(str(world["model"]))
+    texts = ["   ", "\n\t ", "fox dog", *[d["text"] for d in world["docs"][:9]]]
+    min_tokens = 6
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "00.jsonl").write_text("".join(json.dumps({"id": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    scorer = AttentionInfluence(load_causal_lm(str(world["model"])), tokenizer, HEADS, 24, 3, min_tokens=min_tokens)
+    mapped = scorer({"text": texts})
+    n_tokens = [len(ids) - 1 for ids in tokenizer(texts).input_ids]  # predicted tokens (one chunk each)
+    expected = [n < min_tokens or not t.strip() for n, t in zip(n_tokens, texts)]
+    assert expected[:2] == [True, True] and not all(expected)
+    heads = _heads_file(tmp_path)
+    flag = ["--min_tokens", str(min_tokens)]
+    assert _cli(world["model"], data / "00.jsonl", tmp_path / "sharded", heads, *flag) == 0
+    sharded = load_from_disk(str(tmp_path / "sharded" / "scored"))
+    assert _cli(world["model"], data, tmp_path / "dt", heads, *flag, "--executor", "local", "--workers", "1") == 0
+    dt = _scored(tmp_path / "dt")
+    step = AttentionInfluenceScorer(str(world["model"]), HEADS, max_length=24, batch_size=3, min_tokens=min_tokens)
+    from datatrove.data import Document
+
+    in_process = [d.metadata for d in step.run(iter(Document(text=t, id=str(i)) for i, t in enumerate(texts)))]
+    for path, too_short, scores in (
+        ("map", mapped["ai_too_short"], mapped["ai_score"]),
+        ("sharded", sharded["ai_too_short"], sharded["ai_score"]),
+        ("datatrove", [dt[str(i)]["ai_too_short"] for i in range(len(texts))], [dt[str(i)]["ai_score"] for i in range(len(texts))]),
+        ("step", [m["ai_too_short"] for m in in_process], [m["ai_score"] for m in in_process]),
+    ):
+        assert list(too_short) == expected, path
+        assert [math.isnan(s) for s in scores] == expected, path
+        assert max(abs(a - b) for a, b, e in zip(scores, mapped["ai_score"], expected) if not e) <= 1e-6, path
+
+
+FLAGS = {  # flag -> (value, field of AttentionInfluenceConfig and its parsed value)
+    "--max_length": ("17", "max_length", 17),
+    "--batch_size": ("5", "batch_size", 5),
+    "--min_tokens": ("7", "min_tokens", 7),
+    "--reuse_lower_layers": ("false", "reuse_lower_layers", False),
+    "--heads": ("0:1", "heads", [(0, 1)]),
+}
+
+
+@pytest.mark.parametrize("path", ["sharded", "datatrove"])
+@pytest.mark.parametrize("flag", FLAGS)
+def test_each_cli_flag_reaches_each_path(world, tmp_path, monkeypatch, flag, path):
+    """The command parses one AttentionInfluenceConfig and the scorer of each path runs with exactly it."""
+    import hf_select.attention_influence.jobs as jobs
+    import hf_select.datatrove.pipelines as pipelines
+    from hf_select.attention_influence import AttentionInfluenceConfig
+
+    seen = {}
+
+    def no_sharded_map(dataset, function, *args, **kwargs):
+        seen["config"] = function.config
+        raise KeyboardInterrupt
+
+    def no_executor(pipeline, *args, **kwargs):
+        seen["config"] = next(step for step in pipeline if hasattr(step, "ai_config")).ai_config
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "sharded_map", no_sharded_map)
+    monkeypatch.setattr(pipelines, "make_executor", no_executor)
+    value, name, parsed = FLAGS[flag]
+    extra = [flag, value] + (["--executor", "local"] if path == "datatrove" else [])
+    data = world["ai_in"] if path == "datatrove" else world["ai_in"] / "00.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        _cli(world["model"], data, tmp_path / "out", _heads_file(tmp_path), *extra)
+    config = seen["config"]
+    assert isinstance(config, AttentionInfluenceConfig) and getattr(config, name) == parsed
+    default = AttentionInfluenceConfig(heads=HEADS, max_length=24, batch_size=3)
+    for other in ("max_length", "batch_size", "min_tokens", "reuse_lower_layers", "heads"):
+        if other != name:
+            assert getattr(config, other) == getattr(default, other), other

@@ -18,7 +18,7 @@ def test_missing_stage_is_pending_and_finished_stage_reused(tmp_path, monkeypatc
     assert [o.status for o in outcomes] == ["done", "pending"]
     assert json.loads((tmp_path / "out/stages/fake_done.json").read_text())["value"] == 3
     report = (tmp_path / "out/report.html").read_text()
-    assert "Pending" in report and "not built yet" in report
+    assert "Pending" in report and "not installed" in report
     outcomes = run_demo(DemoContext(tmp_path / "out", tmp_path / "cache"), ("fake_done",))
     assert outcomes[0].status == "reused" and calls == [1]
     # results of a quick run (or another seed) are not reused by a full run: it runs again

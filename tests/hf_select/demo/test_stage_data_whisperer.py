@@ -3,19 +3,21 @@ import json
 import numpy as np
 import pytest
 
+import hf_select.data_whisperer.experiment as experiment
+from hf_select.data_whisperer.experiment import tier_auroc, tier_ranks
 from hf_select.data_whisperer.scorer import DataWhisperer
 from hf_select.demo import stage_data_whisperer as stage
 
 
 def test_tier_auroc_hand_values():
-    ranks = stage.tier_ranks(["high", "low", "medium", "low"])
+    ranks = tier_ranks(["high", "low", "medium", "low"])
     assert ranks.tolist() == [2, 0, 1, 0]
     # pairs (better, worse): (h,l1) (h,m) (h,l2) (m,l1) (m,l2) -> scores h=.9 l1=.1 m=.5 l2=.5
     scores = [0.9, 0.1, 0.5, 0.5]
-    assert stage.tier_auroc(scores, ranks) == pytest.approx((1 + 1 + 1 + 1 + 0.5) / 5)
-    assert stage.tier_auroc([np.nan, 0.1, 0.5, 0.7], ranks) == pytest.approx((1 + 0) / 2)
+    assert tier_auroc(scores, ranks) == pytest.approx((1 + 1 + 1 + 1 + 0.5) / 5)
+    assert tier_auroc([np.nan, 0.1, 0.5, 0.7], ranks) == pytest.approx((1 + 0) / 2)
     with pytest.raises(ValueError, match="unknown tier 'great'"):
-        stage.tier_ranks(["great"])
+        tier_ranks(["great"])
 
 
 def _finetune_rows():
@@ -46,35 +48,42 @@ def test_stage_runs_on_a_fake_world(fake_world, monkeypatch):
     assert json.loads(json.dumps(result)) == result  # JSON-ready: a reused stage reads back the same result
     assert result["pool_size"] == 14 and result["scored_examples"] == 14
     assert result["invalid_group_share"] == 0.0
-    assert 0.0 <= result["auroc_score_vs_tier"] <= 1.0
-    assert result["STR"] == pytest.approx(
-        result["selection_seconds"] / result["comparison"]["full"]["train_seconds"]
-    )
+    # STR and AUROC against controlled timings and scores: the test below
     assert set(result["per_tier"]) == {"high", "medium", "low"}
     assert "AUROC" in stage.report_html(ctx, result)
 
 
-def test_stage_scoring_and_auroc_quick(fake_world, monkeypatch):
-    """Quick variant: real scoring and AUROC, fine-tuning comparison stubbed."""
+@pytest.mark.parametrize("order, auroc", [("tier", 1.0), ("reversed", 0.0)])
+def test_stage_str_and_auroc_against_controlled_timings_and_scores(fake_world, monkeypatch, order, auroc):
+    """Selection takes 3.0 s on a fake clock and fine-tuning ``2 s x rows``: STR must be 3 / (2 x pool). Scores
+    follow the tiers (or their reverse): AUROC must be 1 (or 0), high vs low too, and the top fraction is high
+    (or low) tier only. The fine-tuning and held-out evaluation run for real (tiny model)."""
     _stub_generation(monkeypatch)
-    fake = {
-        name: {"size": 1, "train_seconds": 2.0, "gold_loss": 1.0, "metric": 0.0}
-        for name in ("selected", "random", "full")
-    }
-    monkeypatch.setattr(
-        "hf_select.data_whisperer.finetune.compare_subsets",
-        lambda *a, selection_seconds=None, **k: {
-            **fake,
-            "base": fake["full"],
-            "selection_seconds": selection_seconds,
-            "STR": selection_seconds / 2.0,
-        },
-    )
+    clock = [100.0]
+    monkeypatch.setattr(experiment, "time", type("Clock", (), {"perf_counter": staticmethod(lambda: clock[0])}))
+    value = {"high": 0.9, "medium": 0.5, "low": 0.1}
+
+    def score(self, dataset, *args, **kwargs):
+        clock[0] += 3.0  # the selection's wall-clock
+        self.stats, self.unparsed, self.resumed_seconds = {"groups": 1, "invalid_groups": 0}, [], 0.0
+        scores = np.array([value[t] for t in dataset["tier"]]) + 1e-3 * np.arange(len(dataset))
+        return scores if order == "tier" else -scores
+
+    trained = []
+
+    def finetune(model, tokenizer, subset, args):
+        trained.append(len(subset))
+        return model, 2.0 * len(subset)
+
+    monkeypatch.setattr(DataWhisperer, "score", score)
+    monkeypatch.setattr("hf_select.data_whisperer.finetune.finetune", finetune)
     ctx = fake_world(finetune=_finetune_rows(), finetune_heldout=6)
     result = stage.run(ctx)
-    assert result["pool_size"] == 14 and result["scored_examples"] == 14
-    scores = json.loads((ctx.output_dir / "stages" / "data_whisperer" / "scores.json").read_text())
-    ranks = stage.tier_ranks(scores["tiers"])
-    assert result["auroc_score_vs_tier"] == pytest.approx(stage.tier_auroc(scores["scores"], ranks))
-    assert result["STR"] == pytest.approx(result["selection_seconds"] / 2.0)
+    pool = result["pool_size"]
+    assert max(trained) == pool == 14
+    assert result["selection_seconds"] == 3.0
+    assert result["STR"] == pytest.approx(3.0 / (2.0 * pool))
+    assert result["auroc_score_vs_tier"] == auroc and result["auroc_high_vs_low"] == auroc
+    top = "high" if order == "tier" else "low"
+    assert result["per_tier"][top]["share_of_top"] == 1.0
     assert "<img" in stage.report_html(ctx, result)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_select.slm.token_selection import (
-    global_threshold,
+    global_cutoff,
     select_top_tokens,
     selected_count,
     selection_count,
@@ -46,4 +46,4 @@ def test_invalid_positions_are_never_selected_and_ratio_one_is_plain_mean():
         assert not (select_top_tokens(scores, valid, 0.9, scope) & ~valid).any()
         plain = losses[valid].mean()
         torch.testing.assert_close(selective_loss(losses, valid, scores, 1.0, scope), plain)
-    assert float(global_threshold(torch.tensor([5.0, 1.0, 3.0, 2.0]), 0.5)) == 3.0
+    assert float(global_cutoff(torch.tensor([5.0, 1.0, 3.0, 2.0]), 0.5)[0]) == 3.0
