@@ -2,8 +2,9 @@
 reference.
 
 The student keeps the world's 8k tokenizer, so the reference losses are projected across tokenizers
-(:func:`hf_select.slm.cross_tokenizer.cross_tokenizer_reference_losses`: each SmolLM2 token's loss spread over its
-characters, summed per student token), precomputed once over the pool's documents and packed with exactly the
+(:func:`hf_select.slm.cross_tokenizer.cross_tokenizer_reference_losses`: each student token gets SmolLM2's loss of
+its characters, a SmolLM2 token cut by student boundaries split by SmolLM2's own prefix probabilities; tokens
+without a reference value hold NaN and are never selected), precomputed once over the pool's documents and packed with exactly the
 rows the baseline trains on (same packing, boundaries and masking). The loss is the mean cross-entropy over the
 60% of tokens with the highest excess loss over the reference, ranked over the whole batch ("global" scope).
 
