@@ -9,7 +9,7 @@ processor keeps the greedy choice of every content token and only steers the for
 - an answer cannot be empty: while the current answer has no visible character, EOS and tokens holding a line
   break are masked;
 - an answer ends at its first line break (at a blank line when a gold answer of the prompt spans several lines,
-  e.g. GSM8K worked solutions); after it, the tokens of ``"Answer j+1:"`` are forced, and an EOS before the
+  e.g. GSM8K worked solutions) -- not after a line ending in ``":"``, which only announces the answer; after it, the tokens of ``"Answer j+1:"`` are forced, and an EOS before the
   last answer is replaced by a line break and that label, as is the next token when the row's budget has
   only room left for the remaining labels;
 - after the last answer's line break, EOS is forced;
@@ -101,7 +101,9 @@ class AnswerFormat(LogitsProcessor):
                 scores[row, self.eos] = float("-inf")
                 continue
             end = "\n\n" if self.multiline[row] else "\n"
-            if answer.rstrip(" \t").endswith(end):  # the answer's line is closed
+            line = answer.rstrip(" \t")
+            # the answer's line is closed, unless it only announced the answer ("... is:")
+            if line.endswith(end) and not line.rstrip().endswith(":"):
                 if j < n:
                     self.queues[row] = self._label(j + 1)
                     self._force(scores, row, self.queues[row].pop(0))

@@ -534,3 +534,11 @@ def test_default_generation_of_a_random_model_is_always_parseable(family):
     free = DataWhisperer(tiny_model(family, seed=2), tiny_tokenizer(), force_answer_format=False, **kw)
     with pytest.raises(ValueError, match="no example got a score"):
         free.score(_pool(8))
+
+
+def test_an_announcing_first_line_is_not_the_answer():
+    """Small instruct models open with "The answer to the question is:" and answer on the next line: the format
+    constraint lets the answer continue there and the parser drops the announcing line."""
+    text = "The answer to the question about tabs is:\nUse expandtabs().\nAnswer 2: 4\nAnswer 3:\nIt is:\n7"
+    assert parse_answers(text, 3) == ["Use expandtabs().", "4", "7"]
+    assert parse_answers("Note: x\nAnswer 2: y", 2) == ["Note: x", "y"]
