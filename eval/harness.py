@@ -26,6 +26,7 @@ from typing import Any
 from transformers.utils import logging
 
 from hf_select.model_adapter import unwrap_model
+from hf_select.validation import check_value
 
 from .results import (
     SHOWN_METRICS,
@@ -92,7 +93,7 @@ def _plan(
 ):
     rows, prompts, docs_by_task, contexts_by_task, num_tokens = [], {}, {}, {}, {}
     for task in tasks:
-        docs = task.docs()[:limit] if limit else task.docs()
+        docs = task.docs()[:limit] if limit is not None else task.docs()
         docs_by_task[task.name] = docs
         if task.type == "perplexity":
             contexts_by_task[task.name] = [""] * len(docs)
@@ -182,7 +183,8 @@ def evaluate(
         batch_size: rows per forward pass (a row is one context with all its continuations).
         prefix: conditional-inference prefix put before every prompt (MeCo, arXiv:2501.01956), overriding
             each task's ``prefix``; ``""`` removes the tasks' prefixes.
-        limit: evaluate only the first ``limit`` items of each task (quick runs).
+        limit: evaluate only the first ``limit`` items of each task (quick runs); ``None`` evaluates all, ``0``
+            is refused.
         max_length: context window (default: the model config's).
         share_context: score all continuations of a context in one row (False: one row per continuation,
             lm-eval's layout; needed for attention kernels without arbitrary masks, e.g. flash-attention).
@@ -195,6 +197,8 @@ def evaluate(
         ``{"results": {task: {metric: value, ..., "num_items": n}}, "config": {...}, "samples"?: {...}}``.
         Every process returns the full results.
     """
+    for name, value in (("limit", limit), ("num_fewshot", num_fewshot), ("batch_size", batch_size)):
+        check_value(name, value)
     tasks = load_tasks(tasks)
     if not tasks:
         raise TaskError("no tasks to evaluate")

@@ -23,6 +23,8 @@ _EXPORTS: dict[str, str] = {
     "ModelArguments": "hf_select.loading",
     "load_model_and_tokenizer": "hf_select.loading",
     "load_any_dataset": "hf_select.loading",
+    "InputError": "hf_select.errors",
+    "validate_config": "hf_select.validation",
     "normalize_url": "hf_select.meco.metadata",
     "metadata_prefix": "hf_select.meco.metadata",
     "tokenize_with_metadata": "hf_select.meco.metadata",

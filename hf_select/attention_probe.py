@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .errors import InputIndexError
 from .model_adapter import ModelAdapter, get_model_adapter, unwrap_model
 
 __all__ = ["AttentionProbe", "StopForward", "attention_probe", "probe_attention_rows"]
@@ -246,7 +247,7 @@ def attention_probe(
         layers = frozenset(int(x) for x in layers)
         bad = [x for x in layers if not 0 <= x < adapter.num_layers]
         if bad or not layers:
-            raise IndexError(
+            raise InputIndexError(
                 f"probe layers {sorted(bad)} out of range: the model has {adapter.num_layers} layers"
             )
     elif stop_after_last:

@@ -13,6 +13,9 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from .errors import InputError, InputTypeError
+from .validation import validate_config
+
 logger = logging.get_logger(__name__)
 
 
@@ -71,6 +74,9 @@ class DatasetSourceArguments:
     )
     split: str = field(default="train", metadata={"help": "Split to read.", "aliases": ["--dataset_split"]})
 
+    def __post_init__(self):
+        validate_config(self)  # the value rules of every field, subclasses' included (hf_select.validation)
+
     def load_dataset(self):
         """:func:`load_any_dataset` of these arguments."""
         if not self.dataset_name_or_path:
@@ -83,6 +89,13 @@ class DataArguments(DatasetSourceArguments):
     """:class:`DatasetSourceArguments` plus the column holding the text."""
 
     text_column: str = field(default="text", metadata={"help": "Column holding the text."})
+
+    def load_dataset(self):
+        """:func:`load_any_dataset` of these arguments; a ``text_column`` it has must hold strings
+        (:func:`check_text_column`)."""
+        dataset = super().load_dataset()
+        check_text_column(dataset, self.text_column, self.dataset_name_or_path)
+        return dataset
 
 
 def _dtype(name: str):
@@ -166,6 +179,8 @@ def load_causal_lm(
     _check_local_source(
         name_or_path, "model", ("config.json", *([gguf_file] if gguf_file else [])), "--model_name_or_path"
     )
+    if not gguf_file:
+        _check_safetensors_folder(name_or_path)
     kwargs = {"revision": revision, "dtype": _dtype(dtype), "trust_remote_code": trust_remote_code}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -173,12 +188,72 @@ def load_causal_lm(
         kwargs["use_safetensors"] = True
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    from safetensors import SafetensorError
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except SafetensorError as exc:
+        raise InputError(
+            f"the safetensors weights of {name_or_path} cannot be read (a truncated or corrupt file?): {exc}"
+        ) from None
     if gguf_file:
         model = dequantized_copy(model)
     if device is not None:
         model.to(device)
     return model.eval()
+
+
+def _check_safetensors_folder(name_or_path: str) -> None:
+    """A local model folder must hold safetensors weights (hf-select never unpickles ``.bin`` files), each one
+    complete: its header's tensors must fit in the file (a copy cut short is named before transformers fails
+    deep inside)."""
+    import json
+    import struct
+
+    path = Path(name_or_path).expanduser()
+    if not path.is_dir():
+        return
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        pickled = sorted(p.name for p in path.glob("*.bin") if p.name != "training_args.bin")
+        if pickled:
+            raise InputError(
+                f"{name_or_path} holds only PyTorch pickle weights ({', '.join(pickled)}); hf-select loads "
+                "safetensors only. Convert once with: AutoModelForCausalLM.from_pretrained(folder)"
+                ".save_pretrained(folder, safe_serialization=True)"
+            )
+        return
+    for file in weights:
+        size = file.stat().st_size
+        try:
+            with file.open("rb") as handle:
+                (header_size,) = struct.unpack("<Q", handle.read(8))
+                if 8 + header_size > size:
+                    raise ValueError("the header runs past the end of the file")
+                header = json.loads(handle.read(header_size))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+            raise InputError(f"{file} is not a readable safetensors file ({exc}); download it again") from None
+        if 8 + header_size + end > size:
+            raise InputError(
+                f"{file} is truncated: its header lists {8 + header_size + end} bytes, the file has {size}; "
+                "download or copy it again"
+            )
+
+
+def check_vocabulary(model, tokenizer, name: str = "the model") -> None:
+    """Refuse a tokenizer whose token ids reach past the model's embedding matrix (an IndexError deep in the
+    embedding otherwise). A larger embedding than the tokenizer (padding rows) is fine."""
+    embeddings = model.get_input_embeddings()
+    rows = getattr(embeddings, "num_embeddings", None)
+    if rows is None:
+        return
+    size = len(tokenizer)
+    if size > rows:
+        raise InputError(
+            f"the tokenizer of {name} has {size} tokens but the model's embedding has only {rows} rows; "
+            "pass the tokenizer the model was trained with (--tokenizer_name_or_path)"
+        )
 
 
 def dequantized_copy(model):
@@ -225,6 +300,7 @@ def load_model_and_tokenizer(args: ModelArguments, device=None):
         args.trust_remote_code,
         gguf_file=None if args.tokenizer_name_or_path else args.gguf_file,
     )
+    check_vocabulary(model, tokenizer, args.model_name_or_path)
     return model, tokenizer
 
 
@@ -292,12 +368,16 @@ def load_any_dataset(name_or_path: str, split: str | None = "train", config_name
                 f"{name_or_path} holds {'several saved datasets' if len(saved) > 1 else 'a saved dataset'} "
                 f"({', '.join(saved)}) rather than being one; pass one of: {choices}"
             )
-        data = load_dataset(str(path), config_name)
+        data = _read_files(name_or_path, lambda: load_dataset(str(path), config_name))
     elif path.is_file():
         kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}.get(path.suffix)
         if kind is None:
             raise ValueError(f"cannot read {path}: expected .jsonl, .json, .parquet or .csv")
-        data = load_dataset(kind, data_files=str(path))
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16)
+        if not head.strip() and path.stat().st_size <= len(head):  # the datasets library stops with StopIteration
+            raise InputError(f"{name_or_path} is empty: no rows to read")
+        data = _read_files(name_or_path, lambda: load_dataset(kind, data_files=str(path)))
     elif _looks_local(name_or_path):
         raise FileNotFoundError(f"no such folder or file: {name_or_path}")
     else:
@@ -308,7 +388,48 @@ def load_any_dataset(name_or_path: str, split: str | None = "train", config_name
         if split not in data:
             raise ValueError(f"{name_or_path} has no split {split!r}; it has {sorted(data)}")
         return data[split]
+    if split not in (None, "train"):
+        raise InputError(
+            f"{name_or_path} is one dataset without splits, so it has no split {split!r}; leave --split at "
+            "its default (train)"
+        )
     return data
+
+
+def _read_files(name: str, read):
+    """``read()``, with the datasets library's failure on a malformed data file (a JSON line that does not
+    parse, a column whose type changes between rows) as one message naming the file."""
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return read()
+    except DatasetGenerationError as exc:
+        cause = exc.__cause__ or exc
+        raise InputError(f"cannot read {name}: {' '.join(str(cause).split())[:300]}") from None
+
+
+def check_text_column(dataset, column: str, what: str = "the dataset") -> None:
+    """Refuse a text column that holds anything but strings (numbers, lists), or a missing value, with
+    the column's type or the first row that is missing (the tokenizer fails on them with a ``TypeError``
+    otherwise). A column the dataset lacks is left to the caller (some accept token ids instead)."""
+    from datasets import Value
+
+    if column not in dataset.column_names:
+        return
+    feature = dataset.features[column]
+    if not (isinstance(feature, Value) and feature.dtype in ("string", "large_string")):
+        kind = feature.dtype if isinstance(feature, Value) else type(feature).__name__.lower()
+        raise InputTypeError(
+            f"column {column!r} of {what} must hold text, but it holds {kind} values"
+        )
+    values = dataset.with_format("arrow")[column]
+    if values.null_count:
+        import pyarrow.compute as pc
+
+        row = pc.index(pc.is_null(values), True).as_py()
+        raise InputTypeError(
+            f"column {column!r} of {what} has no text in row {row} (null); drop or fill the missing rows"
+        )
 
 
 def require_columns(dataset, columns, what: str = "dataset") -> None:

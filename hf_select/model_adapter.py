@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .errors import InputIndexError
+
 # model_type -> (path to the decoder-layer list from the base model, attention attribute, output projection,
 # value source). The value source is either the name of a separate value projection or a fused QKV module
 # with its split rule.
@@ -132,11 +134,11 @@ class ModelAdapter:
     def check_head(self, layer: int, head: int) -> None:
         """Raise a clear error for an out-of-range (layer, head) pair."""
         if not 0 <= layer < self.num_layers:
-            raise IndexError(
+            raise InputIndexError(
                 f"layer {layer} out of range: {type(self.model).__name__} has {self.num_layers} layers"
             )
         if not 0 <= head < self.num_heads:
-            raise IndexError(
+            raise InputIndexError(
                 f"head {head} out of range: {type(self.model).__name__} has {self.num_heads} query heads"
             )
 

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .errors import InputKeyError
+
 
 def top_fraction_indices(scores: Sequence[float], fraction: float) -> np.ndarray:
     """Indices (ascending) of the ``round(fraction * n)`` highest scores, at least one when ``fraction > 0``.
@@ -34,14 +36,14 @@ def _groups(dataset, by: str | None) -> dict:
     if by is None:
         return {None: np.arange(len(dataset))}
     if by not in dataset.column_names:
-        raise KeyError(f"group column {by!r} not in the dataset (columns: {dataset.column_names})")
+        raise InputKeyError(f"group column {by!r} not in the dataset (columns: {dataset.column_names})")
     keys = np.asarray(dataset[by], dtype=object)
     return {key: np.flatnonzero(keys == key) for key in dict.fromkeys(keys.tolist())}
 
 
 def _scores(dataset, column: str) -> np.ndarray:
     if column not in dataset.column_names:
-        raise KeyError(f"score column {column!r} not in the dataset (columns: {dataset.column_names})")
+        raise InputKeyError(f"score column {column!r} not in the dataset (columns: {dataset.column_names})")
     return np.asarray([math.nan if v is None else v for v in dataset[column]], dtype=np.float64)
 
 

@@ -19,6 +19,7 @@ given, against the dataset's length before merging. Temporary files live in ``ou
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -162,7 +163,11 @@ def sharded_map(
                 )
             total_in, total_out = total_in + n_in, total_out + meta["rows"]
             continue
-        mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **kwargs)
+        # an explicit fingerprint: datasets would otherwise hash the function (a scorer holding a model) per
+        # part, under a bare except that also swallows a SIGTERM arriving meanwhile
+        part_kwargs = {"new_fingerprint": hashlib.sha256(f"{fingerprint}/{name}".encode()).hexdigest()[:32]}
+        part_kwargs.update(kwargs)
+        mapped = make().map(function, load_from_cache_file=False, keep_in_memory=True, **part_kwargs)
         meta = {
             "rows": len(mapped),
             "input_rows": n_in,

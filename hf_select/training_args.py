@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
+from .validation import validate_config
+
 __all__ = ["HfSelectTrainingArguments", "move_hub_token_to_environment"]
 
 
@@ -26,8 +28,10 @@ def move_hub_token_to_environment(args) -> None:
 
 @dataclass
 class HfSelectTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` that never store a Hub token (see the module docstring)."""
+    """``TrainingArguments`` that never store a Hub token (see the module docstring), with the value rules of
+    :mod:`hf_select.validation` (a finite learning rate > 0, ...) checked on the values as given."""
 
     def __post_init__(self):
+        validate_config(self)
         super().__post_init__()
         move_hub_token_to_environment(self)

@@ -25,6 +25,7 @@ from hf_select.meco.metadata import add_metadata_tokens
 from hf_select.packing import PackedCollator, pack_dataset
 
 from .meco_config import MeCoConfig
+from .resume import ResumableTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -103,7 +104,7 @@ def meco_schedule(conditioned, cooldown, conditioned_rows: int, cooldown_rows: i
     return rows_all.select(np.concatenate(order))
 
 
-class MeCoTrainer(Trainer):
+class MeCoTrainer(ResumableTrainerMixin, Trainer):
     """``Trainer`` for MeCo: the first ``args.conditioned_steps()`` optimizer steps train on documents
     prefixed with their metadata (labels ``-100`` on the prefix), the remaining steps on plain documents from a
     disjoint pool, in one run (see the module docstring).

@@ -46,6 +46,7 @@ from hf_select.packing import PackedCollator
 from hf_select.token_loss import IGNORE_INDEX
 
 from .opus_config import OPUSConfig
+from .resume import ResumableTrainerMixin
 
 logger = logging.get_logger(__name__)
 
@@ -74,7 +75,7 @@ def _row_tensors(row: dict) -> tuple[list[int], list[int], list[int]]:
     return ids, labels, pos
 
 
-class OPUSTrainer(Trainer):
+class OPUSTrainer(ResumableTrainerMixin, Trainer):
     """``transformers.Trainer`` that selects each step's rows with OPUS (see the module docstring).
 
     Args:

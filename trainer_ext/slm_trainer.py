@@ -58,6 +58,7 @@ from hf_select.slm.token_selection import (
 )
 from hf_select.token_loss import per_token_loss, prediction_mask, prepare_model_inputs
 
+from .resume import ResumableTrainerMixin
 from .slm_config import SLMConfig
 
 logger = logging.get_logger(__name__)
@@ -176,7 +177,7 @@ class SLMCollator(PackedCollator):
         return batch
 
 
-class SLMTrainer(Trainer):
+class SLMTrainer(ResumableTrainerMixin, Trainer):
     """Trainer for RHO-1 Selective Language Modeling (arXiv 2404.07965); see the module docstring.
 
     Args:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transformers.utils import logging
 
+from ..loading import check_text_column
 from ..sharded_map import distributed_rank_and_world_size, load_sharded_output, sharded_map, wait_for_ranks
 from .scorer import AttentionInfluence, AttentionInfluenceConfig
 
@@ -44,6 +45,7 @@ def score_sharded(
     rank). Returns the merged, checked ``Dataset`` on rank 0 and None on the other ranks."""
     if config.text_column not in dataset.column_names:
         raise ValueError(f"text column {config.text_column!r} not in {source}: {dataset.column_names}")
+    check_text_column(dataset, config.text_column, source)
     rank, world_size = distributed_rank_and_world_size()
     scorer = AttentionInfluence(model, tokenizer, config=config)
     parts = Path(output_dir) / "parts"

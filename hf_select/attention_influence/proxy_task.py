@@ -45,9 +45,14 @@ def keyed_pairs(
 ) -> list[tuple[str, str]]:
     """``(unique random key, value)`` pairs in the order of ``values``, stopping before the first pair that makes
     ``too_long(pairs)`` true once more than ``min_pairs`` pairs are held."""
+    if key_length < 1:
+        raise ValueError(f"key_length must be >= 1, got {key_length}")
     keys: set[str] = set()
     pairs: list[tuple[str, str]] = []
+    distinct = len(_ALPHABET) ** min(key_length, 8)
     for value in values:
+        if len(keys) >= distinct:  # every key of this length is taken: no more pairs
+            break
         key = random_key(rng, key_length)
         while key in keys:
             key = random_key(rng, key_length)
@@ -120,6 +125,8 @@ def build_proxy_samples(
     """
     if len(values) < num_demos + 1:
         raise ValueError(f"need at least {num_demos + 1} distinct values, got {len(values)}")
+    if key_length < 1:
+        raise ValueError(f"key_length must be >= 1, got {key_length}")
     rng = random.Random(seed)
     samples = []
 

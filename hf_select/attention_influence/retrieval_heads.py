@@ -26,11 +26,14 @@ from tqdm.auto import tqdm
 from transformers.utils import logging
 
 from ..attention_probe import AttentionProbe, attention_probe
+from ..errors import InputKeyError
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..text_metrics import normalize_text
 from ..token_loss import final_hidden_states, split_causal_lm
 
 logger = logging.get_logger(__name__)
+
+PROXY_COLUMNS = ("prompt", "answer", "value_span")
 
 
 @dataclass
@@ -310,6 +313,13 @@ def detect_retrieval_heads(
     samples = list(proxy)
     if not samples:
         raise ValueError("the proxy task has no samples")
+    for row, sample in enumerate(samples):
+        missing = [k for k in PROXY_COLUMNS if k not in sample]
+        if missing:
+            raise InputKeyError(
+                f"proxy sample {row} lacks {missing}; proxy samples need the columns {list(PROXY_COLUMNS)} "
+                f"(it has {sorted(sample)})"
+            )
     per_sample, quality = _score_samples(model, tokenizer, samples, method, max_new_tokens, show_progress)
     keep = (
         [i for i, q in enumerate(quality) if q >= min_accuracy] if drop_failed else list(range(len(samples)))

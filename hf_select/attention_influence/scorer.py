@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import InputIndexError, InputKeyError, InputTypeError
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
@@ -229,7 +230,13 @@ class AttentionInfluence:
             )
         elif heads is not None:
             config = replace(config, heads=list(heads))
-        config = replace(config, heads=normalize_heads(config.heads, get_model_adapter(model)))
+        try:
+            heads = normalize_heads(config.heads, get_model_adapter(model))
+        except InputIndexError as exc:
+            if not config.heads_file:
+                raise
+            raise InputIndexError(f"{exc} (a head of --heads_file {config.heads_file})") from None
+        config = replace(config, heads=heads)
         if not config.heads:
             raise ValueError("AttentionInfluence needs at least one head to mask")
         self.config = config
@@ -258,7 +265,7 @@ class AttentionInfluence:
     def _encode(self, texts: list[Any]) -> list[list[int]]:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(
+                raise InputTypeError(
                     f"column {self.text_column!r} must hold strings; row {i} is {type(text).__name__}"
                 )
         return self.tokenizer(texts, add_special_tokens=True).input_ids
@@ -308,7 +315,7 @@ class AttentionInfluence:
 
     def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
         if self.text_column not in batch:
-            raise KeyError(
+            raise InputKeyError(
                 f"text column {self.text_column!r} not in the batch (columns: {sorted(batch)}); "
                 "set text_column="
             )

@@ -75,6 +75,7 @@ def run(model_args: ModelArguments, args: DetectHeadsArguments) -> int:
     import torch
 
     from ..attention_influence.retrieval_heads import detect_retrieval_heads
+    from ..loading import check_text_column, require_columns
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(model_args, device=device)
@@ -82,7 +83,10 @@ def run(model_args: ModelArguments, args: DetectHeadsArguments) -> int:
     if args.proxy_dataset:
         proxy = load_any_dataset(args.proxy_dataset, args.split).to_list()
     elif args.values_dataset:
-        values = sentences(load_any_dataset(args.values_dataset, args.split)[args.values_column])
+        texts = load_any_dataset(args.values_dataset, args.split)
+        require_columns(texts, [args.values_column], "--values_dataset")
+        check_text_column(texts, args.values_column, "--values_dataset")
+        values = sentences(texts[args.values_column])
     else:
         raise ValueError("give --proxy_dataset (ready samples) or --values_dataset (text for the values)")
     heads = detect_retrieval_heads(

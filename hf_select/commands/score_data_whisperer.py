@@ -49,7 +49,7 @@ def run(model_args: ModelArguments, args: DataWhispererArguments, config: DataWh
         raise ValueError("--dataset_name_or_path is required")
     dataset = load_any_dataset(args.dataset_name_or_path, args.split)
     require_columns(dataset, [config.question_column, config.answer_column], "dataset to score")
-    if args.max_examples:
+    if args.max_examples is not None:
         dataset = dataset.select(range(min(args.max_examples, len(dataset))))
     model, tokenizer = load_model_and_tokenizer(model_args, device=args.device)
     out = Path(args.output_dir)

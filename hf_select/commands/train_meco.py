@@ -49,7 +49,7 @@ class MeCoDataArguments(DatasetSourceArguments):
 
 def _documents(name: str, split: str, config: str | None, limit: int | None):
     data = load_any_dataset(name, split=split, config_name=config)
-    return data.select(range(min(limit, len(data)))) if limit else data
+    return data.select(range(min(limit, len(data)))) if limit is not None else data
 
 
 def _model(args: ModelArguments, from_scratch: bool, seed: int):

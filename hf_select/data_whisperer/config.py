@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..validation import validate_config
+
 DEFAULT_INSTRUCTION = (
     "Here are some questions with their answers. Answer the questions at the end in the same style, "
     "one answer per line, each after its label."
@@ -84,12 +86,9 @@ class DataWhispererConfig:
     )  # fmt: skip
 
     def __post_init__(self):
-        if self.n_demos < 1 or self.n_queries < 1 or self.rounds < 1:
-            raise ValueError("n_demos, n_queries and rounds must be >= 1")
+        validate_config(self)  # ranges of the numeric fields (hf_select.validation.RULES)
         if self.query_mode not in ("joint", "separate"):
             raise ValueError(f"query_mode must be 'joint' or 'separate', got {self.query_mode!r}")
-        if self.max_answer_tokens < 1 or self.batch_prompts < 1 or self.max_retries < 0:
-            raise ValueError("max_answer_tokens and batch_prompts must be >= 1, max_retries >= 0")
         if isinstance(self.metric, str) and self.metric not in ("auto", "exact_match", "rouge_l", "gsm8k"):
             raise ValueError(
                 f"unknown metric {self.metric!r}; use auto, exact_match, rouge_l, gsm8k or a callable"

@@ -97,13 +97,16 @@ def apply_lora(model, args: FinetuneArguments):
 def finetune(model, tokenizer, train_dataset, args: FinetuneArguments):
     """Fine-tune ``model`` on a question/answer dataset. Returns ``(trained model, wall-clock seconds)``.
 
-    With ``args.use_lora`` the returned model is the peft-wrapped model (adapters trained, base frozen).
+    With ``args.use_lora`` the returned model is the peft-wrapped model (adapters trained, base frozen). The
+    seed (``args.seed``) is set before the adapters are created, so their random initialisation, and hence the
+    trained weights, repeat from run to run (``Trainer`` only seeds when it is built, after the adapters).
     """
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq, Trainer, set_seed
 
     if len(train_dataset) == 0:
         raise ValueError("cannot fine-tune on an empty dataset")
     rows = encode_dataset(train_dataset, tokenizer, args.max_length, args.question_column, args.answer_column)
+    set_seed(args.seed)
     if args.use_lora:
         model = apply_lora(model, args)
     model.train()

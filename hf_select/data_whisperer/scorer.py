@@ -61,6 +61,7 @@ from transformers import LogitsProcessorList
 from transformers.utils import logging
 
 from ..attention_probe import attention_probe, probe_attention_rows
+from ..errors import InputIndexError
 from ..generation import generate_greedy, left_pad
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..resume import ResumeFolder, write_atomic
@@ -187,7 +188,7 @@ class DataWhisperer:
         if layer is None:  # the paper's layer 13 of 32: ~40% depth
             layer = min(int(round(0.4 * layers)), layers - 1)
         if not 0 <= layer < layers:
-            raise IndexError(f"attn_layer {layer} out of range: the model has {layers} layers")
+            raise InputIndexError(f"attn_layer {layer} out of range: the model has {layers} layers (0 to {layers - 1})")
         self.attn_layer = layer
         self.stats: dict[str, int] = {}
         self.groups: list[GroupResult] = []
@@ -571,6 +572,10 @@ class DataWhisperer:
         ``self.cached`` tells whether the scores came from the ``datasets`` cache (then no scoring ran and its
         wall-clock must not be used, e.g. for STR).
         """
+        from ..loading import check_text_column
+
+        for text_column in (self.config.question_column, self.config.answer_column):
+            check_text_column(dataset, text_column, "the dataset to score")
         self.cached = True
         scored = dataset.map(self, batched=True, batch_size=None, new_fingerprint=self.fingerprint(dataset))
         return scored if column == "dw_score" else scored.rename_column("dw_score", column)

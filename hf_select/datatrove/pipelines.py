@@ -23,8 +23,11 @@ folder retrained in place is seen by its files' sizes and times; a Hub model by 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
+
+from datatrove.executor import LocalPipelineExecutor
 
 from ..attention_influence.scorer import AttentionInfluenceConfig
 from ..fingerprint import fingerprint
@@ -144,6 +147,7 @@ def make_executor(
     """
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {executor!r}")
+    check_task_counts(tasks, workers)
     if executor == "slurm":
         missing = [k for k in ("partition", "time") if k not in kwargs]
         if missing:
@@ -155,9 +159,7 @@ def make_executor(
         _set_threads(pipeline, int(kwargs.get("cpus_per_task", 1)))
     claim_run(pipeline, tasks, logging_dir)
     if executor == "local":
-        from datatrove.executor import LocalPipelineExecutor
-
-        return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
+        return LocalExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
     if executor == "slurm":
         from datatrove.executor import SlurmPipelineExecutor
 
@@ -165,6 +167,32 @@ def make_executor(
     from datatrove.executor import RayPipelineExecutor
 
     return RayPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir, **kwargs)
+
+def check_task_counts(tasks, workers) -> None:
+    """``tasks`` >= 1 and ``workers`` >= 1 or -1 (as many as tasks); datatrove runs nothing on 0 tasks."""
+    if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
+        raise ValueError(f"--tasks must be an integer >= 1, got {tasks!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or (workers < 1 and workers != -1):
+        raise ValueError(f"--workers must be an integer >= 1, or -1 for as many as tasks, got {workers!r}")
+
+
+class LocalExecutor(LocalPipelineExecutor):
+    """datatrove's ``LocalPipelineExecutor`` whose pool workers die with the main process
+    (:func:`hf_select.interrupt.die_with_parent`): a ``kill -9`` of the main process stops every task at once
+    instead of leaving workers scoring and writing; a re-run redoes the unfinished tasks."""
+
+    def run(self):
+        self.main_pid = os.getpid()
+        return super().run()
+
+    def _launch_run_for_rank(self, rank, ranks_q, completed=None, completed_lock=None):
+        from ..interrupt import die_with_parent
+
+        main_pid = getattr(self, "main_pid", None)
+        if main_pid is not None and os.getpid() != main_pid:
+            die_with_parent(main_pid)
+        return super()._launch_run_for_rank(rank, ranks_q, completed, completed_lock)
+
 
 def _set_threads(pipeline: list, threads: int) -> None:
     for step in pipeline:
@@ -216,6 +244,13 @@ def guess_input_format(folder: str) -> str:
     from datatrove.io import get_datafolder
 
     files = get_datafolder(folder).list_files()
+    names = {f.rsplit("/", 1)[-1] for f in files}
+    if "dataset_dict.json" in names or ("state.json" in names and any(f.endswith(".arrow") for f in files)):
+        raise ValueError(
+            f"{folder} is a save_to_disk folder (Arrow files); --executor reads folders of .jsonl(.gz) or "
+            ".parquet files: write it with Dataset.to_parquet / to_json into a folder, or score it without "
+            "--executor"
+        )
     if any(f.endswith(".parquet") for f in files):
         return "parquet"
     if any(".jsonl" in f or f.endswith(".json") for f in files):

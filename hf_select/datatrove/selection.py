@@ -26,6 +26,8 @@ from datatrove.io import DataFolderLike, get_datafolder
 from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 
+from ..errors import InputKeyError
+
 _ALL = "__all__"
 
 
@@ -33,13 +35,13 @@ def _group_of(doc: Document, by: str | None) -> str:
     if by is None:
         return _ALL
     if by not in doc.metadata:
-        raise KeyError(f"document {doc.id} has no metadata {by!r} to group by (set by=None to rank globally)")
+        raise InputKeyError(f"document {doc.id} has no metadata {by!r} to group by (set by=None to rank globally)")
     return str(doc.metadata[by])
 
 
 def _score_of(doc: Document, column: str) -> float:
     if column not in doc.metadata:
-        raise KeyError(f"document {doc.id} has no score {column!r} in its metadata")
+        raise InputKeyError(f"document {doc.id} has no score {column!r} in its metadata")
     value = doc.metadata[column]
     return math.nan if value is None else float(value)
 

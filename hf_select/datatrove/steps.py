@@ -76,10 +76,11 @@ def _load_worker_model(
     key = (model, tokenizer, revision, dtype, attn_implementation, trust_remote_code, device)
     if key not in _WORKER_MODELS:
         from ..fingerprint import model_fingerprint
-        from ..loading import load_causal_lm, load_tokenizer
+        from ..loading import check_vocabulary, load_causal_lm, load_tokenizer
 
         lm = load_causal_lm(model, revision, dtype, attn_implementation, trust_remote_code, device)
         tok = load_tokenizer(tokenizer or model, None if tokenizer else revision, trust_remote_code)
+        check_vocabulary(lm, tok, model)
         _WORKER_MODELS[key] = (lm, tok, model_fingerprint(lm, tok))
     return _WORKER_MODELS[key]
 

@@ -26,9 +26,9 @@ from typing import Any
 
 @dataclass
 class StudentSettings:
-    """Shared budget of the small students trained from scratch (baseline, AttentionInfluence mix, SLM, MeCo,
-    OPUS), so that they compare fairly: same architecture, initialisation per seed, row length, steps and update
-    tokens.
+    """Shared budget of the small students trained from scratch (the arms of the ``students`` compare study:
+    baseline, AttentionInfluence mix, random mix, SLM, MeCo, OPUS), so that they compare fairly: same
+    architecture, initialisation per seed, row length, steps and update tokens.
 
     Students are the one place the main job trains a model from scratch: their comparison is about what data a
     model learns from, which a pretrained model would blur. They keep the world's 8k tokenizer (a 49k

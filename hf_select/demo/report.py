@@ -9,7 +9,7 @@ from pathlib import Path
 from ..figures import img_html, new_figure
 from .context import DemoContext
 
-__all__ = ["figure_html", "loss_curves_html", "new_figure", "student_summary_html", "write_report"]
+__all__ = ["figure_html", "loss_curves_html", "new_figure", "write_report"]
 
 
 def _section(ctx: DemoContext, outcome) -> str:
@@ -76,14 +76,3 @@ def loss_curves_html(curves: dict[str, list], title: str, ylabel: str = "trainin
     if len(curves) > 1:
         ax.legend()
     return figure_html(fig, alt=title)
-
-
-def student_summary_html(result: dict) -> str:
-    """The shared head of a student stage's section: budget and held-out bits per byte per seed."""
-    bpb = result["heldout_bits_per_byte"]
-    seeds = ", ".join(f"seed {r['seed']}: {r['heldout_bits_per_byte']}" for r in result["per_seed"])
-    return (
-        f"<p>{len(result['seeds'])} seeds x {result['steps']} steps, {result['update_tokens']} update tokens each. "
-        f"Held-out clean bits per byte ({result['heldout_documents']} documents): <b>{bpb['mean']} &plusmn; "
-        f"{bpb['std']}</b> ({seeds}).</p>"
-    )

@@ -28,11 +28,7 @@ STAGES: tuple[str, ...] = (
     "pretrained_model",
     "retrieval_heads",
     "attention_influence",
-    "student_baseline",
-    "student_ai_mix",
-    "student_slm",
-    "student_meco",
-    "student_opus",
+    "students",
     "evaluation",
     "data_whisperer",
 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 import math
+import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,54 +86,70 @@ def _retrieval_rows(results: dict) -> list[SummaryRow]:
     return [row, length]
 
 
-STUDENTS = (
-    ("student_ai_mix", "AttentionInfluence mix", "paper (7B, 1T tokens): MMLU +1.4, GSM8K +2.7 points"),
-    ("student_slm", "RHO-1 SLM", "paper: up to +30% few-shot math accuracy; lower loss on useful tokens"),
-    (
-        "student_meco",
-        "MeCo",
-        "paper: baseline quality with 33% less data; own URL helps, no URL works normally",
-    ),
-    ("student_opus", "OPUS", "paper: +2.2% average accuracy on FineWeb pretraining"),
-)
+def _setting_sentence(comp: dict, base_mean: float | None, seeds: int, tokens: int) -> str:
+    """What the students' setting can and cannot show for one arm (one sentence)."""
+    where = f"{seeds} seeds x {tokens:,} update tokens of a from-scratch student"
+    if comp.get("verdict") in ("better", "worse"):
+        return f"decided at {where}; says nothing about downstream gains of a large model"
+    mde = comp.get("detectable_effect")
+    if mde is None:
+        return f"too few seeds at {where} to estimate what could be detected"
+    share = f" ({100 * mde / base_mean:.1f}% of the baseline)" if base_mean else ""
+    return f"effects below {mde:.4f} bpb{share} go unseen at {where}"
 
 
 def _student_rows(results: dict) -> list[SummaryRow]:
-    from .students import paired_verdict
+    """Rows built by the ``compare`` study of the students stage: per arm the paired difference to the baseline
+    with its 95% interval, the verdict with what the setting can show, and the cost ratio."""
+    from ..compare.stats import paired_comparison
+    from .stage_students import ARMS
 
-    baseline = results.get("student_baseline") or {}
-    base_stat = baseline.get("heldout_bits_per_byte")
+    students = results.get("students") or {}
+    arms = students.get("arms") or {}
+    base = arms.get("baseline")
+    base_stat = (base or {}).get("metrics", {}).get("heldout_bpb")
     rows = [
         SummaryRow(
             "Baseline student",
             "held-out clean bits per byte, plain Trainer on the clean + low-quality pool",
-            _spread(base_stat) or NOT_COMPUTED,
+            _spread({"mean": base_stat["mean"], "std": base_stat["sd"], "values": base_stat["values"]})
+            if base_stat
+            else NOT_COMPUTED,
             "the reference for the students below",
             "reference" if base_stat else NOT_COMPUTED,
         )
     ]
-    for stage, method, expectation in STUDENTS:
-        result = results.get(stage) or {}
-        stat = result.get("heldout_bits_per_byte")
+    seeds, tokens = len(students.get("seeds") or []), students.get("update_tokens") or 0
+    for name, (method, expectation) in ARMS.items():
+        arm = arms.get(name)
         row = SummaryRow(
             method,
-            "held-out clean bits per byte at equal update tokens vs the baseline",
+            "held-out clean bits per byte vs the baseline at equal update tokens (paired by seed, 95% interval)",
             expectation=expectation,
         )
-        if stat and base_stat:
-            verdict = paired_verdict(stat["values"], base_stat["values"])
-            row.figure = f"{_spread(stat)}; paired difference {verdict['difference']:+.4f}"
-            row.verdict = verdict["verdict"]
+        comp = (arm or {}).get("vs_baseline", {}).get("heldout_bpb")
+        if comp and comp.get("difference") is not None and base_stat:
+            ci = comp.get("ci")
+            interval = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
+            row.figure = (
+                f"{arm['metrics']['heldout_bpb']['mean']:.4f}; difference {comp['difference']:+.4f}{interval}; "
+                f"cost x{arm['cost']['ratio_to_baseline_training']:.2f} of baseline training"
+            )
+            row.verdict = f"{comp['verdict']} -- {_setting_sentence(comp, base_stat['mean'], seeds, tokens)}"
+        elif name in (students.get("skipped_arms") or {}):
+            row.figure = f"{NOT_COMPUTED}: {students['skipped_arms'][name]}"
         rows.append(row)
-        if stage == "student_meco" and result.get("own_url_bits_per_byte"):
-            own, wrong = result["own_url_bits_per_byte"], result["unrelated_url_bits_per_byte"]
+        per_seed = (arm or {}).get("per_seed") or []
+        if name == "meco" and per_seed and "heldout_bpb_own_url" in per_seed[0]:
+            own = [r["heldout_bpb_own_url"] for r in per_seed]
+            wrong = [r["heldout_bpb_unrelated_url"] for r in per_seed]
+            verdict = paired_comparison(own, wrong)
             meco = SummaryRow(
                 "MeCo",
-                "conditional held-out bits per byte: own URL vs unrelated URL",
-                f"{_spread(own)} vs {_spread(wrong)}",
+                "conditional held-out bits per byte: own URL vs unrelated URL (paired by seed)",
+                f"{statistics.fmean(own):.4f} vs {statistics.fmean(wrong):.4f}; difference {verdict['difference']:+.4f}",
                 "own URL lower than a wrong URL",
             )
-            verdict = paired_verdict(own["values"], wrong["values"])
             meco.verdict = {"better": "own URL lower", "worse": "own URL higher"}.get(
                 verdict["verdict"], verdict["verdict"]
             )

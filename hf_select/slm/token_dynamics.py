@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import InputError
 from ..packing import PackedCollator
 from ..token_loss import per_token_loss
 
@@ -116,12 +117,19 @@ def token_loss_dynamics(
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
+    largest_id = max((max(ids, default=0) for ids in dataset["input_ids"]), default=0)
     for checkpoint in tqdm(checkpoints, desc="checkpoints"):
         model = (
             load_causal_lm(str(checkpoint), device=device)
             if isinstance(checkpoint, (str, Path))
             else checkpoint
         )
+        embedding_rows = model.get_input_embeddings().num_embeddings
+        if largest_id >= embedding_rows:
+            raise InputError(
+                f"token id {largest_id} of the rows is past the embedding of checkpoint {checkpoint} "
+                f"({embedding_rows} rows): the tokenizer does not belong to this model"
+            )
         rows.append(checkpoint_token_losses(model, dataset, batch_size, pad_token_id))
     losses = np.stack(rows)
     classes = classify_token_dynamics(losses, threshold, span)

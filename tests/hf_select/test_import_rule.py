@@ -1,7 +1,7 @@
 """The dependency rule: core imports no method, no demo and no dataset_scripts; a method imports the core and
-its own folder only; trainers, eval and dataset builders never import the demo or the commands. Commands and
-the demo may import anything but another command; no private name is imported across packages; datatrove
-imports no command and no CLI argument class."""
+its own folder only; trainers, eval and dataset builders never import the demo or the commands; compare imports
+anything but the demo and the commands. Commands and the demo may import anything but another command; no
+private name is imported across packages; datatrove imports no command and no CLI argument class."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _layer(module: str) -> str:
         return f"method:{head}"
     if head in ("demo", "commands", "cli"):
         return "app"
-    if head in ("trainer_ext", "eval", "dataset_scripts", "datatrove"):
+    if head in ("trainer_ext", "eval", "dataset_scripts", "datatrove", "compare"):
         return head
     return "core"
 
@@ -73,6 +73,9 @@ def _exists(module: str) -> bool:
 def _allowed(source: str, target: str) -> bool:
     if source == "app":
         return True
+    # compare runs every method's trainer: anything but the app (the demo and the commands)
+    if source == "compare":
+        return target != "app"
     if target == "core":
         return True
     if source == "core":

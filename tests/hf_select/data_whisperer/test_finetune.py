@@ -104,3 +104,17 @@ def test_bad_input(tmp_path):
         finetune(tiny_model("llama"), tok, Dataset.from_dict({"question": ["a"]}), _args(tmp_path, False))
     with pytest.raises(ValueError, match="held-out data is missing"):
         evaluate_qa(tiny_model("llama"), tok, Dataset.from_dict({"q": ["a"]}))
+
+
+def test_two_identical_lora_runs_give_identical_weights(tmp_path):
+    """The seed is set before the LoRA adapters exist: whatever the random state before the call, two runs with
+    the same arguments train the same adapters (their initialisation is random)."""
+    tok = tiny_tokenizer()
+    runs = []
+    for disturbance in (1, 2):
+        model = tiny_model("llama")
+        torch.manual_seed(disturbance)  # the random state a caller happens to leave behind
+        trained, _ = finetune(model, tok, _data(4), _args(tmp_path / str(disturbance), True, steps=1))
+        runs.append({k: v.detach().clone() for k, v in trained.state_dict().items() if "lora_" in k})
+    assert runs[0] and runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])

@@ -1,9 +1,7 @@
 import pytest
-import torch
 
-from hf_select.demo.runner import run_stage
-from hf_select.demo.students import fresh_student, heldout_documents, pool_documents
-from hf_select.testing import TINY_CORPUS, tiny_tokenizer
+from hf_select.demo.students import heldout_documents, pool_documents
+from hf_select.testing import TINY_CORPUS
 
 
 @pytest.fixture
@@ -42,33 +40,3 @@ def test_pool_mixes_clean_and_low_quality_documents(world):
     )
     assert pool["text"] == pool_documents(ctx)["text"]  # seeded: every student sees the same pool
     assert len(heldout_documents(ctx)) > 0
-
-
-def test_the_same_seed_gives_every_method_the_same_initialisation(world):
-    ctx = world
-    tok = tiny_tokenizer()
-    a, b, c = fresh_student(ctx, tok, 0), fresh_student(ctx, tok, 0), fresh_student(ctx, tok, 1)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
-    assert a.config.vocab_size == len(tok) and a.config.hidden_size == ctx.student_settings.hidden_size
-
-
-@pytest.mark.slow  # ~20 s: 3 seeds x 2 methods of a tiny student
-def test_baseline_and_ai_mix_students_train_per_seed(world, tmp_path):
-    ctx = world
-    baseline = run_stage(ctx, "student_baseline")
-    assert baseline.status == "done", baseline.error
-    result = baseline.result
-    assert [r["seed"] for r in result["per_seed"]] == list(ctx.student_settings.seeds)
-    values = [r["heldout_bits_per_byte"] for r in result["per_seed"]]
-    assert result["heldout_bits_per_byte"]["values"] == values and len(set(values)) == 3  # seeds differ
-    # the AI mix up-weights the selected documents of the AttentionInfluence stage
-    pool = pool_documents(ctx).filter(lambda q: q == "clean", input_columns="quality")
-    scored = pool.add_column("ai_score", [float(i) for i in range(len(pool))])
-    scored = scored.add_column("ai_selected", [i >= len(pool) - 2 for i in range(len(pool))])
-    scored.save_to_disk(str(tmp_path / "scored"))
-    ctx.results["attention_influence"] = {"scored_dataset": str(tmp_path / "scored")}
-    mix = run_stage(ctx, "student_ai_mix")
-    assert mix.status == "done", mix.error
-    assert mix.result["upweighted_documents"] == 2 and mix.result["mix_rows"] >= result["pool_rows"]
-    assert (ctx.students_dir / "ai_mix" / "model.safetensors").exists()
