@@ -63,6 +63,11 @@ def score_one_group(whisperer, questions, answers, demos, queries):
     return whisperer._finish(answers, attempt)
 
 
+def uptime() -> str:
+    """``uptime``'s line (the load averages: the machine may be shared)."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def build_pool(world: Path, per_tier: int, answer_chars: int, seed: int):
     from datasets import load_from_disk
 
@@ -79,16 +84,18 @@ def main() -> None:
     parser.add_argument("--world", default=str(ROOT / ".hf_select_cache/world"))
     parser.add_argument("--per_tier", type=int, default=20)
     parser.add_argument("--answer_chars", type=int, default=160)
-    parser.add_argument("--n_demos", type=int, default=5)
-    parser.add_argument("--n_queries", type=int, default=3)
-    parser.add_argument("--max_answer_tokens", type=int, default=64)
-    parser.add_argument("--max_chars_per_field", type=int, default=300)
-    parser.add_argument("--max_retries", type=int, default=3)
-    parser.add_argument("--batch_prompts", type=int, default=8)
-    parser.add_argument("--query_mode", default="joint")
+    # None: the DataWhispererConfig default (the scorer's defaults are what is measured)
+    parser.add_argument("--n_demos", type=int, default=None)
+    parser.add_argument("--n_queries", type=int, default=None)
+    parser.add_argument("--max_answer_tokens", type=int, default=None)
+    parser.add_argument("--max_chars_per_field", type=int, default=None)
+    parser.add_argument("--max_retries", type=int, default=None)
+    parser.add_argument("--batch_prompts", type=int, default=None)
+    parser.add_argument("--query_mode", default=None)
+    parser.add_argument("--force_answer_format", type=lambda v: v.lower() in ("1", "true", "yes"), default=None)
     parser.add_argument("--before_ref", default="5b66d29")
-    parser.add_argument("--before_groups", type=int, default=3)
-    parser.add_argument("--alone_groups", type=int, default=3)
+    parser.add_argument("--before_groups", type=int, default=0)
+    parser.add_argument("--alone_groups", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--finetune", action="store_true", help="also LoRA fine-tune on the full pool for STR"
@@ -97,15 +104,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from hf_select.data_whisperer import DataWhisperer
+    from hf_select.data_whisperer import DataWhisperer, DataWhispererConfig
     from hf_select.loading import load_causal_lm, load_tokenizer
+
+    defaults = DataWhispererConfig()
+    for name in ("n_demos", "n_queries", "max_answer_tokens", "max_chars_per_field", "max_retries",
+                 "batch_prompts", "query_mode", "force_answer_format"):  # fmt: skip
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
 
     model, tok = load_causal_lm(args.model), load_tokenizer(args.model)
     model.eval()
     pool = build_pool(Path(args.world), args.per_tier, args.answer_chars, args.seed)
     questions, answers = [str(q) for q in pool["question"]], [str(a) for a in pool["answer"]]
     common = dict(n_demos=args.n_demos, n_queries=args.n_queries, max_answer_tokens=args.max_answer_tokens,
-                  max_chars_per_field=args.max_chars_per_field, query_mode=args.query_mode, seed=args.seed)  # fmt: skip
+                  max_chars_per_field=args.max_chars_per_field, query_mode=args.query_mode, seed=args.seed,
+                  force_answer_format=args.force_answer_format)  # fmt: skip
     out: dict = {
         "pool": len(pool),
         "threads": args.threads,
@@ -145,15 +159,21 @@ def main() -> None:
     batched = DataWhisperer(
         model, tok, max_retries=args.max_retries, batch_prompts=args.batch_prompts, **common
     )
-    start = time.perf_counter()
+    load_before_run = uptime()
+    start, cpu_start = time.perf_counter(), time.process_time()
     scores = batched.score(pool)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     stats = batched.stats
     attempts = stats["groups"] + stats["retries"]
     out["batched"] = {
-        "batch_prompts": args.batch_prompts, "seconds": seconds, "stats": stats,
+        "batch_prompts": args.batch_prompts, "seconds": seconds, "cpu_seconds": cpu, "stats": stats,
         "seconds_per_group": seconds / stats["groups"], "seconds_per_attempt": seconds / attempts,
+        "cpu_seconds_per_group": cpu / stats["groups"],
+        # first attempts that could not be parsed (each needed a retry), and groups still invalid after retries
+        "invalid_attempt_fraction": stats["retries"] / attempts,
+        "invalid_first_attempt_fraction": stats["retried_groups"] / stats["groups"],
         "invalid_group_fraction": stats["invalid_groups"] / stats["groups"],
+        "uptime_before": load_before_run, "uptime_after": uptime(),
         "scored_examples": int(np.isfinite(scores).sum()),
         "unparsed_examples": batched.unparsed[:2], "answers_example": batched.groups[0].answers if batched.groups else None,
     }  # fmt: skip
@@ -174,6 +194,13 @@ def main() -> None:
         out["full_finetune_seconds"] = train_seconds
         out["STR"] = seconds / train_seconds
     print(json.dumps(out, indent=1, default=str))
+    b = out["batched"]
+    print(
+        f"invalid share: {b['invalid_first_attempt_fraction']:.1%} of groups at their first attempt, "
+        f"{b['invalid_group_fraction']:.1%} after {args.max_retries} retries; "
+        f"{b['seconds_per_group']:.2f} s per group ({b['cpu_seconds_per_group']:.2f} s CPU) on {args.threads} "
+        f"threads; uptime: {b['uptime_after']}"
+    )
 
 
 if __name__ == "__main__":

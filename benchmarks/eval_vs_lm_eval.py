@@ -36,7 +36,8 @@ def compare_generations(ours: dict, theirs: dict, task) -> dict:
     vs :func:`hf_select.eval.run_lm_eval`'s (``log_samples``), item by item, graded with the same exact match.
 
     Returns ``{"num_items", "identical" (generations equal as strings), "exact_match" (ours),
-    "lm_eval_exact_match" (hf-select's grading of lm-eval's generations), "mismatches": [(doc_id, ours,
+    "lm_eval_exact_match" (lm-eval's own ``exact_match``), "exact_match_numeric" (ours, number-normalised),
+    "lm_eval_exact_match_numeric" (the same grading of lm-eval's generations), "mismatches": [(doc_id, ours,
     theirs), ...]}``.
     """
     mine = {s["doc_id"]: s for s in ours["samples"][task.name]}
@@ -46,7 +47,7 @@ def compare_generations(ours: dict, theirs: dict, task) -> dict:
         text = text[0] if isinstance(text, list) else text
         own = mine[sample["doc_id"]]
         identical += own["prediction"] == text
-        graded.append(exact_match(text, own["gold"]))
+        graded.append(exact_match(text, str(own["gold"])))
         if own["prediction"] != text:
             mismatches.append((sample["doc_id"], own["prediction"], text))
     if not graded:
@@ -55,7 +56,9 @@ def compare_generations(ours: dict, theirs: dict, task) -> dict:
         "num_items": len(graded),
         "identical": identical,
         "exact_match": ours["results"][task.name]["exact_match"],
-        "lm_eval_exact_match": sum(graded) / len(graded),
+        "lm_eval_exact_match": theirs["results"][task.name]["exact_match,none"],
+        "exact_match_numeric": ours["results"][task.name]["exact_match_numeric"],
+        "lm_eval_exact_match_numeric": sum(graded) / len(graded),
         "mismatches": mismatches,
     }
 
@@ -226,8 +229,9 @@ def main():
             print(
                 f"{task.name} n={cmp['num_items']} (max_gen_toks {args.max_gen_toks}): "
                 f"{_times(t_ours, t_theirs)} | identical generations "
-                f"{cmp['identical']}/{cmp['num_items']}; exact match {cmp['exact_match']:.4f} vs lm-eval's "
-                f"generations {cmp['lm_eval_exact_match']:.4f}"
+                f"{cmp['identical']}/{cmp['num_items']}; exact match {cmp['exact_match']:.4f} vs lm-eval "
+                f"{cmp['lm_eval_exact_match']:.4f}; number-normalised {cmp['exact_match_numeric']:.4f} vs "
+                f"lm-eval's generations {cmp['lm_eval_exact_match_numeric']:.4f}"
             )
             for doc_id, mine, theirs_text in cmp["mismatches"][:3]:
                 print(f"  doc {doc_id}: ours {mine!r}\n          lm-eval {theirs_text!r}")

@@ -98,7 +98,7 @@ def _plan(
             contexts_by_task[task.name] = [""] * len(docs)
             prefix_id = prefix_token_id(tokenizer)
             texts = [d[task.text_field] for d in docs]
-            for i, ids in enumerate(_encode(tokenizer, texts, False)):
+            for i, ids in enumerate(_encode(tokenizer, texts, add_special_tokens)):
                 num_tokens[(task.name, i)] = len(ids)
                 for w, (ctx, cont) in enumerate(_perplexity_windows(ids, prefix_id, max_length)):
                     rows.append(ScoringRow(ctx, [cont], [(task.name, i, w)]))

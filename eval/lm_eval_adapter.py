@@ -5,7 +5,8 @@
 - :func:`run_lm_eval` runs lm-eval tasks (built-in names or hf-select tasks) on an already-loaded model
   (``HFLM(pretrained=model, tokenizer=tokenizer)``, single process);
 - :func:`agreement_check` runs both harnesses on the same model and tasks and compares acc / acc_norm and
-  the per-choice log-likelihoods.
+  the per-choice log-likelihoods (multiple choice), bits per byte and the per-document rolling
+  log-likelihoods (perplexity).
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def lm_eval_task_config(task: Task, num_fewshot: int | None = None) -> dict[str,
     """The lm-eval task config (as a dict) equivalent to an hf-select multiple-choice, generate or perplexity task.
 
     A ``generate`` task becomes ``output_type: generate_until`` with greedy decoding, the task's ``until`` and
-    ``max_gen_toks``; lm-eval grades it with its own ``exact_match`` (string equality), so compare the
-    generations (``filtered_resps``), not that number, with hf-select's numeric exact match.
+    ``max_gen_toks``; lm-eval grades it with its own ``exact_match`` (string equality), which is hf-select's
+    ``exact_match`` too (``exact_match_numeric`` has no lm-eval counterpart). A ``perplexity`` task becomes
+    ``loglikelihood_rolling`` over the text field.
     """
     if task.type not in _METRICS:
         raise NotImplementedError(
@@ -185,11 +187,16 @@ def agreement_check(
     batch_size: int = 16,
     limit: int | None = None,
     prefix: str | None = None,
+    max_length: int | None = None,
+    tolerance: float = 1e-4,
 ) -> dict[str, Any]:
-    """Run hf-select and lm-eval on the same model and multiple-choice tasks; compare the numbers.
+    """Run hf-select and lm-eval on the same model and multiple-choice / perplexity tasks; compare the numbers.
 
-    Returns ``{task: {"hf_select": {acc, acc_norm}, "lm_eval": {acc, acc_norm}, "max_loglik_diff": float,
-    "agree": bool}}`` where ``agree`` means acc and acc_norm are identical.
+    Returns ``{task: {"hf_select": {...}, "lm_eval": {...}, "max_loglik_diff": float, "num_items": int,
+    "agree": bool}}``. Multiple choice: acc and acc_norm, ``agree`` when both are identical;
+    ``max_loglik_diff`` is the largest per-choice gap. Perplexity: bits per byte, ``max_loglik_diff`` is the
+    largest per-document gap of the rolling log-likelihood (nats), ``agree`` when it is within ``tolerance``.
+    ``max_length`` (both harnesses; default the model's) sets the rolling windows of perplexity tasks.
     """
     from .harness import evaluate
 
@@ -202,14 +209,25 @@ def agreement_check(
         batch_size=batch_size,
         limit=limit,
         prefix=prefix,
+        max_length=max_length,
         log_samples=True,
         show_progress=False,
     )
     theirs = run_lm_eval(
-        model, tokenizer, tasks, num_fewshot, batch_size, limit=limit, prefix=prefix, log_samples=True
+        model,
+        tokenizer,
+        tasks,
+        num_fewshot,
+        batch_size,
+        limit=limit,
+        prefix=prefix,
+        max_length=max_length,
+        log_samples=True,
     )
     report = {}
     for task in tasks:
+        if task.type == "perplexity":
+            report[task.name] = _perplexity_agreement(ours, theirs, task.name, tolerance)
         if task.type != "multiple_choice":
             continue
         mine = ours["results"][task.name]
@@ -230,11 +248,39 @@ def agreement_check(
     return report
 
 
+def _perplexity_agreement(ours: dict, theirs: dict, name: str, tolerance: float) -> dict[str, Any]:
+    nll = {s["doc_id"]: s["nll"] for s in ours["samples"][name]}
+    samples = theirs["samples"].get(name, [])
+    if len(samples) != len(nll):
+        raise ValueError(f"task {name!r}: lm-eval scored {len(samples)} documents, hf-select {len(nll)}")
+    diff = 0.0
+    for sample in samples:
+        ll = sample["filtered_resps"]
+        ll = float(ll[0] if isinstance(ll, (list, tuple)) else ll)
+        diff = max(diff, abs(ll + nll[sample["doc_id"]]))
+    ref = theirs["results"][name]["bits_per_byte,none"]
+    return {
+        "hf_select": {"bits_per_byte": ours["results"][name]["bits_per_byte"]},
+        "lm_eval": {"bits_per_byte": ref},
+        "max_loglik_diff": diff,
+        "num_items": len(nll),
+        "agree": diff <= tolerance,
+    }
+
+
 def format_agreement(report: dict[str, Any]) -> str:
-    """One line per task: both harnesses' acc / acc_norm and the largest per-choice log-likelihood gap."""
+    """One line per task: both harnesses' acc / acc_norm (bits per byte for perplexity) and the largest
+    log-likelihood gap."""
     lines = []
     for name, r in report.items():
         a, b = r["hf_select"], r["lm_eval"]
+        if "bits_per_byte" in a:
+            lines.append(
+                f"{name}: n={r['num_items']} bits/byte {a['bits_per_byte']:.6f} vs lm-eval "
+                f"{b['bits_per_byte']:.6f}, max |loglik diff| {r['max_loglik_diff']:.2e} -> "
+                f"{'AGREE' if r['agree'] else 'DISAGREE'}"
+            )
+            continue
         lines.append(
             f"{name}: n={r['num_items']} acc {a['acc']:.4f} vs lm-eval {b['acc']:.4f}, "
             f"acc_norm {a['acc_norm']:.4f} vs lm-eval {b['acc_norm']:.4f}, "

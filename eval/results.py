@@ -6,8 +6,11 @@ project's ``evaluate`` modules (``eval/metrics/<name>/<name>.py``) call them, so
 - acc = argmax of the summed log-likelihood == gold; acc_norm = argmax of log-likelihood / character length of
   the choice (lm-evaluation-harness 0.4.13; ``np.argmax``: the first maximum wins ties);
 - bits per byte = summed negative log-likelihood (nats) / ln 2 / UTF-8 bytes, pooled over items;
-- exact match = :func:`hf_select.text_metrics.exact_match` (numbers compare by value; the last number of the
-  prediction counts when the reference is a number, GSM8K-style).
+- exact match = :func:`string_exact_match`: the generation equals ``str(gold)`` character for character, as
+  lm-eval's default ``exact_match`` of a ``generate_until`` task;
+- exact_match_numeric = :func:`hf_select.text_metrics.exact_match` (numbers compare by value; the last number
+  of the prediction counts when the reference is a number, GSM8K-style; other text after SQuAD-style
+  normalisation): a separate, more lenient metric with no lm-eval counterpart.
 """
 
 from __future__ import annotations
@@ -63,6 +66,12 @@ def accuracy(predictions: Sequence, references: Sequence) -> float:
 
 
 
+def string_exact_match(prediction: str, reference) -> float:
+    """1.0 when ``prediction == str(reference)``: lm-eval 0.4.13's ``exact_match`` with its default arguments
+    (no case, punctuation or number normalisation; a non-string gold is cast to ``str`` as lm-eval casts it)."""
+    return float(prediction == str(reference))
+
+
 def token_perplexity(nll: float, num_tokens: int) -> float:
     """exp(summed negative log-likelihood / predicted tokens)."""
     return math.exp(nll / max(num_tokens, 1))
@@ -95,15 +104,18 @@ def _gold_bpb(task: Task, docs, scores: Scores, generations, num_tokens):
 
 
 def _generate(task: Task, docs, scores: Scores, generations, num_tokens):
-    matches, samples = [], []
+    matches, numeric, samples = [], [], []
     for i, doc in enumerate(docs):
-        pred = generations[(task.name, i)]
-        matches.append(exact_match(pred, doc[task.gold_field]))
+        pred, gold = generations[(task.name, i)], doc[task.gold_field]
+        matches.append(string_exact_match(pred, gold))
+        numeric.append(exact_match(pred, str(gold)))
         samples.append(
-            {"doc_id": i, "prediction": pred, "gold": doc[task.gold_field], "exact_match": matches[-1]}
-        )
+            {"doc_id": i, "prediction": pred, "gold": gold, "exact_match": matches[-1],
+             "exact_match_numeric": numeric[-1]}
+        )  # fmt: skip
     out = {}
     out["exact_match"], out["exact_match_stderr"] = mean_and_stderr(matches)
+    out["exact_match_numeric"], out["exact_match_numeric_stderr"] = mean_and_stderr(numeric)
     return out, samples
 
 
@@ -173,7 +185,7 @@ def task_results(
 
 # --------------------------------------------------------------------------------------------- reporting
 
-SHOWN_METRICS = ("acc", "acc_norm", "exact_match", "bits_per_byte", "token_perplexity")
+SHOWN_METRICS = ("acc", "acc_norm", "exact_match", "exact_match_numeric", "bits_per_byte", "token_perplexity")
 
 
 def _fmt(value) -> str:

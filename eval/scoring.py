@@ -57,9 +57,9 @@ def _encode(tokenizer, texts: list[str], add_special_tokens: bool | None) -> lis
     if not texts:
         return []
     kwargs = {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
-    bos = tokenizer.bos_token
-    if add_special_tokens is None and bos and any(t.startswith(bos) for t in texts):
-        # lm-eval does not add special tokens to a string that already starts with BOS
+    # lm-eval does not add special tokens to a string that already starts with its prefix token's text
+    bos = tokenizer.decode(prefix_token_id(tokenizer)) if add_special_tokens is None else None
+    if bos and any(t.startswith(bos) for t in texts):
         return [_encode(tokenizer, [t], False if t.startswith(bos) else None)[0] for t in texts]
     return tokenizer(texts, **kwargs)["input_ids"]
 
@@ -335,7 +335,14 @@ def resolve_max_length(model, tokenizer, max_length: int | None = None) -> int:
 
 
 def _perplexity_windows(tokens: list[int], prefix: int, max_length: int):
-    """(context, continuation) windows that predict every token once, as lm-eval's rolling log-likelihood."""
+    """(context, continuation) windows that predict every token once, as lm-eval 0.4.13's
+    ``loglikelihood_rolling`` builds them (``get_rolling_token_windows`` with ``context_len=1``, then
+    ``make_disjoint_window``): the first window predicts up to ``max_length`` tokens after the prefix token,
+    every later one predicts up to ``max_length`` tokens after as much of the preceding text as fits.
+
+    ``tokens`` is the document encoded with the tokenizer's default special tokens, as lm-eval encodes it: with a
+    BOS-adding (Llama-style) tokenizer the first predicted token is that BOS, read after the BOS prefix token.
+    """
     if not tokens:
         return
     first = min(max_length, len(tokens))

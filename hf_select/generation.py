@@ -63,7 +63,7 @@ class _RowStops(StoppingCriteria):
         return done
 
 
-def _generate_batch(model, pad: int, eos: set[int], rows, budgets, stop) -> list[list[int]]:
+def _generate_batch(model, pad: int, eos: set[int], rows, budgets, stop, logits_processor=None) -> list[list[int]]:
     """One left-padded ``model.generate`` call; each row's new tokens, cut at its stop and at EOS."""
     device = next(model.parameters()).device
     ids, mask, _ = left_pad(rows, pad)
@@ -75,6 +75,7 @@ def _generate_batch(model, pad: int, eos: set[int], rows, budgets, stop) -> list
         do_sample=False,
         pad_token_id=pad,
         stopping_criteria=StoppingCriteriaList([stops]),
+        logits_processor=logits_processor,
     )
     out = []
     for row in range(len(rows)):
@@ -107,6 +108,7 @@ def generate_greedy(
     stop_strings: Sequence[str] | None = None,
     cut_at_stop: bool = False,
     decode: bool = True,
+    logits_processor=None,
 ) -> list[str] | list[list[int]]:
     """Greedy continuations of ``prompts`` (or of the token ids ``input_ids``), in the order given.
 
@@ -124,11 +126,16 @@ def generate_greedy(
             unless ``cut_at_stop``).
         cut_at_stop: cut each text before the first of ``stop_strings`` it holds (lm-eval ``generate_until``).
         decode: return texts (special tokens skipped); False returns the new token ids (EOS and padding removed).
+        logits_processor: optional ``transformers.LogitsProcessorList`` (e.g. one that constrains a format). It
+            sees the whole left-padded rows in the order given (the prompts take the first ``max(len(prompt))``
+            columns), so it needs ``batch_size=None``.
     """
     from .model_adapter import unwrap_model
 
     if input_ids is None and prompts is None:
         raise ValueError("generate_greedy needs prompts or input_ids")
+    if logits_processor is not None and batch_size is not None:
+        raise ValueError("a logits_processor sees the rows in the order given: pass batch_size=None with it")
     encoded = (
         [list(ids) for ids in input_ids]
         if input_ids is not None
@@ -153,7 +160,8 @@ def generate_greedy(
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
         rows = _generate_batch(model, pad, eos, [encoded[i] for i in chunk], [budgets[i] for i in chunk],
-                               (lambda r, new, chunk=chunk: ends(chunk[r], new)) if stop or strings else None)  # fmt: skip
+                               (lambda r, new, chunk=chunk: ends(chunk[r], new)) if stop or strings else None,
+                               logits_processor)  # fmt: skip
         for i, new in zip(chunk, rows):
             tokens[i] = new
     if not decode:

@@ -13,7 +13,7 @@ import string
 from collections.abc import Callable
 
 _NUMBER = re.compile(r"^[-+]?\$?\s*(\d[\d,]*\.?\d*|\.\d+)\s*%?$")
-_LAST_NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
+_LAST_NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)")  # "0.75", "1,200.5", ".75"
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 

@@ -32,8 +32,10 @@ class SLMConfig(HfSelectTrainingArguments):
             "help": "Where the top tokens are ranked: 'sequence' (each row of a batch, a packed row may hold "
             "several documents), 'microbatch' (one device's forward batch) or 'global' (one threshold over all "
             "gradient-accumulation micro-batches of all processes, the paper's 'batch'). 'sequence' and "
-            "'global' give the same update for any split of the global batch; 'global' with the excess-loss "
-            "score and gradient accumulation > 1 costs one extra no-grad forward of the student per step."
+            "'global' give the same update for any split of the global batch (with dropout > 0: up to the "
+            "dropout masks, which differ between splits as in plain training); 'global' with the excess-loss "
+            "score and gradient accumulation > 1 costs one extra no-grad forward of the student per step, in "
+            "train mode with the random generators rewound, so it ranks exactly the losses that are trained."
         },
     )
     score: str = field(

@@ -13,9 +13,13 @@ summed over micro-batches and processes:
 - "sequence" / "microbatch": ``ceil(ratio * n)`` per row / per micro-batch -- known from the labels alone;
 - "global": one threshold (the k-th largest score over all micro-batches of all processes; ties at it are kept
   in order of process, micro-batch, row and position, so exactly ``ceil(ratio * n)`` are selected). When the score
-  needs the student's loss and the step has several micro-batches, a no-grad forward of the student (in eval
-  mode) over the micro-batches ranks the tokens first; with one micro-batch per step the ranking uses the
-  training forward itself and only the scores are exchanged between processes.
+  needs the student's loss and the step has several micro-batches, a no-grad forward of the student over the
+  micro-batches ranks the tokens first. That forward is the training forward's twin: train mode, and the random
+  number generators are rewound after it, so each micro-batch's training forward draws the same dropout masks
+  and the ranking reads exactly the losses that are trained. With one micro-batch per step the ranking uses
+  the training forward itself and only the scores are exchanged between processes. (With dropout > 0 two
+  splits of a batch still draw different masks, as any two runs of plain training do; the selection rule --
+  top ``k`` of the trained forward's excess losses -- is the same for every split.)
 
 Each micro-batch then returns ``world_size * sum(selected CE) / total_selected`` (DDP averages gradients), with
 ``loss_is_scaled_for_ga = True``; ``num_items_in_batch`` and ``average_tokens_across_devices`` are not used (the
@@ -24,8 +28,10 @@ unchanged for the "sequence" and "global" scopes; "microbatch" selection depends
 definition.
 
 Reference: a ``ref_loss`` column of the dataset (:func:`hf_select.compute_reference_losses`, computed on the
-same packed rows), else an online frozen ``ref_model`` (eval mode, no gradients, one extra forward per
-micro-batch; under FSDP2 it is sharded like the student, :func:`~hf_select.trainer_ext.sharding.shard_frozen_model`),
+same packed rows; ``NaN`` marks a token without a reference value -- e.g. outside what a cross-tokenizer
+reference scored, :mod:`hf_select.slm.cross_tokenizer` -- which is never selected and not counted in any
+scope), else an online frozen ``ref_model`` (eval mode, no gradients, one extra forward per micro-batch;
+under FSDP2 it is sharded like the student, :func:`~hf_select.trainer_ext.sharding.shard_frozen_model`),
 else -- for a peft model -- the base model with the adapter disabled. Evaluation reports the
 plain mean cross-entropy over all tokens.
 """
@@ -72,8 +78,8 @@ PROBE_TEXT = "Hello world! 12345 def f(x):\n    return x ** 2  # naïve café, �
 def check_reference_columns(dataset, columns: tuple[str, ...] = REFERENCE_COLUMNS, chunk: int = 8192) -> None:
     """Check the whole reference column(s) of a map-style dataset before training starts.
 
-    Every row's ``ref_loss`` (and ``ref_entropy``) must have one value per token of ``input_ids`` and every
-    value must be finite (NaN, +-inf and nulls are refused). The error names the *dataset* row, so that a
+    Every row's ``ref_loss`` (and ``ref_entropy``) must have one value per token of ``input_ids`` and no value
+    may be infinite or null (``NaN`` is allowed: a token without a reference value, never selected). The error names the *dataset* row, so that a
     corrupted column fails before step 1 rather than at the step that happens to draw the row (or never, in
     a short run). Reads the columns through Arrow in chunks of ``chunk`` rows.
     """
@@ -102,13 +108,14 @@ def check_reference_columns(dataset, columns: tuple[str, ...] = REFERENCE_COLUMN
             flat = pc.list_flatten(values)
             if len(flat) == 0:
                 continue
-            finite = pc.fill_null(pc.is_finite(pc.cast(flat, pa.float64())), False)
+            as_float = pc.cast(flat, pa.float64())
+            finite = pc.fill_null(pc.or_(pc.is_finite(as_float), pc.is_nan(as_float)), False)
             if not pc.all(finite).as_py():
                 first = int(pc.index(finite, False).as_py())
                 row = start + int(pc.list_parent_indices(values)[first].as_py())
                 value = flat[first].as_py()
                 raise ValueError(
-                    f"{key} of dataset row {row} holds a non-finite value ({value}); a broken reference "
+                    f"{key} of dataset row {row} holds an infinite or null value ({value}); a broken reference "
                     "model or a corrupted column: recompute it with hf-select reference-losses"
                 )
 
@@ -168,10 +175,8 @@ class SLMCollator(PackedCollator):
             rows.append(row)
         batch = super().__call__(rows)
         for key in self.pad_columns:
-            if not torch.isfinite(batch[key]).all():
-                raise ValueError(
-                    f"{key} contains NaN or inf (a broken reference model or a corrupted column)"
-                )
+            if torch.isinf(batch[key]).any():
+                raise ValueError(f"{key} contains inf (a broken reference model or a corrupted column)")
         return batch
 
 
@@ -271,8 +276,8 @@ class SLMTrainer(ResumableTrainerMixin, Trainer):
                 f"{key} length mismatch: shape {tuple(values.shape)} for input_ids of shape "
                 f"{tuple(batch['input_ids'].shape)}"
             )
-        if not torch.isfinite(values).all():
-            raise ValueError(f"{key} contains NaN or inf (a broken reference model or a corrupted column)")
+        if torch.isinf(values).any():
+            raise ValueError(f"{key} contains inf (a broken reference model or a corrupted column)")
 
     def _reference_model(self) -> tuple[nn.Module, contextlib.AbstractContextManager]:
         if self.ref_model is not None:
@@ -349,10 +354,19 @@ class SLMTrainer(ResumableTrainerMixin, Trainer):
         values = batch[self._reference_column]
         return -values if self.args.self_reference_keep == "low" else values
 
+    def _rewound_rng(self) -> contextlib.AbstractContextManager:
+        """The CPU and the training device's random number generators, restored on exit."""
+        device = self.args.device
+        if device.type == "cpu":
+            return torch.random.fork_rng(devices=[])
+        index = device.index if device.index is not None else torch.get_device_module(device.type).current_device()
+        return torch.random.fork_rng(devices=[index], device_type=device.type)
+
     def _student_losses_no_grad(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The student's per-token losses of the training forward (train mode: the same dropout layers)."""
         model = self.model
         was_training = model.training
-        model.eval()
+        model.train()
         try:
             with self.compute_loss_context_manager():
                 losses, _ = per_token_loss(
@@ -382,6 +396,9 @@ class SLMTrainer(ResumableTrainerMixin, Trainer):
                 batch["input_ids"], batch.get("attention_mask"), positions, batch.get("labels")
             )
             self._add_reference(batch)
+            for key in REFERENCE_COLUMNS:  # NaN: no reference value, never selected nor counted
+                if key in batch:
+                    batch[_VALID] = batch[_VALID] & ~torch.isnan(batch[key])
         ratio, scope = self.args.token_select_ratio, self.args.select_scope
         if scope != "global":
             total = self._sum_over_processes(sum(selection_count(b[_VALID], ratio, scope) for b in batches))
@@ -400,8 +417,10 @@ class SLMTrainer(ResumableTrainerMixin, Trainer):
                     f"{len(batches)}x larger, if it fits in memory."
                 )
                 self._warned_ranking_forward = True
-            for batch in batches:
-                batch[_STUDENT] = self._student_losses_no_grad(batch)
+            # rewound: the training forwards, run in the same order, draw the same dropout masks
+            with self._rewound_rng():
+                for batch in batches:
+                    batch[_STUDENT] = self._student_losses_no_grad(batch)
         scores = [self._scores(b, b.get(_STUDENT)) for b in batches]
         selected = self._global_selection(scores, [b[_VALID] for b in batches])
         total = self._sum_over_processes(sum(s.sum() for s in selected))
@@ -473,16 +492,18 @@ class SLMTrainer(ResumableTrainerMixin, Trainer):
     # ---- logging ------------------------------------------------------------------------------------------
 
     def _record_stats(self, student, ref, excess, valid, selected) -> None:
-        # products instead of boolean indexing: no host-device synchronisation per step
-        valid_f, selected_f = valid.double(), selected.double()
+        # masked sums instead of boolean indexing: no host-device synchronisation per step (``where``, not a
+        # product: a token without a reference value holds NaN)
+        zero = torch.zeros((), dtype=torch.float64, device=valid.device)
+        unselected = valid & ~selected
         stats = torch.stack(
             [
-                valid_f.sum(),
-                selected_f.sum(),
-                (excess.double() * valid_f).sum(),
-                (student.double() * selected_f).sum(),
-                (student.double() * (valid_f - selected_f)).sum(),
-                (ref.double() * valid_f).sum(),
+                valid.double().sum(),
+                selected.double().sum(),
+                torch.where(valid, excess.double(), zero).sum(),
+                torch.where(selected, student.double(), zero).sum(),
+                torch.where(unselected, student.double(), zero).sum(),
+                torch.where(valid, ref.double(), zero).sum(),
             ]
         )
         self._slm_stats += stats.to(self._slm_stats.device)

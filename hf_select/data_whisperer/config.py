@@ -77,6 +77,13 @@ class DataWhispererConfig:
     batch_prompts: int = field(
         default=8, metadata={"help": "Prompts (of several groups) generated in one left-padded batch."}
     )
+    force_answer_format: bool = field(
+        default=True,
+        metadata={"help": "Greedy decoding keeps the model's every content token but enforces the answer format: "
+                  "no empty answer, one answer per line (per paragraph when a gold answer spans lines), the next "
+                  "'Answer j:' label after each, EOS after the last (small instruct models otherwise break the "
+                  "format in many groups). Only for the built-in generation, not a custom generate_fn."},
+    )  # fmt: skip
 
     def __post_init__(self):
         validate_config(self)  # ranges of the numeric fields (hf_select.validation.RULES)

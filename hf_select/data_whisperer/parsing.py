@@ -26,6 +26,12 @@ def _squash(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
+def _drop_preamble(answer: str) -> str:
+    """An answer whose first line only announces it ("The answer to the question is:") is the lines after."""
+    head, _, rest = answer.partition("\n")
+    return rest.strip() if head.rstrip().endswith(":") and rest.strip() else answer
+
+
 def parse_generation(
     generation: str, n_queries: int, questions: Sequence[str] | None = None
 ) -> tuple[list[str] | None, bool]:
@@ -57,7 +63,7 @@ def parse_generation(
         pos += len(text[pos:]) - len(text[pos:].lstrip())  # blank lines before an answer do not end it
         cut = _CUT.search(text, pos)
         end = cut.start() if cut else len(text)
-        answer = text[pos:end].strip()
+        answer = _drop_preamble(text[pos:end].strip())
         if not answer:
             return None, False
         answers.append(answer)

@@ -57,6 +57,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import LogitsProcessorList
 from transformers.utils import logging
 
 from ..attention_probe import attention_probe, probe_attention_rows
@@ -66,6 +67,7 @@ from ..model_adapter import get_model_adapter, unwrap_model
 from ..resume import ResumeFolder, write_atomic
 from ..text_metrics import answer_metric
 from .config import DEFAULT_INSTRUCTION, DataWhispererConfig
+from .labels import AnswerFormat
 from .parsing import parse_answers, parse_generation
 from .prompt import Prompt, build_prompt, clip_field, tokenize_prompt
 
@@ -284,6 +286,7 @@ class DataWhisperer:
                     "query_rows": np.concatenate(query_tokens),
                     "n_answers": len(queries),
                     "questions": [questions[j] for j in queries],
+                    "multiline": any("\n" in answers[j].strip() for j in queries),
                     "budget": budget,
                 }
             )
@@ -312,10 +315,22 @@ class DataWhisperer:
             answers, closed = parse_generation(text, prompts[i]["n_answers"], prompts[i]["questions"])
             return answers is not None and closed
 
+        processors = None
+        if self.config.force_answer_format:
+            eos = unwrap_model(self.model).generation_config.eos_token_id
+            eos = (eos[0] if isinstance(eos, (list, tuple)) else eos) if eos is not None else None
+            eos = eos if eos is not None else self.tokenizer.eos_token_id
+            if eos is not None:
+                width = max(len(p["ids"]) for p in prompts)
+                processors = LogitsProcessorList([AnswerFormat(
+                    self.tokenizer, width, [p["n_answers"] for p in prompts], [p["multiline"] for p in prompts], eos,
+                    [p["budget"] for p in prompts],
+                )])  # fmt: skip
         with attention_probe(self.model, [self.attn_layer], rows, prefill_only=True) as probe:
             tokens = generate_greedy(
                 self.model, self.tokenizer, input_ids=[p["ids"] for p in prompts],
                 max_new_tokens=[p["budget"] for p in prompts], stop=stop, batch_size=None, decode=False,
+                logits_processor=processors,
             )  # fmt: skip
         attention = probe.results[self.attn_layer]
         for p, off, att, new in zip(prompts, offsets, attention, tokens):
@@ -400,6 +415,7 @@ class DataWhisperer:
             "groups": 0,
             "invalid_groups": 0,
             "retries": 0,
+            "retried_groups": 0,
             "resumed_groups": 0,
             "generated_tokens": 0,
         }
@@ -463,6 +479,7 @@ class DataWhisperer:
             record = records[key]
             self.stats["groups"] += 1
             self.stats["retries"] += record["retries"]
+            self.stats["retried_groups"] += record["retries"] > 0 or not record["valid"]
             if not record["valid"]:
                 self.stats["invalid_groups"] += 1
                 continue

@@ -7,10 +7,13 @@ token, predicted from the final ``"\\n\\n"``, IS trained.
 
 URL normalisation modes (:func:`normalize_url`):
 
-- ``host`` -- exactly the official rule: delete ``"http://"`` and ``"https://"``, keep everything before the
-  first ``"/"``. Nothing else: ``www.`` and subdomains stay, no lower-casing, no port stripping, a query of a
-  URL without a path stays (``example.com?q=1``), an upper-case scheme is not recognised (``HTTP://x/`` gives
-  ``HTTP:``) -- the rule is case-sensitive.
+- ``host`` -- the official rule: delete ``"http://"`` and ``"https://"``, keep everything before the first
+  ``"/"``. Nothing else: ``www.`` and subdomains stay, no lower-casing, no port stripping, a query of a URL
+  without a path stays (``example.com?q=1``), an upper-case scheme is not recognised (``HTTP://x/`` gives
+  ``HTTP:``) -- the rule is case-sensitive. Two differences from the official code, both on malformed
+  input: white space around the URL is stripped first (the official code would keep ``" x"`` for
+  ``" http://x/"``), and a missing URL or one whose host is empty (``""``, ``"https:///path"``) raises
+  ``ValueError`` where the official code conditions on an empty value (``"URL: \n\n"``).
 - ``domain`` -- the registered domain (``en.wikipedia.org`` -> ``wikipedia.org``), from a parsed, lower-cased
   host without user info, port or trailing dot; punycode labels are shown in Unicode.
 - ``suffix`` -- the public suffix only (``org``, ``co.uk``).
@@ -134,8 +137,8 @@ def normalize_url(url: str, mode: str = "host") -> str:
 
     Args:
         url: the document's URL (with or without a scheme).
-        mode: one of ``host`` (official MeCo rule, default), ``domain``, ``suffix``, ``hash``, ``full``; see the
-            module docstring.
+        mode: one of ``host`` (official MeCo rule, default; surrounding white space stripped and an empty
+            host refused, see the module docstring), ``domain``, ``suffix``, ``hash``, ``full``.
 
     Raises:
         ValueError: for an empty / missing URL, a URL that yields an empty value, or an unknown mode.

@@ -109,10 +109,10 @@ def pack_whole(ids: list[list[int]], losses: list[list[float]], seq_length: int)
     return rows
 
 
-def _cross_tokenizer_batch(batch, text_column, model, tokenizer, student, batch_size):
+def _cross_tokenizer_batch(batch, text_column, model, tokenizer, student, batch_size, split):
     from .cross_tokenizer import cross_tokenizer_reference_losses
 
-    docs = cross_tokenizer_reference_losses(batch[text_column], model, tokenizer, student, batch_size)
+    docs = cross_tokenizer_reference_losses(batch[text_column], model, tokenizer, student, batch_size, split=split)
     return {"input_ids": [d["input_ids"] for d in docs], "ref_loss": [d["ref_loss"] for d in docs]}
 
 
@@ -140,7 +140,8 @@ def _scoring_plan(model, tokenizer, dataset, settings: dict, batch_size: int, st
         texts = split_long_texts(dataset[text_column], student_tokenizer, max(1, seq_length - 4))
         dataset = Dataset.from_dict({text_column: texts})
     function = functools.partial(_cross_tokenizer_batch, text_column=text_column, model=model,
-                                 tokenizer=tokenizer, student=student_tokenizer, batch_size=batch_size)  # fmt: skip
+                                 tokenizer=tokenizer, student=student_tokenizer, batch_size=batch_size,
+                                 split=settings["cross_tokenizer_split"])  # fmt: skip
     return dataset, function, {"remove_columns": dataset.column_names}, key
 
 
@@ -158,6 +159,7 @@ def reference_losses_to_disk(
     with_entropy: bool = False,
     student_tokenizer=None,
     source: str = "the dataset",
+    cross_tokenizer_split: str = "exact",
 ):
     """Reference losses (``ref_loss``, optionally ``ref_entropy``) of every packed training row of ``dataset``,
     saved to ``output_dir`` (see the module docstring). Returns the saved ``Dataset`` on rank 0, else None.
@@ -172,6 +174,9 @@ def reference_losses_to_disk(
         student_tokenizer: the student's tokenizer when it differs from the reference's: losses are projected
             onto the student's tokens through character offsets (raw-text datasets only).
         source: the dataset's name, for messages.
+        cross_tokenizer_split: with ``student_tokenizer``, how a reference token cut by student boundaries is
+            split (:func:`hf_select.slm.cross_tokenizer.cross_tokenizer_reference_losses`: ``exact`` or
+            ``uniform``).
     """
     from datasets import Dataset
 
@@ -185,6 +190,8 @@ def reference_losses_to_disk(
     parts = out / "parts"
     settings = {"text_column": text_column, "seq_length": seq_length, "overflow": overflow,
                 "storage_dtype": storage_dtype, "with_entropy": with_entropy}  # fmt: skip
+    if student_tokenizer is not None:  # the split rule changes the projected values: part of the resume key
+        settings["cross_tokenizer_split"] = cross_tokenizer_split
     rows, function, map_kwargs, key = _scoring_plan(
         model, tokenizer, dataset, settings, batch_size, student_tokenizer, source
     )
@@ -244,7 +251,16 @@ class ReferenceLossArguments(DataArguments):
         default=None,
         metadata={
             "help": "Tokenizer of the student when it differs from the reference's: losses are projected onto "
-            "the student's tokens through character offsets (raw-text datasets only)."
+            "the student's tokens through character offsets (raw-text datasets only); student tokens without a "
+            "reference value (special tokens, past the reference window) get NaN and are never selected."
+        },
+    )
+    cross_tokenizer_split: str = field(
+        default="exact",
+        metadata={
+            "help": "With --student_tokenizer: split a reference token cut by student boundaries by the reference's "
+            "prefix probabilities (exact) or evenly over its characters (uniform, biased).",
+            "choices": ["exact", "uniform"],
         },
     )
 
@@ -261,7 +277,8 @@ def reference_losses_job(model_args: ModelArguments, args: ReferenceLossArgument
     student = load_tokenizer(args.student_tokenizer) if args.student_tokenizer else None
     reference_losses_to_disk(model, tokenizer, dataset, args.output_dir, args.text_column, args.seq_length,
                              args.overflow, args.batch_size, args.part_size, args.storage_dtype,
-                             args.with_entropy, student, args.dataset_name_or_path)  # fmt: skip
+                             args.with_entropy, student, args.dataset_name_or_path,
+                             args.cross_tokenizer_split)  # fmt: skip
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Token selection of RHO-1 Selective Language Modeling (Lin et al., arXiv 2404.07965), on plain tensors.
 
 Conventions: ``scores``, ``valid`` and per-token losses are ``[batch, seq]`` tensors aligned like
-:mod:`hf_select.token_loss` (position ``t`` = predicting token ``t``); higher scores are kept. A scope with ``n``
+:mod:`hf_select.token_loss` (position ``t`` = predicting token ``t``); higher scores are kept. A ``NaN`` score
+(a token without a reference value) counts as not valid: never selected, not counted in ``n``. A scope with ``n``
 trainable tokens keeps ``ceil(ratio * n)`` of them (at least one when ``n > 0``), exactly that many in every
 scope. Ties are broken by position (earlier first): in the "sequence" and "microbatch" scopes within the row /
 micro-batch; in the "global" scope everything above the k-th largest score is kept and the tokens *at* it are
@@ -33,6 +34,7 @@ def selected_count(num_valid: torch.Tensor, ratio: float) -> torch.Tensor:
 
 def select_top_per_row(scores: torch.Tensor, valid: torch.Tensor, ratio: float) -> torch.Tensor:
     """Keep the ``ceil(ratio * n_row)`` highest-scoring valid tokens of every row (``[batch, seq]`` bool)."""
+    valid = valid & ~torch.isnan(scores.detach())
     k = selected_count(valid.sum(-1), ratio)
     ranked = scores.detach().float().masked_fill(~valid, float("-inf"))
     order = ranked.argsort(dim=-1, descending=True, stable=True)
@@ -76,6 +78,7 @@ def select_by_cutoff(
     out = []
     for score, mask in zip(scores, valid):
         score = score.detach().float()
+        mask = mask & ~torch.isnan(score)
         ties = mask & (score == threshold)
         rank = ties.reshape(-1).long().cumsum(0).reshape(ties.shape)  # 1-based order of the ties
         keep = ties & (rank <= ties_to_keep)

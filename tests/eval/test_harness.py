@@ -129,7 +129,8 @@ def test_perplexity_per_domain_by_hand(tok):
     )
     stats = {}
     for r in records:
-        ids = [tok.bos_token_id] + tok(r["text"], add_special_tokens=False).input_ids
+        # the document as lm-eval encodes it (the tokenizer's default special tokens) after the prefix token
+        ids = [tok.bos_token_id] + tok(r["text"]).input_ids
         with torch.no_grad():
             logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
         nll = -sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1))

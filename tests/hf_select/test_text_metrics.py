@@ -41,3 +41,14 @@ def test_rouge_l_known_values():
 def test_rouge_l_porter_stemmer_hand_computed(prediction, reference, lcs, n_pred, n_ref):
     p, r = lcs / n_pred, lcs / n_ref
     assert rouge_l_f1(prediction, reference, stem=True) == pytest.approx(2 * p * r / (p + r))
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("the share is .75", "0.75"), ("-.5 degrees", "-0.5"), ("costs $1,200.50.", "1200.5"), ("0.75 of it", "0.75"),
+     ("from 3 to 4.", "4"), ("no number", None)],
+)  # fmt: skip
+def test_last_number_reads_a_leading_decimal_point(text, expected):
+    assert last_number(text) == expected
+    if expected is not None:
+        assert exact_match(text, expected) == 1.0

@@ -69,6 +69,7 @@ def hand_update(student, ref_model, rows, ratio=0.6, scope="global", ref_losses=
     ce[:, 1:] = -logp[:, :-1].gather(-1, ids[:, 1:, None]).squeeze(-1)
     valid = prediction_mask(ids, None, pos, batch["labels"])
     ref = ref_losses if ref_losses is not None else per_token_loss(ref_model, ids, position_ids=pos).losses
+    valid = valid & ~torch.isnan(ref)  # a token without a reference value is never a candidate
     excess = ce.detach() - ref
     chosen = torch.zeros_like(valid)
     groups = [(r,) for r in range(ids.shape[0])] if scope == "sequence" else [tuple(range(ids.shape[0]))]

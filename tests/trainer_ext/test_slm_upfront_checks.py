@@ -33,9 +33,9 @@ def _rows_with_ref(num_rows=40):
     "corrupt, message",
     [
         (lambda r: r.__setitem__(37, r[37][:-1]), "dataset row 37 has 15 values for 16 tokens"),
-        (lambda r: r[33].__setitem__(5, math.nan), r"dataset row 33 holds a non-finite value \(nan\)"),
-        (lambda r: r[38].__setitem__(2, math.inf), r"dataset row 38 holds a non-finite value \(inf\)"),
-        (lambda r: r[21].__setitem__(0, -math.inf), r"dataset row 21 holds a non-finite value \(-inf\)"),
+        (lambda r: r[33].__setitem__(5, None), r"dataset row 33 holds an infinite or null value \(None\)"),
+        (lambda r: r[38].__setitem__(2, math.inf), r"dataset row 38 holds an infinite or null value \(inf\)"),
+        (lambda r: r[21].__setitem__(0, -math.inf), r"dataset row 21 holds an infinite or null value \(-inf\)"),
     ],
 )
 def test_a_bad_ref_loss_column_fails_before_step_1_naming_the_dataset_row(tmp_path, corrupt, message):
@@ -47,6 +47,9 @@ def test_a_bad_ref_loss_column_fails_before_step_1_naming_the_dataset_row(tmp_pa
 
 def test_a_good_ref_loss_column_passes(tmp_path):
     _trainer(_rows_with_ref(), tmp_path)
+    rows = _rows_with_ref()
+    rows["ref_loss"][33][5] = math.nan  # a token without a reference value (never selected)
+    _trainer(rows, tmp_path)
 
 
 def test_an_online_reference_with_another_vocabulary_is_refused(tmp_path):

@@ -384,7 +384,7 @@ def test_config_is_the_single_source_and_every_field_changes_the_fingerprint():
         "question_column": "q", "answer_column": "a", "max_answer_tokens": 9, "answer_budget_factor": 2.0,
         "answer_budget_slack": 1, "max_retries": 0, "instruction": "x", "use_chat_template": False,
         "short_answer_words": 1, "rouge_stemmer": False, "max_chars_per_field": 10, "max_prompt_tokens": 99,
-        "query_mode": "separate", "batch_prompts": 2,
+        "query_mode": "separate", "batch_prompts": 2, "force_answer_format": False,
     }  # fmt: skip
     assert set(changed) == {f.name for f in fields(DataWhispererConfig)}  # a new field must be listed here
     for name, value in changed.items():
@@ -486,3 +486,59 @@ def test_resume_after_a_kill_equals_a_clean_run(tmp_path):
     assert (
         other.stats["resumed_groups"] == 0 and len(list(state.glob("run-*"))) == 2
     )  # other settings: afresh
+
+
+def test_answer_format_turns_a_format_breaking_model_into_parseable_answers():
+    """A scripted 'model' whose greedy choice breaks the format the ways SmolLM2-135M-Instruct does -- a blank
+    line first, then an invented ``Question: ...`` pair, EOS after one answer -- is steered into ``n`` labelled
+    answers; every content token it wanted and the format allowed is kept."""
+    from hf_select.data_whisperer.labels import AnswerFormat
+
+    tok = tiny_tokenizer()
+    eos = tok.eos_token_id
+    wanted = tok("\n\nThe cat sat\n\nQuestion: what is it?", add_special_tokens=False).input_ids + [eos] * 40
+    prompt = [tok.bos_token_id, 5, 6]
+    gen = torch.Generator().manual_seed(0)
+    for multiline in (False, True):
+        processor = AnswerFormat(tok, len(prompt), [3], [multiline], eos)
+        ids, cursor = list(prompt), 0
+        for _ in range(60):
+            # the script's next tokens are preferred in order (a blocked one gives way to the one after it), then
+            # any ordinary token at random
+            scores = torch.rand(1, len(tok), generator=gen) * 0.1
+            scores[0, tok.all_special_ids] = float("-inf")
+            window = wanted[cursor : cursor + 4]
+            for k, t in reversed(list(enumerate(window))):
+                scores[0, t] = 1.0 / (k + 1)
+            token = int(processor(torch.tensor([ids]), scores)[0].argmax())
+            if token in window:
+                cursor += window.index(token) + 1
+            ids.append(token)
+            if token == eos:
+                break
+        text = tok.decode(ids[len(prompt) :], skip_special_tokens=True)
+        answers = parse_answers(text, 3)
+        assert answers is not None and len(answers) == 3 and all(a.strip() for a in answers), text
+        assert answers[0].startswith("The cat sat") and ids[-1] == eos
+        assert "Question" in answers[1] or "Question" in answers[0] + answers[1] + answers[2]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_default_generation_of_a_random_model_is_always_parseable(family):
+    """With the defaults (answer format enforced) even an untrained model's greedy output parses: no group
+    needs a retry; without the constraint most groups are unparseable."""
+    kw = dict(n_demos=2, n_queries=2, max_answer_tokens=6, max_retries=0)
+    dw = DataWhisperer(tiny_model(family, seed=2), tiny_tokenizer(), **kw)
+    scores = dw.score(_pool(8))
+    assert dw.stats["retried_groups"] == 0 and dw.stats["invalid_groups"] == 0 and np.isfinite(scores).all()
+    free = DataWhisperer(tiny_model(family, seed=2), tiny_tokenizer(), force_answer_format=False, **kw)
+    with pytest.raises(ValueError, match="no example got a score"):
+        free.score(_pool(8))
+
+
+def test_an_announcing_first_line_is_not_the_answer():
+    """Small instruct models open with "The answer to the question is:" and answer on the next line: the format
+    constraint lets the answer continue there and the parser drops the announcing line."""
+    text = "The answer to the question about tabs is:\nUse expandtabs().\nAnswer 2: 4\nAnswer 3:\nIt is:\n7"
+    assert parse_answers(text, 3) == ["Use expandtabs().", "4", "7"]
+    assert parse_answers("Note: x\nAnswer 2: y", 2) == ["Note: x", "y"]

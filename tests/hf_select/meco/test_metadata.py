@@ -120,3 +120,16 @@ def test_one_empty_url_does_not_abort_the_map_under_a_row_policy(policy, caplog)
         add_metadata_tokens(docs, tok, invalid_metadata="raise")
     with pytest.raises(ValueError, match="invalid_metadata must be"):
         add_metadata_tokens(docs, tok, invalid_metadata="ignore")
+
+
+def test_host_mode_differs_from_the_official_rule_only_on_malformed_urls():
+    """The documented differences of ``host`` from the official rule: white space stripped, empty host refused
+    (the official code would condition on ``"URL: \\n\\n"``); well-formed URLs give the official value."""
+    from hf_select.meco.metadata import official_host
+
+    for url in ("https://en.wikipedia.org/wiki/X", "http://Example.com:8080/a", "www.site.org?q=1"):
+        assert normalize_url(url, "host") == official_host(url)
+    assert official_host(" http://x.org/p") == " x.org" and normalize_url(" http://x.org/p", "host") == "x.org"
+    assert official_host("https:///path") == ""
+    with pytest.raises(ValueError, match="no host"):
+        normalize_url("https:///path", "host")
