@@ -14,6 +14,7 @@ own order.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,16 +68,18 @@ class SubsetConfig(ArmConfig):
             raise ValueError(f"arm {self.name}: mode must be 'mix' or 'filter', got {self.mode!r}")
 
 
-def _subset_rows(study, config: SubsetConfig, scored, column: str):
-    """Packed rows of the selection (top ``fraction`` by ``column``) as a filter or an up-weighted mix."""
+def _subset_rows(study, config: SubsetConfig, scored, column: str, pool=None):
+    """Packed rows of the selection (top ``fraction`` by ``column``) as a filter or an up-weighted mix of
+    ``pool`` (default: the study's pool; ``scored`` is ``pool`` plus the score column)."""
     from ..selection import select_top_fraction, upweighted_mix
 
+    pool = study.pool if pool is None else pool
     selected = select_top_fraction(scored, column, config.fraction, "domain" if config.by_domain else None)
-    selected = selected.select_columns(study.pool.column_names)
+    selected = selected.select_columns(pool.column_names)
     if config.mode == "filter":
         documents = selected
     else:
-        documents = upweighted_mix(study.pool, selected, config.repeats, seed=0, flag_column=None)
+        documents = upweighted_mix(pool, selected, config.repeats, seed=0, flag_column=None)
     from ..fingerprint import fingerprint
 
     rows = study.pack(documents)
@@ -167,6 +170,128 @@ def _score_with_selector(study, config: AttentionInfluenceArmConfig):
     # two passes (base and masked) over every document, the lower layers once
     tokens = 2 * sum(scored["ai_num_tokens"])
     return scored, tokens
+
+
+# ---------------------------------------------------------------------------------------------- Data Whisperer
+@dataclass
+class _DataWhispererArmFields(SubsetConfig):
+    mode: str = field(
+        default="filter",
+        metadata={"help": "'filter': train on the selected examples only (the paper's fine-tuning on the top "
+                  "fraction); 'mix': the whole pool plus `repeats` extra copies of them."},
+    )
+    scores_column: str | None = field(
+        default="dw_score",
+        metadata={"help": "Pool column holding precomputed Data Whisperer scores (hf-select score data-whisperer); "
+                  "used when no selector_name_or_path is given."},
+    )
+    selector_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Score the pool with this selector model (an instruct model; it may differ from the "
+                  "student) and the Data Whisperer fields below."},
+    )
+    render: bool = field(
+        default=True,
+        metadata={"help": "Train on each example rendered as 'Question: {question}\\nAnswer: {answer}' (Data "
+                  "Whisperer's fine-tuning format; the packing adds BOS/EOS); false: on the pool's text column."},
+    )
+
+    def whisperer_config(self):
+        """The :class:`~hf_select.data_whisperer.config.DataWhispererConfig` of this arm's scoring fields."""
+        from ..data_whisperer.config import DataWhispererConfig
+
+        names = [f.name for f in dataclasses.fields(DataWhispererConfig)]
+        return DataWhispererConfig(**{n: getattr(self, n) for n in names})
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.whisperer_config()  # the scorer's own checks, at parse time
+
+
+def _data_whisperer_config_class():
+    # the scorer's fields come from DataWhispererConfig, its single source (help, defaults, checks)
+    from ..data_whisperer.config import DataWhispererConfig
+
+    own = {f.name for f in dataclasses.fields(_DataWhispererArmFields)}
+    extra = [(f.name, f.type, field(default=f.default, metadata=f.metadata))
+             for f in dataclasses.fields(DataWhispererConfig) if f.name not in own]  # fmt: skip
+    cls = dataclasses.make_dataclass("DataWhispererArmConfig", extra, bases=(_DataWhispererArmFields,))
+    cls.__module__ = __name__
+    cls.__doc__ = "Fields of the ``data_whisperer`` arm: the selection, the scores' source and DataWhispererConfig."
+    return cls
+
+
+DataWhispererArmConfig = _data_whisperer_config_class()
+
+
+def render_qa(question: str, answer: str) -> str:
+    """One question/answer example as training text: Data Whisperer's fine-tuning prompt and target
+    (:func:`hf_select.data_whisperer.finetune.prompt_text` + ``" " + answer``), trained on every token."""
+    from ..data_whisperer.finetune import prompt_text
+
+    return f"{prompt_text(str(question))} {str(answer).strip()}"
+
+
+@register_arm("data_whisperer", DataWhispererArmConfig,
+              help="Data Whisperer (arXiv 2505.12212): top fraction (per domain) of a question/answer pool by "
+              "Data Whisperer score, from a pool column or scored by a selector model; trained on as text.")
+def data_whisperer(study, config, seed: int):
+    """Examples no valid prompt scored (NaN) rank below every scored one, so each domain's selection holds
+    exactly ``round(fraction x n)`` examples, like a ``random`` arm with the same fraction and by_domain."""
+    import math
+
+    columns = [config.question_column, config.answer_column]
+    missing = [c for c in columns if c not in study.pool.column_names]
+    if missing:
+        raise ValueError(f"arm {config.name}: Data Whisperer needs a question/answer pool; the pool has no "
+                         f"{missing} column(s) (set question_column / answer_column)")  # fmt: skip
+
+    def build():
+        if config.selector_name_or_path:
+            scores, stats = _score_with_whisperer(study, config)
+        elif config.scores_column and config.scores_column in study.pool.column_names:
+            scores, stats = study.pool[config.scores_column], {}
+        else:
+            raise ValueError(f"arm {config.name}: the pool has no {config.scores_column!r} column; give "
+                             "scores_column or selector_name_or_path")  # fmt: skip
+        pool = study.pool
+        if config.render:
+            def text(batch):
+                return {"text": [render_qa(q, a) for q, a in zip(batch[columns[0]], batch[columns[1]])]}
+
+            pool = pool.map(text, batched=True, keep_in_memory=True, desc="render Q/A")
+        ranked = [-math.inf if s is None or s != s else float(s) for s in scores]
+        scored = pool.add_column("_dw_rank", ranked)
+        rows, info = _subset_rows(study, config, scored, "_dw_rank", pool=pool)
+        info["unscored_examples"] = sum(r == -math.inf for r in ranked)
+        info.update({f"scoring_{k}": v for k, v in stats.items()})
+        return rows, info
+
+    rows, info = study.cached(f"arm/{config.name}", build, arm=config.name)
+    return ArmSetup(train_dataset=rows, info=info)
+
+
+def _score_with_whisperer(study, config):
+    """Data Whisperer scores of the pool (one pool, domains mixed in the prompts, as the paper scores a dataset).
+    Finished groups persist under ``output_dir/selection/<arm>`` so a killed scoring resumes; the selection
+    cost adds the resumed groups' earlier seconds and counts prompt plus generated tokens."""
+    import torch
+
+    from ..data_whisperer.scorer import DataWhisperer
+    from ..loading import load_causal_lm, load_tokenizer
+    from .study import distributed_state
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_causal_lm(config.selector_name_or_path, device=device).eval()
+    tokenizer = load_tokenizer(config.selector_name_or_path)
+    state_dir = study.output_dir / "selection" / config.name / f"rank{distributed_state().process_index}"
+    whisperer = DataWhisperer(model, tokenizer, config.whisperer_config(), state_dir=state_dir)
+    scores = whisperer.score(study.pool.select_columns([config.question_column, config.answer_column]))
+    study.selection_seconds[config.name] = study.selection_seconds.get(config.name, 0.0) + whisperer.resumed_seconds
+    stats = dict(whisperer.stats)
+    study.add_selection_tokens(config.name, stats.get("prompt_tokens", 0) + stats.get("generated_tokens", 0))
+    del model
+    return scores.tolist(), stats
 
 
 # ---------------------------------------------------------------------------------------------- SLM

@@ -295,6 +295,7 @@ class DataWhisperer:
     def _generate_batch(self, prompts: list[dict]) -> None:
         """Fill ``text`` and ``weights`` of every prompt: one batched generate whose prefill gives the attention."""
         device = next(self.model.parameters()).device
+        self.stats["prompt_tokens"] = self.stats.get("prompt_tokens", 0) + sum(len(p["ids"]) for p in prompts)
         if self.generate_fn is not None:
             for p in prompts:
                 ids = torch.tensor([p["ids"]], device=device)
@@ -418,6 +419,7 @@ class DataWhisperer:
             "retried_groups": 0,
             "resumed_groups": 0,
             "generated_tokens": 0,
+            "prompt_tokens": 0,
         }
         self.groups, self.unparsed = [], []
         records: dict[tuple[int, int], dict] = {}
