@@ -82,6 +82,9 @@ def test_fields_come_from_data_whisperer_config():
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_scores_with_a_selector_model(study_config, tmp_path):
+    """The plumbing of live scoring: cost recorded, selection = the scorer's own scores' top half per domain.
+    (A random tiny model answers nothing right, so its scores tie and the selection falls back on position;
+    the ranking itself is checked by the precomputed-scores test.)"""
     from hf_select.data_whisperer.scorer import DataWhisperer
 
     pool = write_qa_pool(tmp_path / "qa.jsonl", per_domain=20)
