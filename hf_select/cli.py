@@ -228,7 +228,7 @@ def parse_configs(config_classes, args: list[str], prog: str, epilog: str | None
 
     from transformers import HfArgumentParser
 
-    from .validation import check_config_file_values, validate_config
+    from hf_select.validation import check_config_file_values, validate_config
 
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass  # defaults shown, the epilog kept as written
