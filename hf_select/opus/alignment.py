@@ -269,6 +269,17 @@ def layer_statistics(
     return w_align * align, w_gram * gram
 
 
+def _statistics_of(num_candidates, sketches, chunk_size, rank_one_sketch, gram_weight, exact_elements):
+    """:func:`layer_statistics` with the settings shared by every layer of one scoring pass bound:
+    ``(layer, x, gy, pre, routing) -> (alignment, gram)``."""
+
+    def statistics(layer, x, gy, pre, routing):
+        return layer_statistics(layer, x, gy, pre, num_candidates, (sketches or {}).get(layer.name), chunk_size,
+                                rank_one_sketch, gram_weight, exact_elements, routing)  # fmt: skip
+
+    return statistics
+
+
 def candidate_statistics(
     grads: LayerGradients,
     layers: list[ScoredLayer],
@@ -286,23 +297,14 @@ def candidate_statistics(
     ``sketches`` maps layer names to sketches, a missing entry means exact). :func:`scored_statistics` gives
     the same numbers from inside the backward pass without keeping the layer tensors.
     """
+    statistics = _statistics_of(num_candidates, sketches, chunk_size, rank_one_sketch, gram_weight, exact_elements)
     alignment = gram = None
     for layer in layers:
         pre = preconditioners.get(layer.name)
         if pre is None:
             continue
-        a, g = layer_statistics(
-            layer,
-            grads.inputs[layer.name],
-            grads.output_grads[layer.name],
-            pre,
-            num_candidates,
-            (sketches or {}).get(layer.name),
-            chunk_size,
-            rank_one_sketch,
-            gram_weight,
-            exact_elements,
-            grads.routing.get(layer.name),
+        a, g = statistics(
+            layer, grads.inputs[layer.name], grads.output_grads[layer.name], pre, grads.routing.get(layer.name)
         )
         alignment = a if alignment is None else alignment + a
         gram = g if gram is None else gram + g
@@ -334,6 +336,7 @@ def scored_statistics(
     import time
 
     clock = clock or time.perf_counter
+    statistics = _statistics_of(num_candidates, sketches, chunk_size, rank_one_sketch, gram_weight, exact_elements)
     state = {"alignment": None, "gram": None, "seconds": 0.0}
     inputs: dict[str, torch.Tensor] = {}
     outputs: list[torch.Tensor] = []
@@ -341,19 +344,7 @@ def scored_statistics(
     def on_grad(layer, pre, routing):
         def fn(grad):
             t0 = clock()
-            a, g = layer_statistics(
-                layer,
-                inputs.pop(layer.name),
-                grad,
-                pre,
-                num_candidates,
-                (sketches or {}).get(layer.name),
-                chunk_size,
-                rank_one_sketch,
-                gram_weight,
-                exact_elements,
-                routing,
-            )
+            a, g = statistics(layer, inputs.pop(layer.name), grad, pre, routing)
             state["alignment"] = a if state["alignment"] is None else state["alignment"] + a
             state["gram"] = g if state["gram"] is None else state["gram"] + g
             state["seconds"] += clock() - t0
