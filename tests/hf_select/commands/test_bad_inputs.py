@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from cli_checks import run_cli
 from datasets import Dataset
 
 from hf_select.attention_influence.retrieval_heads import RetrievalHeads
@@ -149,20 +150,12 @@ CASES = [
 ]  # fmt: skip
 
 
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:  # argparse: usage line + error, exit code 2
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize("argv, code, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(world, capsys, monkeypatch, argv, code, fragment):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     argv = [a.format(**world) for a in argv]
-    got, err = _run(argv, capsys)
+    got, err = run_cli(argv, capsys)
     assert got == code, err
     assert fragment in " ".join(err.split())
     if code == 2:

@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+from cli_checks import run_cli
 from datasets import Dataset
 
 from hf_select.cli import main
@@ -170,18 +171,10 @@ NEEDS_NO_GPU = [
 ]  # fmt: skip
 
 
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def _check(world, capsys, monkeypatch, argv, fragment):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     argv = [a.format(**world) for a in argv]
-    code, err = _run(argv, capsys)
+    code, err = run_cli(argv, capsys)
     assert code == 2, err
     assert "Traceback" not in err
     errors = [line for line in err.splitlines() if ": error: " in line]

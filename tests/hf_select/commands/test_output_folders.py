@@ -12,10 +12,10 @@ import time
 
 import pytest
 import torch
+from cli_checks import run_cli
 from datasets import Dataset
 
 from hf_select.attention_influence.retrieval_heads import RetrievalHeads
-from hf_select.cli import main
 from hf_select.output_dir import LOCK_NAME, OutputDirError, OutputLock
 from hf_select.testing import TINY_CORPUS, tiny_model, tiny_tokenizer
 
@@ -86,14 +86,6 @@ CASES = [
 ]  # fmt: skip
 
 
-def _run(argv, capsys):
-    try:
-        code = main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
 def _snapshot(world):
     return {
         str(p): p.stat().st_mtime_ns
@@ -107,7 +99,7 @@ def _snapshot(world):
 def test_output_folder(world, capsys, argv, code, fragment):
     before = _snapshot(world)
     argv = [a.format(**world) for a in argv]
-    got, err = _run(argv, capsys)
+    got, err = run_cli(argv, capsys)
     assert got == code, err
     assert fragment.format(**world) in " ".join(err.split())
     if code == 2:
@@ -122,13 +114,13 @@ def test_a_read_only_output_folder_is_one_line(world, capsys, tmp_path):
         target = tmp_path / "ro"
         target.mkdir()
         target.chmod(0o500)
-    code, err = _run([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(target)], capsys)
+    code, err = run_cli([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(target)], capsys)
     assert code == 2 and "is not writable" in err and "Traceback" not in err
 
 
 def test_a_failed_command_leaves_no_empty_output_folder(world, capsys, tmp_path):
     out = tmp_path / "never" / "written"
-    code, _ = _run(["select", "--scored_dataset", world["docs"], "--output_dir", str(out)], capsys)
+    code, _ = run_cli(["select", "--scored_dataset", world["docs"], "--output_dir", str(out)], capsys)
     assert code == 2 and not out.exists()
 
 
@@ -153,7 +145,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_at_once(world, capsys, tmp
     holder = _holder(out)
     try:
         start = time.monotonic()
-        code, err = _run([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(out)], capsys)
+        code, err = run_cli([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(out)], capsys)
         assert code == 2 and "is in use by another run" in err and f"pid {holder.pid}" in err
         assert "hf-select holder" in err and time.monotonic() - start < 60
         assert not (out / "state.json").exists()  # nothing was written
@@ -162,7 +154,7 @@ def test_a_second_run_into_a_locked_folder_is_refused_at_once(world, capsys, tmp
         holder.wait()
     # the kernel dropped the dead holder's lock: its lock file is taken over
     assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid
-    code, err = _run([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(out)], capsys)
+    code, err = run_cli([*SELECT, "--scored_dataset", world["scored"], "--output_dir", str(out)], capsys)
     assert code == 0, err
     assert not (out / LOCK_NAME).exists()  # released at the end
 
