@@ -139,7 +139,7 @@ class Study:
                     stdlib_pool(path)
             data = load_any_dataset(str(path), "train")
         else:
-            data = load_any_dataset(config.dataset_name_or_path, config.split, config.dataset_config)
+            data = config.load_dataset()
         require_columns(data, [config.text_column], "the pool")
         if config.max_documents:
             data = data.select(range(min(config.max_documents, len(data))))

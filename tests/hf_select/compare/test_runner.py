@@ -130,6 +130,19 @@ def test_changed_configuration_is_not_mixed_with_old_runs(study_config):
     assert torch.get_num_threads() == 1
 
 
+def test_a_cut_result_marker_is_removed_and_its_run_redone(study_config):
+    # result.json is the completion marker (hf_select.resume): a kill mid-write must not block the resume
+    config = study_config(seeds=[0], arms=["baseline"], max_steps=2)
+    first = run_study(config)["arms"]["baseline"]["runs"][0]
+    marker = Path(config.output_dir) / "runs" / "baseline" / "seed0" / "result.json"
+    marker.write_text(marker.read_text()[:40])
+    again = run_study(config)["arms"]["baseline"]["runs"][0]
+    assert json.loads(marker.read_text())["fingerprint"] == first["fingerprint"]
+    assert again["metrics"] == pytest.approx(first["metrics"], rel=1e-5)
+    assert [x for _, x in again["loss_curve"]] == pytest.approx([x for _, x in first["loss_curve"]], rel=1e-5)
+    assert not list(marker.parent.glob("*.tmp"))
+
+
 def test_same_rows_give_the_same_run_as_the_baseline(study_config):
     # a random "subset" of everything is the pool itself: same initial weights and same data order per seed
     # make it the very same run, so any difference between arms comes from the mechanism
