@@ -309,6 +309,13 @@ class SLMArmConfig(ArmConfig):
         default=None, metadata={"help": "The reference model (RHO-1: the same base trained on high-quality data)."}
     )
     reference_batch_size: int = field(default=8, metadata={"help": "Rows per reference forward (precomputed)."})
+    reference_losses_column: str | None = field(
+        default=None,
+        metadata={"help": "Pool column holding reference losses computed earlier, one per token of the study "
+                  "tokenizer's document encoding BOS + tokens + EOS (the 'ref_loss' of "
+                  "cross_tokenizer_reference_losses / hf-select reference-losses); documents whose value is null "
+                  "are scored by reference_model_name_or_path (precomputed)."},
+    )
 
 
 def _same_vocabulary(a, b) -> bool:
@@ -342,41 +349,67 @@ def slm(study, config: SLMArmConfig, seed: int):
             scoring_tokens_per_step=study.config.batch_size * study.config.seq_length,
         )  # fmt: skip
 
+    column = config.reference_losses_column
+    if column and column not in study.pool.column_names:
+        raise ValueError(f"arm {config.name}: the pool has no reference_losses_column {column!r}")
+
     def build():
         import torch
         from datasets import Dataset
 
-        from ..packing import pack_documents
+        from ..packing import document_token_ids, pack_documents
         from ..slm.cross_tokenizer import cross_tokenizer_reference_losses
         from ..slm.reference_losses import compute_reference_losses
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        ref = load_causal_lm(config.reference_model_name_or_path, dtype="float32", device=device)
-        if same:
+        texts = study.pool["text"]
+        given = study.pool[column] if column else [None] * len(texts)
+        missing = [i for i, losses in enumerate(given) if losses is None]
+        ref = None
+        if missing:
+            ref = load_causal_lm(config.reference_model_name_or_path, dtype="float32", device=device)
+        if same and not column:
             rows = compute_reference_losses(
                 study.pool_rows, ref, batch_size=config.reference_batch_size,
                 pad_token_id=study.tokenizer.pad_token_id or 0,
             )  # fmt: skip
             tokens = _tokens(rows)
         else:
-            per_doc = cross_tokenizer_reference_losses(
-                study.pool["text"], ref, ref_tokenizer, study.tokenizer, batch_size=config.reference_batch_size,
-                max_length=max(1024, study.config.seq_length),
-            )  # fmt: skip
+            # per document (its own context), given or computed here for the documents without a value
+            student_ids = document_token_ids(study.tokenizer, texts)
+            per_doc: list = [None] * len(texts)
+            for i, losses in enumerate(given):
+                if losses is None:
+                    continue
+                if len(losses) != len(student_ids[i]):
+                    raise ValueError(
+                        f"arm {config.name}: {column!r} of pool document {i} has {len(losses)} values for "
+                        f"{len(student_ids[i])} tokens (BOS + tokens + EOS of the study tokenizer)"
+                    )
+                per_doc[i] = {"input_ids": student_ids[i], "ref_loss": losses}
+            if missing:
+                computed = cross_tokenizer_reference_losses(
+                    [texts[i] for i in missing], ref, ref_tokenizer, study.tokenizer,
+                    batch_size=config.reference_batch_size, max_length=max(1024, study.config.seq_length),
+                )  # fmt: skip
+                for i, doc in zip(missing, computed):
+                    per_doc[i] = doc
             packed = pack_documents([d["input_ids"] for d in per_doc], study.config.seq_length, overflow="discard",
                                     columns={"ref_loss": [d["ref_loss"] for d in per_doc]})  # fmt: skip
             packed.pop("num_documents", None)
             rows = Dataset.from_dict(packed)
             rows = rows.filter(lambda ids: len(ids) == study.config.seq_length, input_columns="input_ids")
-            tokens = sum(len(ref_tokenizer(t).input_ids) for t in study.pool["text"])
+            # reference tokens scored here (the given documents cost their earlier pass, not this arm)
+            tokens = sum(len(ref_tokenizer(texts[i]).input_ids) for i in missing)
         del ref
         study.add_selection_tokens(config.name, tokens)
-        return rows
+        return rows, len(texts) - len(missing)
 
-    rows = study.cached(f"arm/{config.name}", build, arm=config.name)
+    rows, reused = study.cached(f"arm/{config.name}", build, arm=config.name)
+    kind = "precomputed" if same else "precomputed, projected across tokenizers"
     return ArmSetup(
         train_dataset=rows, trainer_class=SLMTrainer, args_class=SLMConfig, args=args, data_collator=None,
-        info={"reference": "precomputed" if same else "precomputed, projected across tokenizers", "rows": len(rows)},
+        info={"reference": kind, "rows": len(rows), "documents_with_given_reference_losses": reused},
     )  # fmt: skip
 
 
