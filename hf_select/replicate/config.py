@@ -120,6 +120,13 @@ class ReplicationConfig:
             if unknown:
                 raise ValueError(f"profiles.{name} may hold 'study' and 'options' only, got {unknown}")
 
+    def output_folders(self) -> list[tuple[str, str]]:
+        """The folder this run writes (``output_dir/<method>``): replications of other methods may share the
+        root at the same time (:mod:`hf_select.output_dir` locks this folder only)."""
+        from pathlib import Path
+
+        return [("output_dir", str(Path(self.output_dir) / self.method))]
+
     def resolved(self) -> tuple[dict, dict]:
         """``(study, options)`` with the profile merged and the placeholders replaced."""
         from pathlib import Path

@@ -114,6 +114,14 @@ def test_cli_runs_a_file_and_renders_the_page(toy, tmp_path, capsys):
     assert code == 2 and "profile 'tpu' is not among this file's profiles ['gpu']" in err
 
 
+def test_two_methods_share_the_root_but_not_a_folder(toy, tmp_path):
+    from hf_select.output_dir import LOCK_NAME, guard_output_dirs
+
+    with guard_output_dirs([_config(tmp_path), _config(tmp_path, method="other")]) as held:
+        assert held == [str(tmp_path / "out" / "toy"), str(tmp_path / "out" / "other")]
+        assert (tmp_path / "out" / "toy" / LOCK_NAME).exists() and not (tmp_path / "out" / LOCK_NAME).exists()
+
+
 def test_compare_rows_against_the_paired_statistics(tmp_path):
     base, arm = [3.30, 3.32, 3.31], [3.28, 3.31, 3.29]
     comp = paired_comparison(arm, base, lower_is_better=True)
