@@ -6,7 +6,7 @@ pass over every pool document. After: AttentionInfluence whose base pass also gi
 (:class:`hf_select.demo.shared_pass.ScoresWithReferenceLosses`, whole documents) + the reference pass over the
 documents it does not score (the low-quality ones).
 
-    python benchmarks/shared_reference_pass.py --cache_dir .hf_select_cache --heads_file HEADS.json [--repeats 1]
+    python benchmarks/shared_reference_pass.py --cache_dir .hf_select_cache --heads_file HEADS.json [--every 3]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--cache_dir", default=".hf_select_cache")
     parser.add_argument("--heads_file", required=True)
     parser.add_argument("--output", default=None, help="Write the figures as JSON here.")
+    parser.add_argument("--every", type=int, default=1, help="Time every N-th pool document only (a shorter run).")
     args = parser.parse_args()
 
     import numpy as np
@@ -40,6 +41,7 @@ def main() -> None:
     model, tokenizer = load_pretrained(ctx)
     student = load_tokenizer(ctx)
     pool = pool_documents(ctx)
+    pool = pool.select(range(0, len(pool), args.every))
     clean = [t for t, q in zip(pool["text"], pool["quality"]) if q == "clean"]
     lowq = [t for t, q in zip(pool["text"], pool["quality"]) if q != "clean"]
     out = {"documents": {"clean": len(clean), "lowq": len(lowq)}, "load_before": os.getloadavg()}
