@@ -61,6 +61,11 @@ class MeCoReplicationOptions:
         metadata={"help": "AdamW beta2 of every arm (the paper's 0.95). MeCoConfig defaults to it while a plain "
                   "TrainingArguments has 0.999, so it is set on all arms: they must differ in the data only."},
     )  # fmt: skip
+    min_lr_rate: float | None = field(
+        default=0.1,
+        metadata={"help": "Every arm's learning rate decays by cosine to this share of the peak (the paper's 0.1; "
+                  "the cooldown then still learns); empty: the study's lr_scheduler_type."},
+    )  # fmt: skip
     pilot: str = field(
         default="", metadata={"help": "The pilot run that sized the design (shown in the section as written)."}
     )
@@ -132,12 +137,23 @@ def prefix_token_share(rows) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- arms
+def optimiser_args(config) -> dict[str, Any]:
+    """``TrainingArguments`` fields every arm of the replication shares: AdamW beta2 and, with ``min_lr_rate``,
+    the paper's cosine decay to that share of the peak (a cosine to 0 would leave the cooldown almost no
+    learning rate)."""
+    args: dict[str, Any] = {"adam_beta2": config.adam_beta2}
+    if config.min_lr_rate is not None:
+        args.update(lr_scheduler_type="cosine_with_min_lr", lr_scheduler_kwargs={"min_lr_rate": config.min_lr_rate})
+    return args
+
+
 @dataclass
 class UrlProbeBaselineConfig(ArmConfig):
     metadata_column: str = field(default="url", metadata={"help": "Held-out column holding each document's URL."})
     metadata_mode: str = field(default="host", metadata={"help": "How a URL becomes metadata."})
     unseen_url: str = field(default="www.factquizmaster.com", metadata={"help": "A host no document has."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MeCoConfig's, the paper's 0.95)."})
+    min_lr_rate: float | None = field(default=0.1, metadata={"help": "Cosine decay to this share of the peak (paper: 0.1); empty: the study's schedule."})
 
 
 @register_arm("baseline_url_probe", UrlProbeBaselineConfig,
@@ -145,7 +161,7 @@ class UrlProbeBaselineConfig(ArmConfig):
               "it never saw one).")  # fmt: skip
 def baseline_url_probe(study, config: UrlProbeBaselineConfig, seed: int):
     setup = baseline(study, config, seed)
-    setup.args = {**setup.args, "adam_beta2": config.adam_beta2}
+    setup.args = {**setup.args, **optimiser_args(config)}
     setup.extra_metrics = lambda study, model: url_metrics(
         study, model, config.metadata_column, config.metadata_mode, config.unseen_url
     )
@@ -156,6 +172,7 @@ def baseline_url_probe(study, config: UrlProbeBaselineConfig, seed: int):
 class MeCoUrlProbeConfig(MeCoArmConfig):
     unseen_url: str = field(default="www.factquizmaster.com", metadata={"help": "A host no document has."})
     adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MeCoConfig's default, the paper's 0.95)."})
+    min_lr_rate: float | None = field(default=0.1, metadata={"help": "Cosine decay to this share of the peak (paper: 0.1); empty: the study's schedule."})
 
 
 @register_arm("meco_url_probe", MeCoUrlProbeConfig,
@@ -180,7 +197,7 @@ def meco_url_probe(study, config: MeCoUrlProbeConfig, seed: int) -> ArmSetup:
     key = f"meco_rows/{config.cooldown_pool_fraction or config.cooldown_fraction}/{config.metadata_column}/{config.metadata_mode}"
     conditioned, cooldown, share = study.cached(key, build, arm=config.name)
     setup.train_dataset = conditioned
-    setup.args = {**setup.args, "adam_beta2": config.adam_beta2}
+    setup.args = {**setup.args, **optimiser_args(config)}
     setup.trainer_kwargs = {**setup.trainer_kwargs, "cooldown_dataset": cooldown}
     setup.info = {**setup.info, "conditioned_rows": len(conditioned), "cooldown_rows": len(cooldown),
                   "prefix_token_share": share}  # fmt: skip
@@ -193,7 +210,7 @@ def meco_url_probe(study, config: MeCoUrlProbeConfig, seed: int) -> ArmSetup:
 def arms(options: MeCoReplicationOptions) -> list[dict[str, Any]]:
     """The three arms of the study: standard (baseline), MeCo 90/10, MeCo without cooldown."""
     common = {"metadata_column": options.metadata_column, "metadata_mode": options.metadata_mode,
-              "unseen_url": options.unseen_url, "adam_beta2": options.adam_beta2}  # fmt: skip
+              "unseen_url": options.unseen_url, "adam_beta2": options.adam_beta2, "min_lr_rate": options.min_lr_rate}  # fmt: skip
     return [
         {"type": "baseline_url_probe", "name": "standard", **common},
         {"type": "meco_url_probe", "name": "meco", "cooldown_fraction": options.cooldown_fraction,
@@ -317,25 +334,31 @@ def replicate_meco(ctx: ReplicationContext) -> Section:
         + "; ".join(f"{arm} {_f(g['difference'], True)} ({g['verdict']})" for arm, g in gaps.items())
         + ". The standard model never saw a URL, so its gap is the control for the prefix's mere tokens.",
     ]
-    undecided = [(name, comp) for name, comp in (("90/10 vs no cooldown", cooldown),) if comp["verdict"] == "undetermined"]
     train_seconds = statistics.fmean(results["arms"][a]["cost"]["train_seconds_per_seed"] for a in arms_)
-    for row in rows:
-        if row.verdict == "worse":
-            checks.append(
-                f"{row.arm}: {row.measure} goes against the paper. The MeCo rows carry the URL prefix in "
-                "their update tokens (prefix share in the table): at equal update tokens MeCo trains on that "
-                "many fewer document tokens, a cost that 8k-token rows of long web pages make negligible in the paper."
-            )
+    decided = {"90/10 vs no cooldown": cooldown, "meco own URL vs standard": conditional}
     for arm in ("meco", "meco_no_cooldown"):
-        comp = results["arms"][arm]["vs_baseline"].get("heldout_bpb")
-        if comp and comp["verdict"] == "undetermined":
-            undecided.append((f"{arm} vs standard", comp))
-    for name, comp in undecided:
-        checks.append(
-            f"{name}: undetermined; smallest detectable effect {_f(comp['detectable_effect'])} bpb with "
-            f"{comp['n']} seeds; the observed {_f(comp['difference'], True)} would need "
-            f"{budget_to_decide(comp, 3 * train_seconds)}."
-        )
+        decided[f"{arm} vs standard"] = results["arms"][arm]["vs_baseline"]["heldout_bpb"]
+    learned = all(gaps[a]["verdict"] == "better" for a in ("meco", "meco_no_cooldown"))
+    for name, comp in decided.items():
+        if comp["verdict"] == "worse" and name != "90/10 vs no cooldown":
+            checks.append(
+                f"{name}: against the paper. Checked: equal update tokens and initial weights (above); the model "
+                f"{'does' if learned else 'does NOT'} read the URL (conditioning rows); the URL prefix takes the "
+                "share of every conditioned row printed in the table, so at equal update tokens MeCo trains on that "
+                "many fewer document tokens -- negligible on the paper's 8k-token rows of web pages, not here."
+            )
+        elif comp["verdict"] == "worse":
+            checks.append(
+                f"{name}: against the paper (the cooldown should help without metadata). Checked: both arms "
+                "condition on the same documents from the same weights; the cooldown steps train on plain "
+                "documents of a disjoint pool."
+            )
+        elif comp["verdict"] == "undetermined":
+            checks.append(
+                f"{name}: undetermined; smallest detectable effect {_f(comp['detectable_effect'])} bpb with "
+                f"{comp['n']} seeds; the observed {_f(comp['difference'], True)} would need "
+                f"{budget_to_decide(comp, 3 * train_seconds)}."
+            )
     cost_lines = []
     for arm in arms_:
         cost = results["arms"][arm]["cost"]
