@@ -311,12 +311,14 @@ def replicate_meco(ctx: ReplicationContext) -> Section:
         f"From scratch: Llama {c['model_config'].get('num_hidden_layers')} layers x "
         f"{c['model_config'].get('hidden_size')} wide, the world's 8k BPE tokenizer; pool = the world's pretraining "
         f"text ({c.get('documents_per_domain')} documents per domain, clipped to {c.get('max_chars')} characters), "
-        f"each document's `url` naming its real source (13 hosts). {c['max_steps']} steps x {c['batch_size']} rows x "
+        f"each document's `url` naming its real source (one host per source). {c['max_steps']} steps x {c['batch_size']} rows x "
         f"{c['seq_length']} tokens = {results['update_tokens_per_run']} update tokens per arm and seed, seeds "
-        f"{seeds}, lr {c['learning_rate']} {c['lr_scheduler_type']}. Arms: standard (baseline), meco "
+        f"{seeds}, AdamW lr {c['learning_rate']} (betas 0.9/{o.adam_beta2}, weight decay {c['weight_decay']}), "
+        + (f"cosine to {o.min_lr_rate:g} of the peak" if o.min_lr_rate is not None else c["lr_scheduler_type"])
+        + f", {c['warmup_steps']:g} warm-up. Arms: standard (baseline), meco "
         f"({1 - o.cooldown_fraction:.0%} URL-conditioned then {o.cooldown_fraction:.0%} cooldown on a disjoint "
         f"{o.cooldown_pool_fraction:.0%} of the pool), meco_no_cooldown (URL to the end). Measured on "
-        f"{c['heldout_documents_per_domain']} held-out documents per domain (the world's held-out split) with no URL, "
+        f"up to {c['heldout_documents_per_domain']} held-out documents per domain (the world's held-out split) with no URL, "
         "the own host, another source's host (next host in sorted order) and an unseen host "
         f"({o.unseen_url})."
     )
