@@ -324,11 +324,16 @@ def replicate_meco(ctx: ReplicationContext) -> Section:
     )
     body = ["Held-out bits per byte (mean ± sd over seeds) by the context given before the same tokens:", "",
             *table, ""]  # fmt: skip
+    domains = sorted({m.split("/", 1)[1] for a in arms_ for m in results["arms"][a]["metrics"] if m.startswith("heldout_bpb/")})
+    body += ["No-URL held-out bits per byte per domain (mean ± sd over seeds; the headline is their unweighted mean):", "",
+             "| arm | " + " | ".join(domains) + " |", "|---|" + "---|" * len(domains)]  # fmt: skip
+    for arm in arms_:
+        stats = results["arms"][arm]["metrics"]
+        body.append(f"| {arm} | " + " | ".join(
+            f"{_f(stats[f'heldout_bpb/{d}']['mean'])} ± {_f(stats[f'heldout_bpb/{d}']['sd'])}" for d in domains) + " |")  # fmt: skip
+    body.append("")
     if o.pilot:
         body += [f"**Pilot (sized the design before the run).** {o.pilot}", ""]
-    body += [
-        "**The paper beside ours.** " + "; ".join(f"*{k}:* {v}" for k, v in paper.items() if k not in ("setting",)),
-    ]
     checks = [
         f"Every arm trained the same update tokens ({'yes' if equal_tokens else 'NO'}: {update_tokens}) from the "
         f"same initial weights per seed ({'yes' if same_init else 'NO'}).",
