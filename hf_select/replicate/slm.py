@@ -110,7 +110,7 @@ def _noise_piece(kind: str, rng: random.Random, donors: Sequence[Sequence[str]])
 def add_text_noise(
     text: str, share: float, seed: int, donors: Sequence[Sequence[str]], kinds: Sequence[str] = INSERTED_KINDS
 ) -> tuple[str, list[list[int]]]:
-    """Insert noise lines into ``text`` until at least ``share`` of the characters of the result are noise.
+    """Insert noise lines into ``text`` so that on average ``share`` of the characters of the result are noise.
 
     Kinds (RHO-1's noisy tokens, section 2.1 and Figure 11): ``boilerplate`` (web page furniture: navigation,
     copyright, cookie and sharing lines), ``repeated_lines`` (a line of the document repeated 1-3 times right
@@ -121,7 +121,9 @@ def add_text_noise(
 
     Args:
         text: the clean document.
-        share: target share of noise characters in ``[0, 1)``.
+        share: target share of noise characters in ``[0, 1)``: pieces are added while the noise is below it, the
+            last one with the probability that makes the expected noise exactly ``share / (1 - share)`` times the
+            clean characters.
         seed: seed of this document's noise.
         donors: word lists of world documents the boilerplate, markup and shuffled spans draw words from.
         kinds: the noise kinds drawn (uniformly).
@@ -135,6 +137,8 @@ def add_text_noise(
     unknown = sorted(set(kinds) - set(INSERTED_KINDS))
     if unknown or not kinds:
         raise ValueError(f"noise kinds must be among {INSERTED_KINDS}, got {list(kinds)}")
+    if share and (not donors or not all(donors)):
+        raise ValueError("noise donors must be non-empty word lists")
     rng = random.Random(seed)
     lines = text.splitlines(keepends=True) or [""]
     content = [i for i, line in enumerate(lines) if line.strip()]
@@ -151,6 +155,8 @@ def add_text_noise(
             if kind == "repeated_lines":
                 kind = "boilerplate"
             piece, at = _noise_piece(kind, rng, donors) + "\n", rng.randint(0, len(lines))
+        if total + len(piece) > target and rng.random() >= (target - total) / len(piece):
+            break  # the last piece is kept with the probability that makes the expected noise exactly the target
         inserts.setdefault(at, []).append((piece, NOISE_KINDS.index(kind)))
         total += len(piece)
     out, spans, pos = [], [], 0
@@ -379,13 +385,18 @@ class SlmReplicationOptions:
     noise_share: float = field(default=0.25, metadata={"help": "Share of noise characters inserted in the pool."})
     noise_seed: int = field(default=0, metadata={"help": "Seed of the document split and of the noise."})
     max_chars: int = field(default=2000, metadata={"help": "Clean characters per document (pool, reference, base)."})
+    chunk_chars: int = field(
+        default=450,
+        metadata={"help": "Reference, pool and dynamics documents are cut at line boundaries into pieces of at most "
+                  "this many clean characters, so that a piece and its noise fit one packed row."},
+    )
     base_documents: int = field(default=3000, metadata={"help": "General world documents of the base's pretraining."})
     base_steps: int = field(default=150, metadata={"help": "Optimizer steps of the base's pretraining from scratch."})
     base_learning_rate: float = field(default=2e-3, metadata={"help": "Peak learning rate of the base."})
     reference_documents: int = field(default=100, metadata={"help": "Clean domain documents of the reference."})
     reference_steps: int = field(default=50, metadata={"help": "Optimizer steps of the reference (from the base)."})
     reference_learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate of the reference."})
-    pool_documents: int = field(default=60, metadata={"help": "Domain documents of the noisy pool."})
+    pool_documents: int = field(default=90, metadata={"help": "Domain documents of the noisy pool."})
     token_select_ratio: float = field(default=0.6, metadata={"help": "SLM's share of trained tokens (paper: 0.6)."})
     cross_tokenizer_reference: str | None = field(
         default="{model}", metadata={"help": "A reference with another tokenizer (empty: no such arm)."}
@@ -395,6 +406,26 @@ class SlmReplicationOptions:
 
 
 PAPER_DYNAMICS = {"H->H": 0.11, "L->H": 0.12, "H->L": 0.26, "L->L": 0.51}
+
+
+def split_lines(text: str, max_chars: int) -> list[str]:
+    """``text`` cut at line boundaries into pieces of at most ``max_chars`` characters (a longer line is cut
+    inside); blank pieces are dropped. Short pieces fit one packed row even with their noise, so that the rows
+    (which keep only a document's first ``seq_length`` tokens) see the whole text."""
+    pieces, current = [], ""
+    for line in text.splitlines(keepends=True):
+        while len(line) > max_chars:
+            if current:
+                pieces.append(current)
+                current = ""
+            pieces.append(line[:max_chars])
+            line = line[max_chars:]
+        if len(current) + len(line) > max_chars:
+            pieces.append(current)
+            current = ""
+        current += line
+    pieces.append(current)
+    return [p for p in pieces if p.strip()]
 
 
 def _words(texts: Sequence[str]) -> list[list[str]]:
@@ -431,26 +462,33 @@ def build_data(world_dir: Path, out: Path, o: SlmReplicationOptions) -> dict[str
     n_domain = round(o.base_documents * share_domain)
     base_ids = sorted(rng.permutation(other)[: o.base_documents - n_domain].tolist() + rest[:n_domain])
 
-    def clip(ids):
-        return [train[i]["text"][: o.max_chars] for i in ids], [train[i]["domain"] for i in ids]
+    def clip(ids, chunk: bool = False):
+        texts, domains = [], []
+        for i in ids:
+            text = train[i]["text"][: o.max_chars]
+            pieces = split_lines(text, o.chunk_chars) if chunk else [text]
+            texts += pieces
+            domains += [train[i]["domain"]] * len(pieces)
+        return texts, domains
 
     donors = _words(train.select(rng.permutation(other)[:500].tolist())["text"])
     paths = {}
     texts, domains = clip(base_ids)
     paths["base"] = _save(Dataset.from_dict({"text": texts, "domain": domains}), out / "base")
-    texts, domains = clip(ref_ids)
+    texts, domains = clip(ref_ids, chunk=True)
     paths["reference"] = _save(Dataset.from_dict({"text": texts, "domain": domains}), out / "reference")
-    texts, domains = clip(pool_ids)
+    texts, domains = clip(pool_ids, chunk=True)
     noisy, spans = _noisy(texts, o.noise_share, o.noise_seed, donors)
     paths["pool"] = _save(Dataset.from_dict({"text": noisy, "domain": domains, "noise_spans": spans}), out / "pool")
     held = [t[: o.max_chars] for t, d in zip(heldout["text"], heldout["domain"]) if d == o.domain]
-    held = [held[i] for i in rng.permutation(len(held))[: o.dynamics_documents]]
+    held = [p for i in rng.permutation(len(held))[: o.dynamics_documents] for p in split_lines(held[i], o.chunk_chars)]
     noisy_held, held_spans = _noisy(held, o.noise_share, o.noise_seed + 1, donors)
     paths["dynamics"] = _save(Dataset.from_dict({"text": noisy_held, "noise_spans": held_spans}), out / "dynamics")
     chars = sum(len(t) for t in noisy)
     noise_chars = sum(e - s for doc in spans for s, e, _ in doc)
     return {"paths": paths, "pool_noise_char_share": noise_chars / chars, "pool_chars": chars,
-            "base_documents": len(base_ids), "reference_documents": len(ref_ids), "pool_documents": len(pool_ids)}  # fmt: skip
+            "base_documents": len(base_ids), "reference_documents": len(ref_ids), "pool_documents": len(pool_ids),
+            "pool_pieces": len(noisy), "dynamics_pieces": len(noisy_held)}  # fmt: skip
 
 
 def _save(dataset, path: Path) -> str:
@@ -587,7 +625,8 @@ def replicate_slm(ctx: ReplicationContext) -> Section:
         f" (8k world BPE) pretrained from scratch for {o.base_steps} steps ({base['update_tokens']:,} tokens) on "
         f"{data['base_documents']} general world documents. Reference: the base + {o.reference_steps} steps "
         f"({reference['update_tokens']:,} tokens) on {data['reference_documents']} clean {o.domain} documents. Pool: "
-        f"{data['pool_documents']} other {o.domain} documents with {_pct(data['pool_noise_char_share'])} noise "
+        f"{data['pool_documents']} other {o.domain} documents (cut into {data['pool_pieces']} pieces of at most "
+        f"{o.chunk_chars} characters) with {_pct(data['pool_noise_char_share'])} noise "
         f"characters inserted (boilerplate, repeated lines, shuffled spans, markup; seeded). Arms at "
         f"{config.update_tokens:,} update tokens, seeds {config.seeds}, from the base: CLM (plain Trainer), SLM "
         f"{o.token_select_ratio:.0%} with the reference's precomputed losses, SLM {o.token_select_ratio:.0%} with "
