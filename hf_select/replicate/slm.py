@@ -9,12 +9,15 @@ Here, on the demo world:
 * **Base**: a small Llama (the world's 8k BPE tokenizer) pretrained from scratch on general world text (every
   domain, the pool and reference documents left out); computed once and saved under ``output_dir``.
 * **Domain**: ``math`` (the world's SymPy / Maxima / PARI / mpmath documentation), as OpenWebMath is the paper's.
-* **Reference**: the base trained further on clean math documents (disjoint from the pool), same tokenizer.
+* **Reference**: the base trained further on clean math documents (disjoint from the pool), same tokenizer,
+  about 3 passes over them (the paper's 3 epochs).
 * **Pool**: other clean math documents into which :func:`add_text_noise` inserts, deterministically, the kinds
   of text RHO-1 calls noisy: web boilerplate, repeated lines, shuffled word spans and markup, until about
-  ``noise_share`` of the characters are noise (0.25 by default: the paper estimates, with its Figure 2, that a
-  sizeable minority of web tokens is "noisy"; Common Crawl boilerplate studies put it at 20-40%). Every
-  character keeps its noise kind, so every student token has one (:func:`token_noise_kinds`).
+  ``noise_share`` of the characters are noise (0.25 by default: a sizeable minority, as RHO-1 describes web
+  corpora: most tokens are learned or already easy, a minority stays hard or noisy; an option). Every
+  character keeps its noise kind, so every student token has one (:func:`token_noise_kinds`). Reference, pool
+  and dynamics documents are cut at line boundaries into pieces that fit one packed row with their noise
+  (:func:`split_lines`): the study's packing keeps only the part of a document that fits its row.
 * **Arms** (``hf_select.compare``, ``from_scratch: false`` from the base, equal update tokens, paired seeds):
   CLM (the plain Trainer), SLM at 60% with the reference's precomputed losses, and SLM with SmolLM2-135M as a
   cross-tokenizer reference (weak-to-strong in the other direction than the paper's: a stronger, general
@@ -112,7 +115,7 @@ def add_text_noise(
 ) -> tuple[str, list[list[int]]]:
     """Insert noise lines into ``text`` so that on average ``share`` of the characters of the result are noise.
 
-    Kinds (RHO-1's noisy tokens, section 2.1 and Figure 11): ``boilerplate`` (web page furniture: navigation,
+    Kinds (the noisy tokens RHO-1 argues against training on, section 2.1): ``boilerplate`` (web page furniture: navigation,
     copyright, cookie and sharing lines), ``repeated_lines`` (a line of the document repeated 1-3 times right
     after itself: the original stays clean, the copies are noise), ``shuffled_span`` (8-24 consecutive words of a
     donor document in random order) and ``markup`` (HTML / JSON-LD fragments around donor words). Pieces go at
@@ -606,7 +609,7 @@ def replicate_slm(ctx: ReplicationContext) -> Section:
         if sel and pool:
             rows.append(Row(
                 measure="noise share of selected tokens (pool share)", arm=name,
-                paper="below the pool's (SLM drops noisy tokens, Fig. 2 / 11)",
+                paper="below the pool's (SLM trains on useful tokens, not noisy ones; 2.1-2.2)",
                 ours=f"{_pct(sel['mean'])} ({_pct(pool['mean'])})",
                 interval=f"sd {_pct(sel['sd'])} over {len(arm_results[name]['seeds'])} seeds",
                 verdict="below the pool" if sel["mean"] < pool["mean"] else "not below the pool",

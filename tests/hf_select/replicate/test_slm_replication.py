@@ -201,7 +201,7 @@ def test_arms_in_a_tiny_study(tmp_path):
     rng = random.Random(0)
     rows = []
     for i in range(60):
-        text = "\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(8)) for _ in range(4))
+        text = "\n".join(" ".join(rng.choice(TINY_WORDS) for _ in range(3)) for _ in range(2))  # fits a row
         noisy, spans = add_text_noise(text, 0.25, i, DONORS, kinds=["repeated_lines", "shuffled_span"])
         rows.append({"text": noisy, "domain": "alpha", "noise_spans": spans})
     pool = tmp_path / "pool.jsonl"
@@ -209,15 +209,15 @@ def test_arms_in_a_tiny_study(tmp_path):
     config = StudyConfig(
         output_dir=str(tmp_path / "study"), dataset_name_or_path=str(pool), tokenizer_name_or_path=str(tok_dir),
         model_config={"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64},
-        heldout_documents_per_domain=4, seq_length=32, batch_size=4, max_steps=4, logging_steps=1, save_steps=2,
+                      "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128},
+        heldout_documents_per_domain=4, seq_length=64, batch_size=4, max_steps=4, logging_steps=1, save_steps=2,
         seeds=[0], learning_rate=1e-2, warmup_steps=0, baseline="clm",
         arms=[{"type": "clm_dynamics", "name": "clm", "dynamics_checkpoints": 2},
               {"type": "slm_noise_tracked", "name": "slm", "reference_model_name_or_path": str(reference)}],
     )  # fmt: skip
     results = run_study(config)
     seen = {name: arm["runs"][0]["tokens_seen"] for name, arm in results["arms"].items()}
-    assert seen == dict.fromkeys(seen, 4 * 4 * 32)
+    assert seen == dict.fromkeys(seen, 4 * 4 * 64)
     metrics = results["arms"]["slm"]["runs"][0]["metrics"]
     assert metrics["slm/selected_share"] == pytest.approx(0.6, abs=0.01)
     assert 0.1 < metrics["slm/pool_noise_share"] < 0.5
