@@ -225,3 +225,28 @@ def test_arms_in_a_tiny_study(tmp_path):
     assert "ref_loss_noise" in results["arms"]["slm"]["runs"][0]["info"]
     saved = sorted(p.name for p in (tmp_path / "study" / "runs" / "clm" / "seed0" / "dynamics").iterdir())
     assert saved == ["step-2", "step-4"]
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_the_yaml_builds_every_study(profile):
+    """benchmarks/replications/slm.yaml: options and the three studies (base, reference, compare) are valid in both
+    profiles, and the compare arms are the registered ones."""
+    from pathlib import Path
+
+    import yaml
+
+    from hf_select.compare import StudyConfig
+    from hf_select.replicate import ReplicationConfig
+
+    root = Path(__file__).resolve().parents[3]
+    spec = yaml.safe_load((root / "benchmarks" / "replications" / "slm.yaml").read_text())
+    config = ReplicationConfig(**spec, profile=profile)
+    study, options = config.resolved()
+    o = config.options_object(options)
+    assert o.token_select_ratio == 0.6 and len(study["seeds"]) >= 3
+    StudyConfig(**{**study, "from_scratch": True, "dataset_name_or_path": "base"})
+    arms = [{"type": "clm_dynamics", "name": "clm"},
+            {"type": "slm_noise_tracked", "name": "slm", "reference_model_name_or_path": "reference"}]  # fmt: skip
+    compare = StudyConfig(**{**study, "from_scratch": False, "model_name_or_path": "base", "arms": arms,
+                             "baseline": "clm"})  # fmt: skip
+    assert [c.name for _, c in compare.arm_configs()] == ["clm", "slm"]
