@@ -46,7 +46,7 @@ class AttentionInfluenceReplicationOptions:
         default="demo_output", metadata={"help": "Output folder of `make demo` (its heads and scores are reused)."}
     )
     heads_file: str | None = field(default=None, metadata={"help": "Retrieval heads JSON (default: the demo's, else detected)."})
-    documents_per_domain: int = field(default=80, metadata={"help": "Pool documents per domain (the demo's 24 first)."})
+    documents_per_domain: int = field(default=64, metadata={"help": "Pool documents per domain (the demo's 24 first)."})
     demo_documents_per_domain: int = field(default=24, metadata={"help": "The demo pool's documents per domain."})
     max_chars: int = field(default=900, metadata={"help": "Documents clipped to this many characters (the demo's)."})
     max_length: int = field(default=256, metadata={"help": "Tokens scored per document (the demo's)."})
