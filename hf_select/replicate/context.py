@@ -9,6 +9,8 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..compare.report import HEADLINE
+
 logger = logging.get_logger(__name__)
 
 
@@ -103,7 +105,7 @@ class ReplicationContext:
         self.seconds[f"study:{Path(config.output_dir).name}"] = seconds
         return results
 
-    def compare_rows(self, results: dict[str, Any], metric: str = "heldout/bpb", paper: str = "",
+    def compare_rows(self, results: dict[str, Any], metric: str = HEADLINE, paper: str = "",
                      measure: str | None = None) -> list[Row]:  # fmt: skip
         """One :class:`Row` per arm other than the baseline: the paired difference in ``metric`` to the
         baseline with its interval, verdict and (when undetermined) smallest detectable effect."""
