@@ -49,10 +49,12 @@ class StudentSettings:
 
     More steps do not narrow the seed-to-seed spread at these sizes, so a seed at 30 steps buys the most
     resolution per second: the budget stays at 30 steps and the time goes to seeds. Six arms at about 25 s per
-    run plus 5 s of measurement cost about 160 s per seed on 2 loaded cores; the SmolLM2 pass shared between
-    the AttentionInfluence stage and the SLM reference (:mod:`hf_select.demo.shared_pass`) gives back most of
-    one seed, so a 4th seed fits the 30-minute first run of ``make demo`` (6 seeds, the plan's figure for 1%,
-    do not). With 4 seeds instead of 3 the smallest detectable effect shrinks by a third (Student quantiles:
+    run plus 5 s of measurement cost about 160 s per seed on 2 loaded cores (the 3-seed demo: students stage
+    678 s, demo 28 min). The time paying for a 4th seed: the SmolLM2 pass shared between the AttentionInfluence
+    stage and the SLM reference (:mod:`hf_select.demo.shared_pass`: the SLM arm's reference pass shrinks from
+    25,370 to 3,243 SmolLM2 tokens, the low-quality documents only) and one checkpoint per run instead of three;
+    the rest comes out of the margin under 30 minutes, which the loaded 28-minute figure understates on an idle
+    machine. Six seeds, the plan's figure for 1%, do not fit. With 4 seeds instead of 3 the smallest detectable effect shrinks by a third (Student quantiles:
     ``(t(0.975, n-1) + t(0.8, n-1)) / sqrt(n)`` = 3.10 at n = 3, 2.08 at n = 4): at the last 3-seed screen's
     paired spreads, from 0.0086 / 0.0162 / 0.0160 / 0.0183 / 0.0236 bpb (AttentionInfluence mix, random mix,
     SLM, MeCo, OPUS) to about 0.0058 / 0.0109 / 0.0107 / 0.0123 / 0.0159. Raise ``max_steps`` and

@@ -107,6 +107,8 @@ def study_config(ctx: DemoContext, data_dir, arms: list):
     from .students import load_tokenizer, student_config
 
     s = ctx.student_settings
+    # one checkpoint just past half way: a kill loses at most half a run, and no checkpoint is written at the last
+    # step, which the finished run would delete at once (24 short runs: the saves are a visible share)
     model_config = {"model_type": "llama", **student_config(ctx, load_tokenizer(ctx)).to_diff_dict()}
     model_config.pop("transformers_version", None)
     return StudyConfig(
@@ -116,7 +118,7 @@ def study_config(ctx: DemoContext, data_dir, arms: list):
         model_config=model_config,
         seq_length=s.seq_length, batch_size=s.batch_size, max_steps=s.max_steps, seeds=list(s.seeds),
         learning_rate=s.learning_rate, warmup_steps=s.warmup_ratio, weight_decay=0.01,
-        logging_steps=max(1, s.max_steps // 20), save_steps=max(1, s.max_steps // 3), save_models=True,
+        logging_steps=max(1, s.max_steps // 20), save_steps=s.max_steps // 2 + 1, save_models=True,
         arms=arms,
     )  # fmt: skip
 
