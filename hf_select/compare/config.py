@@ -194,6 +194,12 @@ class StudyConfig(DatasetSourceArguments):
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps (a fraction of max_steps when < 1)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1 of every arm."})
+    adam_beta2: float = field(
+        default=0.999,
+        metadata={"help": "AdamW beta2 of every arm (set for all arms alike: a method's trainer config may default "
+                  "to another value, e.g. MeCo's paper uses 0.95)."},
+    )
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps (the loss curves)."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (a killed run resumes from the last)."})
     keep_checkpoints: bool = field(default=False, metadata={"help": "Keep checkpoints after a run finishes."})

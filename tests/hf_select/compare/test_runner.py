@@ -151,3 +151,24 @@ def test_same_rows_give_the_same_run_as_the_baseline(study_config):
     base, same = arms["baseline"]["runs"][0], arms["random"]["runs"][0]
     assert same["loss_curve"] == base["loss_curve"]
     assert same["metrics"] == base["metrics"]
+
+
+def test_every_trainer_config_gets_the_study_optimiser(study_config, tmp_path):
+    """Arms differ in their data only: a method's own config defaults (MeCo's paper beta2 0.95, lr 3e-3, ...) never
+    reach a compare run."""
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    from hf_select.compare.study import Study
+    from hf_select.trainer_ext.meco_config import MeCoConfig
+    from hf_select.trainer_ext.opus_config import OPUSConfig
+    from hf_select.trainer_ext.slm_config import SLMConfig
+
+    config = study_config()
+    shared = Study.training_arguments(SimpleNamespace(config=config, world_size=1), tmp_path / "run", 0)
+    keys = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "lr_scheduler_type", "warmup_steps")
+    values = {cls.__name__: tuple(getattr(cls(**shared), k) for k in keys)
+              for cls in (TrainingArguments, SLMConfig, MeCoConfig, OPUSConfig)}  # fmt: skip
+    assert len(set(values.values())) == 1, values
+    assert values["MeCoConfig"][3] == config.adam_beta2 == 0.999
