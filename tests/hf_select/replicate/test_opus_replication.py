@@ -15,8 +15,10 @@ from hf_select.replicate.opus import (
     OpusReplicationOptions,
     build_quality_pool,
     degrade_text,
+    domain_shares,
     low_share_by_quarter,
     parse_overhead,
+    retrieve_proxy,
     run_low_shares,
     task_files,
     task_item_records,
@@ -57,6 +59,20 @@ def test_quality_pool_counts_labels_and_degraded_documents_from_outside_the_pool
     assert build_quality_pool(medium, _lowq(), options) == pool  # seeded
     assert build_quality_pool(medium, _lowq(), OpusReplicationOptions(
         medium_documents_per_domain=3, lowq_documents=4, degraded_documents=5, max_chars=100, seed=1)) != pool  # fmt: skip
+
+
+def test_proxy_is_the_most_similar_documents_outside_the_excluded_domains():
+    records = [
+        {"text": "the mitochondria is the powerhouse of the cell", "domain": "degraded"},
+        {"text": "cell biology: the mitochondria of the cell", "domain": "prose"},
+        {"text": "def add(a, b): return a + b", "domain": "code"},
+        {"text": "mitochondria powerhouse cell", "domain": "lowq"},
+    ]
+    targets = ["Question: what is the powerhouse of the cell?\nAnswer: the mitochondria"]
+    proxy = retrieve_proxy(records, targets, 2, exclude_domains=["degraded"])
+    assert {r["domain"] for r in proxy} == {"prose", "lowq"}
+    assert proxy[0]["proxy_similarity"] >= proxy[1]["proxy_similarity"] > 0
+    assert retrieve_proxy(records, targets, 1)[0]["domain"] == "degraded"  # the closest, when not excluded
 
 
 def test_degrade_text_keeps_the_words():
@@ -108,6 +124,9 @@ def test_low_share_by_quarter_hand_values():
     assert all(math.isnan(q["selected"]) for q in low_share_by_quarter([_run([], steps=8)]))  # nothing logged
     sel, off = run_low_shares(one)
     assert sel == pytest.approx((0.6 + 0.4 + 0.2 + 0.1) / 4) and off == pytest.approx(0.5)
+    per_domain = domain_shares([one, two])
+    assert per_domain["lowq"][0] == pytest.approx((0.5 + 0.3 + 0.2 + 0.1 + 0.3 + 0.3 + 0.0 + 0.1) / 8)
+    assert per_domain["prose"][1] == 0.0 and per_domain["degraded"][1] == pytest.approx(0.2)
 
 
 def test_parse_overhead_reads_the_floor_and_the_first_table():
