@@ -15,6 +15,7 @@ own order.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -487,7 +488,17 @@ class OPUSArmConfig(ArmConfig):
     score_window: int | None = field(default=None, metadata={"help": "Tokens scored per candidate (default: seq_length // 4, at least 16)."})
     proxy_batch_size: int = field(default=8, metadata={"help": "Proxy rows per step (paper: 8)."})
     sketch_dim: int | None = field(default=8192, metadata={"help": "CountSketch dimension (paper: 8192)."})
-    greedy: bool = field(default=False, metadata={"help": "Greedy top-K instead of Boltzmann sampling."})
+    selection: str = field(
+        default="boltzmann",
+        metadata={"help": "boltzmann (paper: draws p ~ exp(U/tau) with the redundancy term), greedy (argmax with "
+                  "the redundancy term) or topk (the K largest alignments; GhostSuite found it at least as good)."},
+    )
+    standardize: bool = field(
+        default=True,
+        metadata={"help": "Z-score the utilities over the buffer before the softmax (false: the paper's raw "
+                  "utilities, for which tau 0.9 is close to uniform sampling)."},
+    )
+    greedy: bool = field(default=False, metadata={"help": "Shorthand for selection: greedy."})
     proxy_dataset_name_or_path: str | None = field(
         default=None, metadata={"help": "Proxy (target) documents (default: the study's proxy documents)."}
     )
@@ -497,6 +508,34 @@ class OPUSArmConfig(ArmConfig):
         metadata={"help": "Harness task files: proxy = pool documents most similar to their train/dev items."},
     )
     proxy_pool_size: float = field(default=32, metadata={"help": "Proxy documents from proxy_tasks (a count, or a fraction of the pool)."})
+
+    def __post_init__(self):
+        from ..opus.sampling import SELECTIONS
+
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"arm {self.name}: selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.greedy and self.selection not in ("boltzmann", "greedy"):
+            raise ValueError(f"arm {self.name}: greedy: true conflicts with selection: {self.selection}")
+
+
+def _domain_share_callback(info: dict):
+    """A callback that copies OPUS's logged shares (``opus_share_<domain>`` selected, ``opus_offered_<domain>``
+    offered, per logging step) from the trainer's log history, which a resumed run restores, into the run's
+    ``info["domain_shares"]`` when training ends."""
+    from transformers import TrainerCallback
+
+    class DomainShares(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            def shares(entry: dict, prefix: str) -> dict[str, float]:
+                return {k[len(prefix):]: v for k, v in entry.items() if k.startswith(prefix)}
+
+            info["domain_shares"] = [
+                {"step": h["step"], "selected": shares(h, "opus_share_"), "offered": shares(h, "opus_offered_"),
+                 "ess": h.get("opus_ess")}
+                for h in state.log_history if any(k.startswith("opus_share_") for k in h)
+            ]  # fmt: skip
+
+    return DomainShares()
 
 
 @register_arm("opus", OPUSArmConfig, help="OPUS (arXiv 2602.05400): each step keeps the candidates whose "
@@ -522,17 +561,23 @@ def opus(study, config: OPUSArmConfig, seed: int):
             )
         proxy = study.pack(docs.select_columns(["text"]), keep_partial=True)
         candidates = study.pack(study.pool, group_column="domain")
-        return candidates, proxy
+        domains = dict(sorted(Counter(docs["domain"]).items())) if "domain" in docs.column_names else {}
+        return candidates, proxy, domains
 
-    candidates, proxy = study.cached(f"arm/{config.name}", build, arm=config.name)
+    candidates, proxy, proxy_domains = study.cached(f"arm/{config.name}", build, arm=config.name)
     window = config.score_window or max(16, study.config.seq_length // 4)
     args = {"buffer_factor": config.buffer_factor, "temperature": config.temperature, "score_window": window,
-            "proxy_batch_size": config.proxy_batch_size, "sketch_dim": config.sketch_dim, "greedy": config.greedy}
+            "proxy_batch_size": config.proxy_batch_size, "sketch_dim": config.sketch_dim, "greedy": config.greedy,
+            "selection": config.selection, "standardize": config.standardize}
     batch = study.config.batch_size
+    info = {"candidate_rows": len(candidates), "proxy_rows": len(proxy), "score_window": window}
+    if "domain" in candidates.column_names:
+        info["candidate_row_domains"] = dict(sorted(Counter(candidates["domain"]).items()))
+    if proxy_domains:
+        info["proxy_document_domains"] = proxy_domains
     return ArmSetup(
         train_dataset=candidates, trainer_class=OPUSTrainer, args_class=OPUSConfig, args=args, data_collator=None,
-        trainer_kwargs={"proxy_dataset": proxy},
-        info={"candidate_rows": len(candidates), "proxy_rows": len(proxy), "score_window": window},
+        trainer_kwargs={"proxy_dataset": proxy}, callbacks=[_domain_share_callback(info)], info=info,
         # candidates and proxy rows go through one extra forward + backward over a window each step
         scoring_tokens_per_step=int(config.buffer_factor * batch) * window + config.proxy_batch_size * window,
     )  # fmt: skip
