@@ -128,7 +128,7 @@ def _verdicts(rows: list[dict]) -> str:
 def render_results(output_dir: str | Path, results: str | Path, notes_dir: str | Path | None = None) -> Path:
     """Write ``results`` (markdown) from every ``section.json`` under ``output_dir`` and copy their figures next
     to it (``results/<method>/``). ``notes_dir/<method>.md``, when present, is shown under the method's section
-    as the reading written after the run."""
+    as the reading written after the run, ``notes_dir/page.md`` under the page's header."""
     output_dir, results = Path(output_dir), Path(results)
     records = [r for r in (read_marker(p) for p in sorted(output_dir.glob("*/section.json"))) if r]
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -155,6 +155,11 @@ def render_results(output_dir: str | Path, results: str | Path, notes_dir: str |
         f"Wall-clock of the replications below: {_minutes(total)} in all"
         + (f"; not run yet: {', '.join(missing)}." if missing else "."),
         "",
+    ]
+    intro = Path(notes_dir) / "page.md" if notes_dir else None
+    if intro is not None and intro.is_file():
+        parts += ["**About these runs (written after them).** " + intro.read_text().strip(), ""]
+    parts += [
         "| method | verdicts (rows vs the named baseline) | wall-clock | commit | profile |",
         "|---|---|---|---|---|",
     ]

@@ -81,9 +81,11 @@ def test_results_page(toy, tmp_path):
     run_replication(config)
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "toy.md").write_text("The toy total is 3, as planned.\n")
+    (tmp_path / "notes" / "page.md").write_text("Run on an idle machine.")
     page = render_results(config.output_dir, config.results, tmp_path / "notes").read_text()
     assert "| [Toy replication](#toy-replication) | better 1 |" in page
     assert "**Reading (written after the run).** The toy total is 3, as planned." in page
+    assert "**About these runs (written after them).** Run on an idle machine." in page
     assert "## Toy replication" in page and "| total | toy | paper 3 | 3 | [1, 2] | better |" in page
     assert "*figure:* 3" in page and "not run yet: attention_influence, slm" in page
     assert (tmp_path / "docs" / "results" / "toy" / "curve.png").read_bytes() == b"\x89PNG fake"
