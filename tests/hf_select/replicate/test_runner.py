@@ -73,7 +73,7 @@ def test_step_once_section_reused_and_profile_rerun(toy, tmp_path):
     gpu = run_replication(_config(tmp_path, profile="gpu"))
     assert gpu["section"]["setting"].startswith("steps=5") and "seeds=[0, 1, 2]" in gpu["section"]["setting"]
     assert CALLS == {"work": 1, "run": 2}
-    assert gpu["fingerprint"] != first["fingerprint"] and gpu["wall_seconds"] >= first["wall_seconds"]
+    assert gpu["fingerprint"] != first["fingerprint"]
 
 
 def test_results_page(toy, tmp_path):
