@@ -23,10 +23,11 @@ Here, scaled down to two CPU cores:
   examples (equal compute among them) and ``full`` trains ten times as many steps. The question the paper asks
   is whether 10% of the data, selected, is as good as all of it at the usual number of epochs; equal compute
   would instead repeat the subset ten times as often as ``full`` sees its examples.
-- **Seeds.** Seed ``s`` of ``seeds`` sets the LoRA initialisation and data order of ``top``, ``bottom`` and
-  ``random`` and draws ``random``'s subset (the random draws are the seeds of the random arm), so top vs random
-  and top vs bottom are paired seed by seed (paired t intervals, :mod:`hf_select.compare.stats`). ``full`` runs
-  ``full_seeds`` (a prefix of ``seeds``, ten times the cost each), paired with ``top`` on those seeds.
+- **Seeds.** Seed ``s`` sets the LoRA initialisation and data order of a run; the random arm's seed ``s`` also
+  draws its subset (the random draws are the seeds of the random arm: ``random_seeds``, at least 5). ``top``
+  and ``bottom`` run ``seeds`` (their subset is fixed: the seeds vary the initialisation and order only),
+  ``full`` runs ``full_seeds``. Top vs another arm is paired on the seeds both ran (paired t intervals,
+  :mod:`hf_select.compare.stats`); each arm's own interval uses all its runs.
 - **Measures.** Held-out gold-answer loss (mean per answer token, :func:`~hf_select.data_whisperer.finetune.
   gold_loss`) and the task metric on greedy answers (``metric="auto"``: exact match for answers of at most three
   words, ROUGE-L F1 otherwise; :func:`~hf_select.data_whisperer.finetune.evaluate_qa`); STR = the scoring
@@ -71,29 +72,30 @@ class DataWhispererReplicationOptions:
         metadata={"help": "save_to_disk folder with question/answer/tier splits `train` (pool) and `heldout`."},
     )
     per_tier: int = field(default=100, metadata={"help": "Pool examples drawn per tier from the train split."})
-    heldout_per_tier: int = field(default=30, metadata={"help": "Held-out examples drawn per tier."})
+    heldout_per_tier: int = field(default=16, metadata={"help": "Held-out examples drawn per tier."})
     answer_chars: int | None = field(
-        default=160, metadata={"help": "Cut every answer to its first sentence and this many characters (None: keep)."}
+        default=100, metadata={"help": "Cut every answer to its first sentence and this many characters (None: keep)."}
     )
     data_seed: int = field(default=0, metadata={"help": "Seed of the pool and held-out draws."})
     fraction: float = field(default=0.1, metadata={"help": "Share of the pool kept by top, bottom and random (paper: 10%)."})
     seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (LoRA initialisation, data order) of top and bottom."}
+    )
+    random_seeds: list[int] = field(
         default_factory=lambda: [0, 1, 2, 3, 4],
-        metadata={"help": "Seeds of top, bottom and random (seed s also draws random's subset)."},
+        metadata={"help": "Draws of the random arm: seed s draws its subset and sets its LoRA init and order."},
     )
-    full_seeds: list[int] = field(
-        default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the full-pool arm (a subset of seeds)."}
-    )
-    epochs: float = field(default=3.0, metadata={"help": "Epochs of every arm (equal epochs, as in the paper)."})
-    learning_rate: float = field(default=5e-4, metadata={"help": "Peak learning rate (cosine, no warmup)."})
+    full_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the full-pool arm."})
+    epochs: float = field(default=2.0, metadata={"help": "Epochs of every arm (equal epochs, as in the paper)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (cosine, no warmup)."})
     batch_size: int = field(default=4, metadata={"help": "Examples per optimizer step."})
-    max_length: int = field(default=128, metadata={"help": "Tokens of prompt + answer kept per example."})
+    max_length: int = field(default=96, metadata={"help": "Tokens of prompt + answer kept per example."})
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha."})
     max_generate: int | None = field(
-        default=None, metadata={"help": "Held-out examples answered by generation for the metric (None: all)."}
+        default=24, metadata={"help": "Held-out examples answered by generation for the metric (None: all)."}
     )
-    max_new_tokens: int = field(default=48, metadata={"help": "New tokens of a held-out answer."})
+    max_new_tokens: int = field(default=32, metadata={"help": "New tokens of a held-out answer."})
     scorer: dict = field(
         default_factory=lambda: dict(DEFAULT_SCORER),
         metadata={"help": "Fields of DataWhispererConfig for the scoring (the paper: 5 demonstrations, joint queries)."},
@@ -102,10 +104,12 @@ class DataWhispererReplicationOptions:
     def __post_init__(self):
         if not 0 < self.fraction < 1:
             raise ValueError(f"fraction must be in (0, 1), got {self.fraction}")
-        if len(set(self.seeds)) != len(self.seeds) or len(self.seeds) < 2:
-            raise ValueError(f"seeds: give at least 2 distinct seeds (paired intervals), got {self.seeds}")
-        if not set(self.full_seeds) <= set(self.seeds) or not self.full_seeds:
-            raise ValueError(f"full_seeds {self.full_seeds} must be a non-empty subset of seeds {self.seeds}")
+        for name in ("seeds", "random_seeds", "full_seeds"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values) or len(values) < 2:
+                raise ValueError(f"{name}: give at least 2 distinct seeds (intervals need two), got {values}")
+        if not set(self.seeds) <= set(self.random_seeds):
+            raise ValueError(f"seeds {self.seeds} must be among random_seeds {self.random_seeds} (paired comparisons)")
         if self.per_tier < 1 or self.heldout_per_tier < 1:
             raise ValueError("per_tier and heldout_per_tier must be >= 1")
 
@@ -203,7 +207,9 @@ def _data(o: DataWhispererReplicationOptions):
     train = load_any_dataset(o.dataset_name_or_path, "train")
     heldout = load_any_dataset(o.dataset_name_or_path, "heldout")
     pool = stratified_sample(train, o.per_tier, o.data_seed)
-    held = stratified_sample(heldout, o.heldout_per_tier, o.data_seed)
+    # shuffled, so that the first max_generate examples (the metric's) mix the tiers like the whole set
+    held = stratified_sample(heldout, o.heldout_per_tier, o.data_seed).shuffle(seed=o.data_seed)
+    held = held.flatten_indices()
     if o.answer_chars:
         pool, held = short_answers(pool, o.answer_chars), short_answers(held, o.answer_chars)
     return pool, held
@@ -282,6 +288,10 @@ def _base(ctx: ReplicationContext, held) -> dict:
                        max_new_tokens=o.max_new_tokens)  # fmt: skip
 
 
+def _arm_seeds(o: DataWhispererReplicationOptions) -> dict[str, list[int]]:
+    return {"top": list(o.seeds), "random": list(o.random_seeds), "bottom": list(o.seeds), "full": list(o.full_seeds)}
+
+
 @register_replication("data_whisperer", DataWhispererReplicationOptions)
 def replicate_data_whisperer(ctx: ReplicationContext) -> Section:
     """Data Whisperer, paper section 4 scaled down (see the module docstring): top / random / bottom 10% and the
@@ -291,13 +301,12 @@ def replicate_data_whisperer(ctx: ReplicationContext) -> Section:
     pool, held = _data(o)
     scoring = ctx.step("scores", lambda: _score(ctx, pool))
     scores = [math.nan if s is None else s for s in scoring["scores"]]
-    subsets = arm_subsets(scores, o.fraction, o.seeds)
+    arm_seeds = _arm_seeds(o)
+    subsets = arm_subsets(scores, o.fraction, sorted(set().union(*arm_seeds.values())))
     base = ctx.step("base", lambda: _base(ctx, held))
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in ARMS}
-    for seed in o.seeds:
-        for arm in ARMS:
-            if arm == "full" and seed not in o.full_seeds:
-                continue
+    for arm in ARMS:
+        for seed in arm_seeds[arm]:
             idx = subsets[arm][seed]
             runs[arm][seed] = ctx.step(f"run_{arm}_seed{seed}", lambda idx=idx, seed=seed: _run(ctx, pool, held, idx, seed))
     return _section(ctx, pool, held, scoring, subsets, base, runs)
@@ -312,7 +321,8 @@ def _tier_shares(pool, indices) -> str:
 
 def _section(ctx, pool, held, scoring, subsets, base, runs) -> Section:
     o: DataWhispererReplicationOptions = ctx.options
-    seeds, full_seeds = list(o.seeds), list(o.full_seeds)
+    arm_seeds = _arm_seeds(o)
+    seeds, full_seeds = arm_seeds["top"], arm_seeds["full"]
     stats = scoring["stats"]
     full_seconds = float(np.mean([runs["full"][s]["train_seconds"] for s in full_seeds]))
     str_ratio = scoring["selection_seconds"] / full_seconds
@@ -335,7 +345,8 @@ def _section(ctx, pool, held, scoring, subsets, base, runs) -> Section:
         (metric_name, "top 10% vs full pool", "72.46% vs 71.39% (GSM8K, Llama-3-8B)", "full", "metric", False),
     ]  # fmt: skip
     paired = [
-        paired_row(measure, label, paper, runs["top"], runs[other], key, lower, full_seeds if other == "full" else seeds)
+        paired_row(measure, label, paper, runs["top"], runs[other], key, lower,
+                   [s for s in seeds if s in arm_seeds[other]])  # fmt: skip
         for measure, label, paper, other, key, lower in specs
     ]
     rows = [row for row, _ in paired] + [
@@ -360,7 +371,7 @@ def _section(ctx, pool, held, scoring, subsets, base, runs) -> Section:
             f"| {np.mean([r['train_seconds'] for r in done.values()]):.1f} |"
         )
     per_seed = ["| seed | " + " | ".join(f"{a} loss / metric" for a in ARMS) + " |", "|---" * (len(ARMS) + 1) + "|"]
-    for s in seeds:
+    for s in sorted(set().union(*arm_seeds.values())):
         cells = [f"{runs[a][s]['gold_loss']:.4f} / {runs[a][s]['metric']:.4f}" if s in runs[a] else "-" for a in ARMS]
         per_seed.append(f"| {s} | " + " | ".join(cells) + " |")
     scored = int(np.sum([x is not None for x in scoring["scores"]]))
@@ -409,8 +420,8 @@ def _section(ctx, pool, held, scoring, subsets, base, runs) -> Section:
         f"{o.learning_rate}, {o.epochs:g} epochs for every arm: the paper's equal-epochs protocol) on a pool of "
         f"{len(pool)} question/answer examples ({o.per_tier} per tier of the demo world's fine-tuning set); "
         f"held-out: {len(held)} examples ({o.heldout_per_tier} per tier). Arms: top / bottom / random {o.fraction:.0%} "
-        f"({size} examples) with seeds {seeds} (seed s draws random's subset and sets every arm's LoRA init and "
-        f"order), full pool with seeds {full_seeds}."
+        f"({size} examples): top and bottom with seeds {seeds}, random with {len(arm_seeds['random'])} draws "
+        f"(seed s draws the subset and sets the LoRA init and order), the full pool with seeds {full_seeds}."
     )
     return Section(setting=setting, rows=rows, body=body, checks="\n".join(f"- {c}" for c in checks), cost=cost)
 

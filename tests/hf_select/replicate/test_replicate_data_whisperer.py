@@ -12,6 +12,7 @@ from hf_select.compare.stats import t_quantile
 from hf_select.replicate.data_whisperer import (
     ARMS,
     DataWhispererReplicationOptions,
+    _arm_seeds,
     _section,
     arm_subsets,
     deciding_budget,
@@ -90,6 +91,8 @@ def test_deciding_budget_matches_stats():
 def test_options_checks():
     with pytest.raises(ValueError, match="full_seeds"):
         DataWhispererReplicationOptions(seeds=[0, 1], full_seeds=[5])
+    with pytest.raises(ValueError, match="among random_seeds"):
+        DataWhispererReplicationOptions(seeds=[0, 7], random_seeds=[0, 1, 2])
     with pytest.raises(ValueError, match="fraction"):
         DataWhispererReplicationOptions(fraction=1.5)
     config = DataWhispererReplicationOptions().whisperer_config()
@@ -99,25 +102,28 @@ def test_options_checks():
 def test_section_assembly_str_and_rows():
     """The section from fake runs: STR = selection seconds / mean full fine-tuning seconds, every arm and seed
     reported, the paired rows computed on the right seeds."""
-    options = DataWhispererReplicationOptions(per_tier=4, heldout_per_tier=2, seeds=[0, 1, 2], full_seeds=[0, 1])
+    options = DataWhispererReplicationOptions(per_tier=4, heldout_per_tier=2, seeds=[0, 1, 2], full_seeds=[0, 1],
+                                              random_seeds=[0, 1, 2, 3])  # fmt: skip
     pool = Dataset.from_dict({"tier": ["high"] * 4 + ["medium"] * 4 + ["low"] * 4})
     held = Dataset.from_dict({"tier": ["high", "low"]})
     scores = list(np.linspace(1, 0, 12))
     scoring = {"scores": scores, "selection_seconds": 30.0, "attn_layer": 12, "tier_auroc": 0.9,
                "stats": {"groups": 4, "invalid_groups": 1, "retries": 2, "prompt_tokens": 100, "generated_tokens": 10}}  # fmt: skip
-    subsets = arm_subsets(scores, 0.25, options.seeds)
+    subsets = arm_subsets(scores, 0.25, options.random_seeds)
     base = {"gold_loss": 3.0, "metric": 0.1}
     loss = {"top": 2.0, "random": 2.2, "bottom": 2.5, "full": 2.1}
     runs = {arm: {s: {"size": len(subsets[arm][s]), "steps": 3, "train_seconds": 60.0 * (1 + s) if arm == "full" else 5.0,
                       "eval_seconds": 2.0, "gold_loss": loss[arm] + 0.01 * s * (arm == "random"),
                       "metric": 1 - loss[arm] / 3}
-                  for s in (options.full_seeds if arm == "full" else options.seeds)} for arm in ARMS}  # fmt: skip
+                  for s in _arm_seeds(options)[arm]} for arm in ARMS}  # fmt: skip
     section = _section(SimpleNamespace(options=options), pool, held, scoring, subsets, base, runs)
     by = {(r.measure, r.arm): r for r in section.rows}
     assert by[("STR (selection / full fine-tuning wall-clock)", "top 10%")].ours == f"{30.0 / 90.0:.2f}"
     assert by[("held-out gold loss", "top 10% vs random 10%")].verdict == "better"
     assert by[("held-out gold loss", "top 10% vs bottom 10%")].ours.startswith("-0.5000")
     assert "2 paired seeds" in by[("held-out gold loss", "top 10% vs full pool")].ours
+    assert "3 paired seeds" in by[("held-out gold loss", "top 10% vs random 10%")].ours
+    assert "| 3 | - | 2.2300 / 0.2667 | - | - |" in section.body  # random's extra draw, reported
     assert by[("invalid groups (answers not parsed after re-draws)", "scoring")].ours.startswith("25.0%")
     for arm in ARMS:
         assert f"| {arm} |" in section.body
