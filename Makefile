@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_VERSION := 2.13.0
 
-.PHONY: install demo demo-quick test test-all lint bench clean
+.PHONY: install demo demo-quick replicate test test-all lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ demo: $(STAMP)
 
 demo-quick: $(STAMP)
 	$(BIN)/hf-select demo --quick $(DEMO_ARGS)
+
+# Every paper's direction in its own setting, scaled down (benchmarks/replications/*.yaml -> docs/results.md).
+# Resumable: a re-run repeats no finished run. It reuses the demo cache (world, SmolLM2), built here if missing.
+replicate: $(STAMP)
+	test -f .hf_select_cache/models/SmolLM2-135M-Instruct/config.json || $(BIN)/hf-select build-demo
+	for f in benchmarks/replications/*.yaml; do $(BIN)/hf-select replicate $$f $(REPLICATE_ARGS) || exit $$?; done
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

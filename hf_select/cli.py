@@ -61,6 +61,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "hf_select.commands.compare",
         "Compare data-selection arms at equal update tokens (paired seeds, intervals, cost).",
     ),
+    ("replicate",): (
+        "hf_select.commands.replicate",
+        "Replicate one paper's direction in its own setting, scaled down (docs/results.md).",
+    ),
 }
 
 

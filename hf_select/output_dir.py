@@ -74,11 +74,17 @@ def _values(config, names: tuple[str, ...]) -> Iterator[tuple[str, str]]:
 
 
 def output_dirs(configs) -> list[tuple[str, str]]:
-    """``(field name, path)`` of every local output folder set in ``configs`` (dataclass instances)."""
+    """``(field name, path)`` of every local output folder set in ``configs`` (dataclass instances).
+
+    A config whose runs write below a shared root (each into its own subfolder) names the folders it writes
+    with an ``output_folders()`` method returning such pairs; its fields are then not scanned.
+    """
     found = []
     for config in configs:
         if dataclasses.is_dataclass(config):
-            found += [pair for pair in _values(config, OUTPUT_FIELDS) if pair not in found]
+            own = getattr(config, "output_folders", None)
+            pairs = own() if callable(own) else _values(config, OUTPUT_FIELDS)
+            found += [pair for pair in pairs if pair not in found]
     return found
 
 

@@ -53,7 +53,7 @@ def _layer(module: str) -> str:
         return f"method:{head}"
     if head in ("demo", "commands", "cli"):
         return "app"
-    if head in ("trainer_ext", "eval", "dataset_scripts", "datatrove", "compare"):
+    if head in ("trainer_ext", "eval", "dataset_scripts", "datatrove", "compare", "replicate"):
         return head
     return "core"
 
@@ -73,8 +73,9 @@ def _exists(module: str) -> bool:
 def _allowed(source: str, target: str) -> bool:
     if source == "app":
         return True
-    # compare runs every method's trainer: anything but the app (the demo and the commands)
-    if source == "compare":
+    # compare runs every method's trainer, replicate every method's study: anything but the app (the demo and
+    # the commands)
+    if source in ("compare", "replicate"):
         return target != "app"
     if target == "core":
         return True
