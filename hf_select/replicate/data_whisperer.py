@@ -15,7 +15,8 @@ Here, scaled down to two CPU cores:
   with multi-paragraph FAQ answers that a 135M model cannot imitate within a generation budget.
 - **Model.** SmolLM2-135M-Instruct both scores (the untuned model, as in the paper) and is fine-tuned (LoRA
   via peft, :func:`~hf_select.data_whisperer.finetune.finetune`; the paper used LLaMA-Factory's LoRA defaults).
-- **Arms.** ``top`` (highest 10% by score), ``bottom`` (lowest 10% of the scored examples), ``random`` (10%
+- **Arms.** ``top`` (highest 10% by score), ``bottom`` (lowest 10% of the scored examples; the many examples
+  whose group answered every query wrongly tie at 0 and are drawn at random among themselves), ``random`` (10%
   drawn uniformly) and ``full`` (the pool). Examples no valid prompt scored rank in neither ``top`` nor
   ``bottom``.
 - **Protocol: equal epochs.** As in the paper, every subset is fine-tuned for the same ``epochs`` with the same
@@ -120,22 +121,28 @@ class DataWhispererReplicationOptions:
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def arm_subsets(scores, fraction: float, seeds) -> dict[str, dict[int, np.ndarray]]:
+def arm_subsets(scores, fraction: float, seeds, tie_seed: int = 0) -> dict[str, dict[int, np.ndarray]]:
     """Pool indices of every arm and seed: ``top`` / ``bottom`` = the ``round(fraction * n)`` highest / lowest
     scores among the scored examples (NaN never selected; the same subset for every seed), ``random`` = a draw of
     the same size from the whole pool with seed ``s``
-    (:func:`~hf_select.data_whisperer.finetune.random_subset_indices`), ``full`` = every index."""
+    (:func:`~hf_select.data_whisperer.finetune.random_subset_indices`), ``full`` = every index.
+
+    Equal scores are ordered by a random permutation (``tie_seed``), not by position: a group whose queries were
+    all answered wrongly gives its demonstrations a score of exactly 0, so many examples tie at the bottom, and a
+    pool ordered by source would otherwise fill ``bottom`` with its first source."""
     from ..data_whisperer.finetune import random_subset_indices
-    from ..selection import top_fraction_indices
 
     values = np.asarray(scores, dtype=np.float64)
-    top = top_fraction_indices(values, fraction)
-    bottom = top_fraction_indices(-values, fraction)
-    size = len(top)
+    size = max(1, round(fraction * len(values)))
+    valid = np.flatnonzero(~np.isnan(values))
+    tiebreak = np.random.default_rng(tie_seed).permutation(len(values))[valid]
+    ascending = valid[np.lexsort((tiebreak, values[valid]))]
+    descending = valid[np.lexsort((tiebreak, -values[valid]))]
+    top, bottom = np.sort(descending[:size]), np.sort(ascending[:size])
     return {
         "top": {s: top for s in seeds},
         "bottom": {s: bottom for s in seeds},
-        "random": {s: random_subset_indices(len(values), size, seed=s) for s in seeds},
+        "random": {s: random_subset_indices(len(values), len(top), seed=s) for s in seeds},
         "full": {s: np.arange(len(values)) for s in seeds},
     }
 
@@ -302,7 +309,7 @@ def replicate_data_whisperer(ctx: ReplicationContext) -> Section:
     scoring = ctx.step("scores", lambda: _score(ctx, pool))
     scores = [math.nan if s is None else s for s in scoring["scores"]]
     arm_seeds = _arm_seeds(o)
-    subsets = arm_subsets(scores, o.fraction, sorted(set().union(*arm_seeds.values())))
+    subsets = arm_subsets(scores, o.fraction, sorted(set().union(*arm_seeds.values())), tie_seed=o.data_seed)
     base = ctx.step("base", lambda: _base(ctx, held))
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in ARMS}
     for arm in ARMS:

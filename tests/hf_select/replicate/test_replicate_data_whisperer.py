@@ -128,3 +128,16 @@ def test_section_assembly_str_and_rows():
     for arm in ARMS:
         assert f"| {arm} |" in section.body
     assert t_quantile(0.975, 2) > 0  # the intervals' quantile is the one compare's stats use
+
+
+def test_bottom_ties_drawn_at_random_not_by_position():
+    """Many examples tie at a score of 0 (their group answered every query wrongly): the bottom arm draws among
+    them with the tie seed instead of taking the first ones of the pool (which is ordered by source)."""
+    scores = [0.0] * 50 + list(np.linspace(0.1, 1.0, 50))
+    bottoms = [arm_subsets(scores, 0.1, [0], tie_seed=t)["bottom"][0] for t in range(5)]
+    for bottom in bottoms:
+        assert len(bottom) == 10 and all(scores[i] == 0.0 for i in bottom)
+    assert any(bottom.tolist() != list(range(10)) for bottom in bottoms)
+    assert len({tuple(b.tolist()) for b in bottoms}) > 1
+    assert arm_subsets(scores, 0.1, [0], tie_seed=3)["bottom"][0].tolist() == bottoms[3].tolist()  # repeatable
+    assert arm_subsets(scores, 0.1, [0])["top"][0].tolist() == list(range(90, 100))
