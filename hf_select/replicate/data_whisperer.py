@@ -382,10 +382,12 @@ def _section(ctx, pool, held, scoring, subsets, base, runs) -> Section:
         cells = [f"{runs[a][s]['gold_loss']:.4f} / {runs[a][s]['metric']:.4f}" if s in runs[a] else "-" for a in ARMS]
         per_seed.append(f"| {s} | " + " | ".join(cells) + " |")
     scored = int(np.sum([x is not None for x in scoring["scores"]]))
+    zeros = int(np.sum([x == 0 for x in scoring["scores"]]))
     body = "\n".join([
         "Per arm (each run: LoRA on a fresh SmolLM2-135M-Instruct, evaluated on the same held-out set):", "",
         *lines, "", "Per seed (gold loss / metric):", "", *per_seed, "",
-        f"Scores: {scored} of {len(pool)} pool examples scored (attention layer {scoring['attn_layer']}); AUROC of "
+        f"Scores: {scored} of {len(pool)} pool examples scored (attention layer {scoring['attn_layer']}), {zeros} of "
+        "them exactly 0 (their group answered every query wrongly; the bottom arm draws among ties); AUROC of "
         f"score vs tier (high > medium > low) {scoring['tier_auroc']:.3f} (0.5 = chance). Tier shares: pool "
         f"{_tier_shares(pool, np.arange(len(pool)))}; top {_tier_shares(pool, subsets['top'][seeds[0]])}; bottom "
         f"{_tier_shares(pool, subsets['bottom'][seeds[0]])}.",
