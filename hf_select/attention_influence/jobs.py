@@ -24,18 +24,24 @@ from ..loading import (
     write_output_manifest,
 )
 from ..sharded_map import distributed_rank_and_world_size, load_sharded_output, sharded_map, wait_for_ranks
+from .prefilter import REASON_COLUMN
 from .scorer import AttentionInfluence, AttentionInfluenceConfig
 
 logger = logging.get_logger(__name__)
 
 
-def check_scored(too_short: list[bool], config: AttentionInfluenceConfig, source: str) -> None:
-    """Refuse a result where no document could be scored; warn about the flagged ones."""
+def check_scored(
+    too_short: list[bool], config: AttentionInfluenceConfig, source: str, filtered: list | None = None
+) -> None:
+    """Refuse a result where no document could be scored; warn about the flagged ones (``filtered``: the
+    prefilter's reasons, empty for kept documents)."""
     short = sum(bool(s) for s in too_short)
-    if not too_short or short == len(too_short):
+    dropped = sum(bool(r) for r in filtered) if filtered is not None else 0
+    if not too_short or short + dropped == len(too_short):
         raise ValueError(
             f"no document of {source} could be scored: {short} of {len(too_short)} have fewer than "
             f"--min_tokens {config.min_tokens} predicted tokens or are whitespace only"
+            + (f", {dropped} were dropped by --prefilter {config.prefilter}" if dropped else "")
         )
     if short:
         logger.warning(f"{short} of {len(too_short)} documents flagged ai_too_short (never selected)")
@@ -56,6 +62,10 @@ def score_sharded(
     if config.text_column not in dataset.column_names:
         raise ValueError(f"text column {config.text_column!r} not in {source}: {dataset.column_names}")
     check_text_column(dataset, config.text_column, source)
+    if config.prefilter != "none":  # every rank computes the same flags over the whole dataset
+        from .prefilter import prefilter_dataset
+
+        dataset = prefilter_dataset(dataset, config.prefilter, config.prefilter_options, config.text_column)
     rank, world_size = distributed_rank_and_world_size()
     scorer = AttentionInfluence(model, tokenizer, config=config)
     parts = Path(output_dir) / "parts"
@@ -66,7 +76,8 @@ def score_sharded(
         return None
     wait_for_ranks(parts, world_size)
     scored = load_sharded_output(parts, world_size, expected_input_rows=len(dataset))
-    check_scored(scored["ai_too_short"] if len(scored) else [], config, source)
+    filtered = scored[REASON_COLUMN] if REASON_COLUMN in scored.column_names else None
+    check_scored(scored["ai_too_short"] if len(scored) else [], config, source, filtered)
     return scored
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import torch
@@ -57,3 +58,56 @@ def proxy_task_accuracy(
         "first_token_accuracy": correct_first / max(len(samples), 1),
         "sample_accuracy": correct_samples / max(len(samples), 1),
     }
+
+
+ACCURACY_KEYS = ("sample_accuracy", "first_token_accuracy", "token_accuracy")
+
+
+def masking_check(
+    model,
+    tokenizer,
+    samples: list[dict[str, Any]],
+    heads,
+    random_draws: int = 5,
+    seed: int = 0,
+    non_retrieval_threshold: float = 0.1,
+) -> dict[str, Any]:
+    """AttentionInfluence's App. D check (arXiv 2505.07293): proxy accuracy with no head masked, with
+    ``heads.selected`` masked and with as many random non-retrieval heads masked (``random_draws`` draws).
+
+    Non-retrieval heads score below ``non_retrieval_threshold`` (0.1, Wu et al. 2024's line for a retrieval
+    head); a tiny model with too few of them draws from every other head (``random_pool`` says which). Returns
+    the accuracies (:func:`proxy_task_accuracy`) of ``none``, ``top``, each draw (with its heads), their mean
+    ``random`` and the relative drops of ``top`` and ``random`` (None where the unmasked accuracy is 0).
+    """
+    from .head_masking import mask_heads
+
+    selected = heads.selected
+    chosen = {tuple(h) for h in selected}
+    layers, per_layer = heads.scores.shape
+    others = [
+        (layer, h) for layer in range(layers) for h in range(per_layer)
+        if (layer, h) not in chosen and float(heads.scores[layer, h]) < non_retrieval_threshold
+    ]  # fmt: skip
+    pool = "non-retrieval heads"
+    if len(others) < len(selected):  # tiny models: too few low-scoring heads, draw from every other head
+        others = [(layer, h) for layer in range(layers) for h in range(per_layer) if (layer, h) not in chosen]
+        pool = "other heads"
+    rng = random.Random(seed)
+    out: dict[str, Any] = {"none": proxy_task_accuracy(model, tokenizer, samples)}
+    with mask_heads(model, selected):
+        out["top"] = proxy_task_accuracy(model, tokenizer, samples)
+    draws = []
+    for _ in range(random_draws):
+        drawn = rng.sample(others, len(selected))
+        with mask_heads(model, drawn):
+            draws.append({"heads": [list(h) for h in drawn], **proxy_task_accuracy(model, tokenizer, samples)})
+    out["random_draws"] = draws
+    out["random_pool"] = f"{pool} ({len(others)})"
+    out["random"] = {k: sum(d[k] for d in draws) / max(len(draws), 1) for k in ACCURACY_KEYS}
+    base = out["none"]
+    out["relative_drop"] = {
+        which: {k: (1 - out[which][k] / base[k]) if base[k] > 0 else None for k in ACCURACY_KEYS}
+        for which in ("top", "random")
+    }
+    return out

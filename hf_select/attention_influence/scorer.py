@@ -13,6 +13,7 @@ builds masks and rotary embeddings, so this works for every supported family).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +27,7 @@ from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
 from .head_masking import mask_heads, normalize_heads
+from .prefilter import PREFILTERS, REASON_COLUMN, parse_prefilter_options
 
 SCORE_COLUMNS = ("ai_loss_base", "ai_loss_ref", "ai_score", "ai_num_tokens", "ai_too_short")
 
@@ -138,6 +140,23 @@ class AttentionInfluenceConfig:
             "help": "Run the layers below the lowest masked layer once instead of twice (same result)."
         },
     )
+    prefilter: str = field(
+        default="none",
+        metadata={
+            "help": "Before scoring: none; repetition (exact dedup + datatrove's GopherRepetitionFilter); gopher "
+            "(also GopherQualityFilter, tuned for English prose: it drops most code and math). Dropped documents "
+            "get a null ai_score and their reason in ai_filter_reason (the paper dedups first: repetitive text "
+            "inflates the score).",
+            "choices": ["none", "repetition", "gopher"],
+        },
+    )
+    prefilter_options: str | None = field(
+        default=None,
+        metadata={
+            "help": "JSON object overriding the Gopher filters' thresholds by datatrove's argument names, e.g. "
+            '\'{"dup_line_frac": 0.5, "min_doc_words": 20}\' (default: datatrove\'s defaults).'
+        },
+    )
 
     def __post_init__(self):
         if self.max_length < 2:
@@ -146,6 +165,13 @@ class AttentionInfluenceConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.min_tokens < 1:
             raise ValueError(f"min_tokens must be >= 1, got {self.min_tokens}")
+        if self.prefilter not in PREFILTERS:
+            raise ValueError(f"prefilter must be one of {PREFILTERS}, got {self.prefilter!r}")
+        if isinstance(self.prefilter_options, dict):  # from YAML / Python: kept as canonical JSON
+            self.prefilter_options = json.dumps(self.prefilter_options, sort_keys=True)
+        options = parse_prefilter_options(self.prefilter_options)
+        if options and self.prefilter == "none":
+            raise ValueError("prefilter_options given but prefilter is 'none'")
         if not self.heads and self.heads_file:
             from .retrieval_heads import RetrievalHeads
 
@@ -322,11 +348,34 @@ class AttentionInfluence:
         if rank is not None and torch.cuda.is_available():
             self.model.to(f"cuda:{rank % torch.cuda.device_count()}")
         texts = list(batch[self.text_column])
-        return flag_short_documents(self.score_token_ids(self._encode(texts)), self.min_tokens, texts)
+        if self.config.prefilter == "none":
+            return flag_short_documents(self.score_token_ids(self._encode(texts)), self.min_tokens, texts)
+        if REASON_COLUMN not in batch:
+            raise InputKeyError(
+                f"prefilter {self.config.prefilter!r} needs the {REASON_COLUMN!r} column of "
+                "hf_select.attention_influence.prefilter_dataset (deduplication sees the whole dataset): use "
+                "score_dataset, or run prefilter_dataset before Dataset.map"
+            )
+        reasons = list(batch[REASON_COLUMN])
+        kept = [i for i, reason in enumerate(reasons) if not reason]
+        scored = flag_short_documents(
+            self.score_token_ids(self._encode([texts[i] for i in kept])), self.min_tokens, [texts[i] for i in kept]
+        )
+        out = {name: [math.nan, math.nan, math.nan, 0, False][j] for j, name in enumerate(SCORE_COLUMNS)}
+        out = {name: [value] * len(texts) for name, value in out.items()}
+        for j, i in enumerate(kept):
+            for name in SCORE_COLUMNS:
+                out[name][i] = scored[name][j]
+        return out
 
 
 def score_dataset(dataset, scorer: AttentionInfluence, batch_size: int = 256, **map_kwargs):
-    """``dataset.map(scorer, batched=True)`` with an explicit fingerprint (map-style datasets)."""
+    """``dataset.map(scorer, batched=True)`` with an explicit fingerprint (map-style datasets), after the
+    scorer's ``prefilter`` (:func:`hf_select.attention_influence.prefilter.prefilter_dataset`) when it has one."""
+    if scorer.config.prefilter != "none":
+        from .prefilter import prefilter_dataset
+
+        dataset = prefilter_dataset(dataset, scorer.config.prefilter, scorer.config.prefilter_options, scorer.text_column)
     kwargs = {"batched": True, "batch_size": batch_size, "desc": "AttentionInfluence", **map_kwargs}
     if hasattr(dataset, "_fingerprint"):
         kwargs.setdefault("new_fingerprint", scorer.fingerprint(dataset))

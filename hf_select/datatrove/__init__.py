@@ -7,6 +7,8 @@ package, so the core never depends on datatrove.
   ``ai_num_tokens`` and ``ai_too_short`` to ``Document.metadata``;
 * :class:`ReferenceLossScorer` (RHO-1, arXiv 2404.07965) adds per-token ``ref_loss`` (and ``ref_entropy``) to
   packed training rows, in the row format :class:`~hf_select.trainer_ext.SLMTrainer` reads;
+* :class:`PrefilterFlagger` (:func:`prefilter_steps`): exact dedup and datatrove's Gopher filters before the
+  AttentionInfluence scorer, flagging dropped documents (null score, ``ai_filter_reason``) instead of losing them;
 * :class:`ScoreCollector` + :class:`TopFractionFilter` keep the top fraction of each domain (two passes);
 * :func:`attention_influence_pipeline` and :func:`make_executor` build reader -> scorer -> writer runs.
 """
@@ -24,8 +26,10 @@ from .pipelines import EXECUTORS, attention_influence_pipeline, make_executor, r
 from .selection import ScoreCollector, TopFractionFilter
 from .steps import (
     AttentionInfluenceScorer,
+    PrefilterFlagger,
     ReferenceLossScorer,
     packed_row_adapter,
+    prefilter_steps,
     worker_device,
 )
 
@@ -38,6 +42,8 @@ __all__ = [
     "attention_influence_pipeline",
     "make_executor",
     "packed_row_adapter",
+    "prefilter_steps",
+    "PrefilterFlagger",
     "reference_loss_pipeline",
     "worker_device",
 ]

@@ -74,7 +74,11 @@ def attention_influence_pipeline(
     domain_key: str | None = "domain",
     **scorer_kwargs: Any,
 ) -> list:
-    """Reader -> :class:`~hf_select.datatrove.AttentionInfluenceScorer` -> writer.
+    """Reader -> prefilter steps -> :class:`~hf_select.datatrove.AttentionInfluenceScorer` -> writer.
+
+    The prefilter steps (:func:`~hf_select.datatrove.prefilter_steps`: exact dedup within the task, datatrove's
+    Gopher filters) run when the scorer's config has a ``prefilter``; they flag, never drop, so every input
+    document reaches the output (a dropped one with a null ``ai_score`` and its ``ai_filter_reason``).
 
     Args:
         input_folder: folder (local, ``s3://``, ``hf://datasets/...``) of JSONL or parquet files.
@@ -89,13 +93,15 @@ def attention_influence_pipeline(
             :class:`~hf_select.attention_influence.AttentionInfluenceConfig`, ``checkpoint_dir`` ...).
     """
     from .selection import ScoreCollector
-    from .steps import AttentionInfluenceScorer
+    from .steps import AttentionInfluenceScorer, prefilter_steps
 
+    scorer = AttentionInfluenceScorer(model, heads, **scorer_kwargs)
     steps = [
         make_reader(
             input_folder, input_format, text_key=text_key, id_key=id_key, glob_pattern=glob_pattern, limit=limit
         ),
-        AttentionInfluenceScorer(model, heads, **scorer_kwargs),
+        *prefilter_steps(scorer.ai_config),
+        scorer,
     ]
     if scores_folder:
         steps.append(ScoreCollector(scores_folder, "ai_score", domain_key))

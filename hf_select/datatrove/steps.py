@@ -309,10 +309,21 @@ class AttentionInfluenceScorer(_ModelScoringStep):
         self._scorer = AttentionInfluence(model, tokenizer, config=self.ai_config)
 
     def score_chunk(self, documents: list[Document]) -> list[dict]:
+        from ..attention_influence.prefilter import REASON_COLUMN
         from ..attention_influence.scorer import SCORE_COLUMNS
 
-        out = self._scorer({"text": [doc.text for doc in documents]})
-        return [{name: out[name][i] for name in SCORE_COLUMNS} for i in range(len(documents))]
+        batch = {"text": [doc.text for doc in documents]}
+        columns = SCORE_COLUMNS
+        if self.ai_config.prefilter != "none":
+            missing = [doc.id for doc in documents if REASON_COLUMN not in doc.metadata]
+            if missing:
+                raise ValueError(
+                    f"prefilter {self.ai_config.prefilter!r}: documents {missing[:3]} were not flagged; put "
+                    "prefilter_steps(config) before AttentionInfluenceScorer (attention_influence_pipeline does)"
+                )
+            batch[REASON_COLUMN] = [doc.metadata[REASON_COLUMN] for doc in documents]
+        out = self._scorer(batch)
+        return [{name: out[name][i] for name in columns} for i in range(len(documents))]
 
     def _count(self, values: dict) -> None:
         self.stat_update("tokens", value=int(values["ai_num_tokens"]))
@@ -321,6 +332,77 @@ class AttentionInfluenceScorer(_ModelScoringStep):
 
     def __getstate__(self):
         return {**self.__dict__, "_scorer": None}  # the scorer holds the model: never pickle it
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from ..attention_influence.prefilter import REASON_COLUMN
+
+        dropped = 0
+        for doc in super().run(data, rank, world_size):
+            if doc.metadata.get(REASON_COLUMN):
+                dropped += 1
+                self.stat_update("prefiltered")
+            yield doc
+        if dropped:
+            from datatrove.utils.logging import logger
+
+            logger.warning(f"prefilter: {dropped} documents dropped before scoring (null ai_score), see the stats")
+
+
+class PrefilterFlagger(PipelineStep):
+    """One filter of AttentionInfluence's ``prefilter`` (arXiv 2505.07293 dedups before scoring) as a datatrove
+    step that flags instead of dropping: a document the filter drops keeps flowing, with the reason in
+    ``Document.metadata["ai_filter_reason"]`` (``""``: kept), and :class:`AttentionInfluenceScorer` gives it a
+    null score. A document already flagged by an earlier flagger is passed on untouched.
+
+    Args:
+        label: ``duplicate`` (exact deduplication within the task: the first occurrence of a text is kept) or the
+            prefix of the reason (``repetition``, ``quality``).
+        datatrove_filter: the datatrove filter (``GopherRepetitionFilter``, ``GopherQualityFilter`` ...) whose
+            ``filter(doc)`` decides; None with ``label="duplicate"``.
+
+    :func:`prefilter_steps` builds the steps of a config's ``prefilter``; the decisions are those of
+    :func:`hf_select.attention_influence.prefilter.filter_reason` on the ``Dataset.map`` path.
+    """
+
+    type = "🔻 - FILTER"
+
+    def __init__(self, label: str, datatrove_filter=None):
+        super().__init__()
+        if (label == "duplicate") != (datatrove_filter is None):
+            raise ValueError("PrefilterFlagger: give a datatrove filter, or label='duplicate' for exact dedup")
+        self.label = label
+        self.datatrove_filter = datatrove_filter
+        self.name = f"AttentionInfluence prefilter ({label})"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        from ..attention_influence.prefilter import KEPT, REASON_COLUMN, filter_reason
+
+        if data is None:
+            return
+        seen: set[str] = set()
+        filters = [] if self.datatrove_filter is None else [(self.label, self.datatrove_filter)]
+        for doc in data:
+            self.stat_update("total")
+            if doc.metadata.get(REASON_COLUMN):
+                yield doc
+                continue
+            with self.track_time():
+                reason = filter_reason(doc.text, filters, seen if self.datatrove_filter is None else None)
+            doc.metadata[REASON_COLUMN] = reason
+            if reason != KEPT:
+                self.stat_update("dropped", f"dropped_{reason}")
+            yield doc
+
+
+def prefilter_steps(config: AttentionInfluenceConfig) -> list[PrefilterFlagger]:
+    """The flagging steps of ``config.prefilter`` in order (exact dedup, then each datatrove filter with the
+    thresholds of ``config.prefilter_options``); empty for ``none``."""
+    from ..attention_influence.prefilter import DUPLICATE, gopher_filters
+
+    filters = gopher_filters(config.prefilter, config.prefilter_options)
+    if not filters:
+        return []
+    return [PrefilterFlagger(DUPLICATE), *(PrefilterFlagger(label, flt) for label, flt in filters)]
 
 
 ROW_COLUMNS = ("input_ids", "labels", "position_ids")

@@ -14,7 +14,6 @@ with no head masked, with the selected top 5% masked and with the same number of
 
 from __future__ import annotations
 
-import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -62,42 +61,10 @@ def proxy_values(ctx: DemoContext, tokenizer, max_value_tokens: int) -> list[str
 
 def masking_check(model, tokenizer, samples, heads, settings: ProxySettings, seed: int) -> dict[str, Any]:
     """Proxy accuracy unmasked, with ``heads.selected`` masked and with as many random non-retrieval heads
-    masked (App. D)."""
-    from ..attention_influence.head_masking import mask_heads
-    from ..attention_influence.proxy_accuracy import proxy_task_accuracy
+    masked (App. D; :func:`hf_select.attention_influence.proxy_accuracy.masking_check`)."""
+    from ..attention_influence.proxy_accuracy import masking_check as check
 
-    selected = heads.selected
-    chosen = {tuple(h) for h in selected}
-    layers, per_layer = heads.scores.shape
-    others = [
-        (layer, h) for layer in range(layers) for h in range(per_layer)
-        if (layer, h) not in chosen and float(heads.scores[layer, h]) < settings.non_retrieval_threshold
-    ]  # fmt: skip
-    pool = "non-retrieval heads"
-    if len(others) < len(selected):  # tiny models: too few low-scoring heads, draw from every other head
-        others = [(layer, h) for layer in range(layers) for h in range(per_layer) if (layer, h) not in chosen]
-        pool = "other heads"
-    rng = random.Random(seed)
-    out = {"none": proxy_task_accuracy(model, tokenizer, samples)}
-    with mask_heads(model, selected):
-        out["top"] = proxy_task_accuracy(model, tokenizer, samples)
-    draws = []
-    for _ in range(settings.random_draws):
-        heads = rng.sample(others, len(selected))
-        with mask_heads(model, heads):
-            draws.append(
-                {"heads": [list(h) for h in heads], **proxy_task_accuracy(model, tokenizer, samples)}
-            )
-    out["random_draws"] = draws
-    out["random_pool"] = f"{pool} ({len(others)})"
-    keys = ("sample_accuracy", "first_token_accuracy", "token_accuracy")
-    out["random"] = {k: sum(d[k] for d in draws) / max(len(draws), 1) for k in keys}
-    base = out["none"]
-    out["relative_drop"] = {
-        which: {k: (1 - out[which][k] / base[k]) if base[k] > 0 else None for k in keys}
-        for which in ("top", "random")
-    }
-    return out
+    return check(model, tokenizer, samples, heads, settings.random_draws, seed, settings.non_retrieval_threshold)
 
 
 def run(ctx: DemoContext) -> dict:

@@ -9,6 +9,8 @@ from typing import Any
 
 from transformers.utils import logging
 
+from ..compare.report import HEADLINE
+
 logger = logging.get_logger(__name__)
 
 
@@ -90,17 +92,20 @@ class ReplicationContext:
         return StudyConfig(**{**self.study, **overrides, "output_dir": str(self.output_dir / name)})
 
     def run_study(self, config) -> dict[str, Any]:
-        """:func:`hf_select.compare.run_study` (every (arm, seed) run resumable); its wall seconds (as first
-        measured) go to ``seconds['study:<folder>']``."""
+        """:func:`hf_select.compare.run_study` (every (arm, seed) run resumable). Its cost goes to
+        ``seconds['study:<folder>']``: the recorded training, measurement and selection seconds of its runs, so a
+        resumed or reused study reports the work it took, not the time to read it back."""
         from ..compare import run_study
 
-        start = time.perf_counter()
         results = run_study(config)
-        key = f"study:{Path(config.output_dir).name}"
-        self.seconds.setdefault(key, time.perf_counter() - start)
+        seconds = 0.0
+        for arm in results["arms"].values():
+            seconds += arm["cost"].get("selection_seconds", 0.0)
+            seconds += sum(r.get("train_seconds", 0.0) + r.get("eval_seconds", 0.0) for r in arm["runs"])
+        self.seconds[f"study:{Path(config.output_dir).name}"] = seconds
         return results
 
-    def compare_rows(self, results: dict[str, Any], metric: str = "heldout/bpb", paper: str = "",
+    def compare_rows(self, results: dict[str, Any], metric: str = HEADLINE, paper: str = "",
                      measure: str | None = None) -> list[Row]:  # fmt: skip
         """One :class:`Row` per arm other than the baseline: the paired difference in ``metric`` to the
         baseline with its interval, verdict and (when undetermined) smallest detectable effect."""

@@ -22,6 +22,8 @@ OTHER_VALUE = {
     "reuse_lower_layers": False,
     "min_tokens": 3,
     "heads_file": "other heads",  # written by the test: a RetrievalHeads JSON selecting (0, 1)
+    "prefilter": "repetition",
+    "prefilter_options": '{"dup_line_frac": 0.5}',  # with prefilter repetition, against repetition alone
 }
 
 
@@ -47,7 +49,11 @@ def test_every_attention_influence_field_changes_the_fingerprint(tmp_path):
         override = {name: OTHER_VALUE[name]}
         if name == "heads_file":  # heads given by a file (heads empty): the file's heads count
             override = {"heads": [], "heads_file": str(heads_file)}
-        assert _scorer(model, **override).fingerprint(data) != base, name
+        reference = base
+        if name == "prefilter_options":  # options need a prefilter: compare with that prefilter alone
+            override = {"prefilter": "repetition", name: OTHER_VALUE[name]}
+            reference = _scorer(model, prefilter="repetition").fingerprint(data)
+        assert _scorer(model, **override).fingerprint(data) != reference, name
 
 
 def test_map_equals_iterable_map():

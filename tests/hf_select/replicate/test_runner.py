@@ -128,10 +128,10 @@ def test_compare_rows_against_the_paired_statistics(tmp_path):
     results = {
         "baseline": "baseline",
         "arms": {
-            "baseline": {"type": "baseline", "metrics": {"heldout/bpb": {"mean": 3.31, "sd": 0.01}}, "vs_baseline": {},
+            "baseline": {"type": "baseline", "metrics": {"heldout_bpb": {"mean": 3.31, "sd": 0.01}}, "vs_baseline": {},
                          "cost": {"ratio_to_baseline_training": 1.0}},
-            "slm": {"type": "slm", "metrics": {"heldout/bpb": {"mean": sum(arm) / 3, "sd": 0.015}},
-                    "vs_baseline": {"heldout/bpb": comp}, "cost": {"ratio_to_baseline_training": 1.2}},
+            "slm": {"type": "slm", "metrics": {"heldout_bpb": {"mean": sum(arm) / 3, "sd": 0.015}},
+                    "vs_baseline": {"heldout_bpb": comp}, "cost": {"ratio_to_baseline_training": 1.2}},
         },
     }  # fmt: skip
     ctx = ReplicationContext("x", None, {}, {}, "cpu", tmp_path, tmp_path)
