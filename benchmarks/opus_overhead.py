@@ -57,6 +57,12 @@ MODEL = dict(
 )
 
 
+def model_kwargs(args) -> dict:
+    """The timed Llama's config fields: :data:`MODEL`, with ``--vocab_size`` when given (the tiny default is 320,
+    where the output layer costs next to nothing; a student's real vocabulary changes the floor)."""
+    return {**MODEL, "vocab_size": args.vocab_size} if args.vocab_size else dict(MODEL)
+
+
 VARIANT_OPTIONS = {
     "opus": {},
     "opus_before": {"sketch_kind": "factored", "sketch_in_backward": False, "exact_inner_product_elements": 0},
@@ -87,7 +93,7 @@ def run_variant(name, args, data, proxy, tmp):
         logging_steps=10_000,
         dataloader_num_workers=0,
     )
-    model = tiny_model("llama", **MODEL).train()
+    model = tiny_model("llama", **model_kwargs(args)).train()
     step_times = []
     from transformers import TrainerCallback
 
@@ -165,7 +171,7 @@ def scoring_calls(args, data, proxy, variants, calls=8):
     trainers = {}
     for name in names:
         options = dict(VARIANT_OPTIONS[name])
-        model = tiny_model("llama", **MODEL).train()
+        model = tiny_model("llama", **model_kwargs(args)).train()
         trainer = OPUSTrainer(
             model=model,
             args=OPUSConfig(
@@ -216,7 +222,7 @@ def scoring_calls(args, data, proxy, variants, calls=8):
 
 def pass_costs(args, data, repeats=5):
     """CPU seconds of (forward + full backward) and (forward + activation-only backward) on one training batch."""
-    model = tiny_model("llama", **MODEL).train()
+    model = tiny_model("llama", **model_kwargs(args)).train()
     layers = block_linear_layers(model)
     rows = [data[i] for i in range(args.batch)]
     batch = PackedCollator()(rows)
@@ -267,6 +273,7 @@ def main(argv=None):
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--sketch_dim", type=int, default=8192)
     parser.add_argument("--proxy", type=int, default=8, help="proxy rows per step (OPUSConfig default 8)")
+    parser.add_argument("--vocab_size", type=int, default=0, help="vocabulary of the timed model (0: the tiny 320)")
     parser.add_argument(
         "--variants", default="random,opus,opus_before,opus_r1", help="comma-separated (also: opus_exact)"
     )
@@ -276,7 +283,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    data = _rows(2 * args.batch * (args.steps + args.warmup) + 8, args.seq, 0)
+    data = _rows(2 * args.batch * (args.steps + args.warmup) + 8, args.seq, 0)  # token ids < 320: any vocabulary
     proxy = _rows(32, args.seq, 1)
     variants = tuple(args.variants.split(","))
     if variants[0] != "random":
@@ -295,7 +302,7 @@ def main(argv=None):
     costs = {k: statistics.median(c[k] for c in pass_cost_runs) for k in ("full", "activation_only")}
     floor, token_ratio, cost_ratio = floor_ratio(args, costs)
     print(
-        f"OPUS overhead: llama hidden 128 x 4 layers, {args.batch} rows x {args.seq} tokens per step, buffer "
+        f"OPUS overhead: llama hidden 128 x 4 layers, vocabulary {model_kwargs(args).get('vocab_size', 320)}, {args.batch} rows x {args.seq} tokens per step, buffer "
         f"{2 * args.batch} + {args.proxy} proxy rows, window {args.window}, sketch_dim {args.sketch_dim}, {args.steps} timed steps x "
         f"{args.repeats} interleaved repeats, {torch.get_num_threads()} threads, CPU seconds"
     )

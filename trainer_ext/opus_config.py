@@ -148,8 +148,9 @@ class OPUSConfig(HfSelectTrainingArguments):
     opus_log_domains: bool = field(
         default=True,
         metadata={
-            "help": "Log the selected share of each domain (needs a 'domain' column and "
-            "remove_unused_columns=False)."
+            "help": "Log each domain's share of the selected rows (opus_share_<domain>) and of the candidates "
+            "offered at the same steps (opus_offered_<domain>) at every logging step (needs a 'domain' column "
+            "and remove_unused_columns=False)."
         },
     )
 

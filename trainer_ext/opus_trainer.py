@@ -351,10 +351,15 @@ class OPUSTrainer(ResumableTrainerMixin, Trainer):
             logs["opus_utility_spread"] = sum(r["utility_spread"] for r in pending) / len(pending)
             logs["opus_ess"] = sum(r["effective_sample_size"] for r in pending) / len(pending)
             if self.args.opus_log_domains:
+                # selected share against the share offered in the candidate buffers of the same steps; a
+                # domain offered but never picked is logged as 0
                 chosen = Counter(d for r in pending for d in r.get("selected_domains", []))
-                total = sum(chosen.values())
-                for domain, count in sorted(chosen.items()):
-                    logs[f"opus_share_{domain}"] = round(count / total, 4)
+                offered = Counter(d for r in pending for d in r.get("candidate_domains", []))
+                total, total_offered = sum(chosen.values()), sum(offered.values())
+                if total and total_offered:
+                    for domain in sorted(set(offered) | set(chosen)):
+                        logs[f"opus_share_{domain}"] = round(chosen[domain] / total, 4)
+                        logs[f"opus_offered_{domain}"] = round(offered[domain] / total_offered, 4)
         super().log(logs, *args, **kwargs)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch import nn
 from ..errors import InputIndexError, InputKeyError, InputTypeError
 from ..fingerprint import fingerprint, model_fingerprint
 from ..model_adapter import get_model_adapter, unwrap_model
+from ..packing import document_token_ids
 from ..token_loss import final_hidden_states, per_token_loss, prepare_model_inputs
 from .head_masking import mask_heads, normalize_heads
 from .prefilter import PREFILTERS, REASON_COLUMN, parse_prefilter_options
@@ -61,12 +62,16 @@ def base_and_reference_losses(
     attention_mask: torch.Tensor | None = None,
     position_ids: torch.Tensor | None = None,
     reuse_lower_layers: bool = True,
+    base_pass_hook: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token float32 losses of the base and the head-masked model, and the predicted-token mask.
 
     Alignment as in :func:`hf_select.per_token_loss` (labels are ``input_ids``, never pre-shifted). With
     ``reuse_lower_layers`` the layers below the lowest masked layer run once (see the module docstring);
     without it two full forward passes run (the naive method, kept for checks and benchmarks).
+    ``base_pass_hook(hidden_states, losses, mask)``, when given, receives the base pass's final hidden states
+    and per-token losses before the masked pass, so that other work on the same forward (RHO-1 reference
+    losses) needs no pass of its own.
     """
     adapter = get_model_adapter(model)
     heads = normalize_heads(heads, adapter)
@@ -86,6 +91,8 @@ def base_and_reference_losses(
         if handle is not None:
             handle.remove()
     base = per_token_loss(model, input_ids, attention_mask, position_ids, hidden_states=hidden)
+    if base_pass_hook is not None:
+        base_pass_hook(hidden, base.losses, base.mask)
     reuse = (
         _reuse_lower_layers(adapter.layers[:lowest], cache["out"])
         if "out" in cache
@@ -138,6 +145,14 @@ class AttentionInfluenceConfig:
         default=True,
         metadata={
             "help": "Run the layers below the lowest masked layer once instead of twice (same result)."
+        },
+    )
+    add_bos: bool = field(
+        default=False,
+        metadata={
+            "help": "Encode each document as the tokenizer's BOS token + its tokens without special tokens "
+            "(hf_select.packing.document_token_ids, no EOS), so that the first text token is predicted too; "
+            "default: the tokenizer's own special tokens (add_special_tokens=True)."
         },
     )
     prefilter: str = field(
@@ -212,15 +227,16 @@ class AttentionInfluence:
     ``ai_too_short`` (documents with fewer than ``min_tokens`` predicted tokens or of whitespace only, whose
     ``ai_score`` is NaN; see :class:`AttentionInfluenceConfig`).
 
-    Choices: texts are tokenised with the tokenizer's special tokens (BOS where it adds one); a document
-    longer than ``max_length`` is cut into consecutive chunks of ``max_length`` tokens scored independently
-    (the first token of each chunk is not predicted) and combined with token-weighted means; the chunks of one
-    ``map`` batch are sorted by length and run ``batch_size`` at a time with right padding.
+    Choices: texts are tokenised with the tokenizer's special tokens (BOS where it adds one; with ``add_bos``
+    always BOS); a document longer than ``max_length`` is cut into consecutive chunks of ``max_length`` tokens
+    scored independently (the first token of each chunk is not predicted) and combined with token-weighted
+    means; the chunks of one ``map`` batch are sorted by length and run ``batch_size`` at a time with right
+    padding.
 
     Args:
         model: base causal LM (any family of :mod:`hf_select.model_adapter`), in eval mode.
         tokenizer: its tokenizer.
-        heads, max_length, batch_size, text_column, reuse_lower_layers, min_tokens: the fields of
+        heads, max_length, batch_size, text_column, reuse_lower_layers, min_tokens, add_bos: the fields of
             :class:`AttentionInfluenceConfig` (see there), when no ``config`` is given.
         config: an :class:`AttentionInfluenceConfig`, the single source of the parameters (``heads``, if given
             too, replaces its heads).
@@ -244,6 +260,7 @@ class AttentionInfluence:
         reuse_lower_layers: bool = True,
         config: AttentionInfluenceConfig | None = None,
         min_tokens: int = 16,
+        add_bos: bool = False,
     ):
         if config is None:
             config = AttentionInfluenceConfig(
@@ -253,6 +270,7 @@ class AttentionInfluence:
                 text_column=text_column,
                 reuse_lower_layers=reuse_lower_layers,
                 min_tokens=min_tokens,
+                add_bos=add_bos,
             )
         elif heads is not None:
             config = replace(config, heads=list(heads))
@@ -288,42 +306,61 @@ class AttentionInfluence:
             getattr(dataset, "_fingerprint", None),
         )
 
-    def _encode(self, texts: list[Any]) -> list[list[int]]:
+    def encode(self, texts: list[Any]) -> list[list[int]]:
+        """Token ids of each document as the scorer reads them (see ``add_bos``)."""
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputTypeError(
                     f"column {self.text_column!r} must hold strings; row {i} is {type(text).__name__}"
                 )
+        if self.config.add_bos:
+            return document_token_ids(self.tokenizer, texts, add_bos=True, add_eos=False)
         return self.tokenizer(texts, add_special_tokens=True).input_ids
 
-    def score_token_ids(self, documents: list[list[int]]) -> dict[str, list]:
-        """Scores of already tokenised documents (same output columns as :meth:`__call__`)."""
+    def score_token_ids(
+        self, documents: list[list[int]], base_pass_hook: Callable[..., None] | None = None
+    ) -> dict[str, list]:
+        """Scores of already tokenised documents (same output columns as :meth:`__call__`).
+
+        ``base_pass_hook(document, start, ids, hidden_states, losses, mask)``, when given, is called for every
+        scored chunk with its base (unmasked) pass: the document's index, the chunk's first token in it, the
+        chunk's ids and, for those ids, the final hidden states ``[n, hidden]``, per-token losses and
+        predicted-token mask (:func:`hf_select.per_token_loss` alignment). It lets work that needs the same
+        forward (RHO-1 reference losses of the same model) reuse it.
+        """
         chunks = [
-            (doc, ids[start : start + self.max_length])
+            (doc, ids[start : start + self.max_length], start)
             for doc, ids in enumerate(documents)
             for start in range(0, max(len(ids), 1), self.max_length)
         ]
-        chunks = [(doc, ids) for doc, ids in chunks if len(ids) >= 2]
+        chunks = [(doc, ids, start) for doc, ids, start in chunks if len(ids) >= 2]
         order = sorted(range(len(chunks)), key=lambda i: -len(chunks[i][1]))
         sums = torch.zeros(len(documents), 2, dtype=torch.float64)
         counts = torch.zeros(len(documents), dtype=torch.long)
         device = _device_of(self.model)
         for start in range(0, len(order), self.batch_size):
             batch = [chunks[i] for i in order[start : start + self.batch_size]]
-            length = max(len(ids) for _, ids in batch)
+            length = max(len(ids) for _, ids, _ in batch)
             input_ids = torch.full((len(batch), length), self.pad_id, dtype=torch.long)
             attention_mask = torch.zeros_like(input_ids)
-            for row, (_, ids) in enumerate(batch):
+            for row, (_, ids, _) in enumerate(batch):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 attention_mask[row, : len(ids)] = 1
+
+            def hook(hidden, losses, mask, batch=batch):
+                for row, (doc, ids, start) in enumerate(batch):
+                    n = len(ids)
+                    base_pass_hook(doc, start, ids, hidden[row, :n], losses[row, :n], mask[row, :n])
+
             base, ref, mask = base_and_reference_losses(
                 self.model,
                 self.heads,
                 input_ids.to(device),
                 attention_mask.to(device),
                 reuse_lower_layers=self.reuse_lower_layers,
+                base_pass_hook=hook if base_pass_hook is not None else None,
             )
-            for row, (doc, _) in enumerate(batch):
+            for row, (doc, _, _) in enumerate(batch):
                 sums[doc, 0] += base[row][mask[row]].double().sum().cpu()
                 sums[doc, 1] += ref[row][mask[row]].double().sum().cpu()
                 counts[doc] += int(mask[row].sum())
@@ -339,7 +376,10 @@ class AttentionInfluence:
             out["ai_too_short"].append(n == 0)
         return flag_short_documents(out, self.min_tokens)
 
-    def __call__(self, batch: dict[str, list], rank: int | None = None) -> dict[str, list]:
+    def __call__(
+        self, batch: dict[str, list], rank: int | None = None, base_pass_hook: Callable[..., None] | None = None
+    ) -> dict[str, list]:
+        """Score a ``map`` batch; ``base_pass_hook`` as in :meth:`score_token_ids` (document = row of the batch)."""
         if self.text_column not in batch:
             raise InputKeyError(
                 f"text column {self.text_column!r} not in the batch (columns: {sorted(batch)}); "
@@ -349,7 +389,8 @@ class AttentionInfluence:
             self.model.to(f"cuda:{rank % torch.cuda.device_count()}")
         texts = list(batch[self.text_column])
         if self.config.prefilter == "none":
-            return flag_short_documents(self.score_token_ids(self._encode(texts)), self.min_tokens, texts)
+            out = self.score_token_ids(self.encode(texts), base_pass_hook=base_pass_hook)
+            return flag_short_documents(out, self.min_tokens, texts)
         if REASON_COLUMN not in batch:
             raise InputKeyError(
                 f"prefilter {self.config.prefilter!r} needs the {REASON_COLUMN!r} column of "
@@ -358,8 +399,16 @@ class AttentionInfluence:
             )
         reasons = list(batch[REASON_COLUMN])
         kept = [i for i, reason in enumerate(reasons) if not reason]
+        hook = None
+        if base_pass_hook is not None:  # the hook names documents by their row in the batch
+
+            def hook(doc, *args):
+                base_pass_hook(kept[doc], *args)
+
         scored = flag_short_documents(
-            self.score_token_ids(self._encode([texts[i] for i in kept])), self.min_tokens, [texts[i] for i in kept]
+            self.score_token_ids(self.encode([texts[i] for i in kept]), base_pass_hook=hook),
+            self.min_tokens,
+            [texts[i] for i in kept],
         )
         out = {name: [math.nan, math.nan, math.nan, 0, False][j] for j, name in enumerate(SCORE_COLUMNS)}
         out = {name: [value] * len(texts) for name, value in out.items()}

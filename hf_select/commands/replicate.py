@@ -13,6 +13,6 @@ def run(config: ReplicationConfig) -> int:
     from ..replicate.runner import main_command
 
     record = run_replication(config, command=main_command() or None)
-    page = render_results(config.output_dir, config.results)
+    page = render_results(config.output_dir, config.results, config.notes_dir)
     print(f"{config.method}: {record['wall_seconds'] / 60:.1f} min; results: {page}")
     return 0

@@ -15,6 +15,7 @@ own order.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -309,6 +310,13 @@ class SLMArmConfig(ArmConfig):
         default=None, metadata={"help": "The reference model (RHO-1: the same base trained on high-quality data)."}
     )
     reference_batch_size: int = field(default=8, metadata={"help": "Rows per reference forward (precomputed)."})
+    reference_losses_column: str | None = field(
+        default=None,
+        metadata={"help": "Pool column holding reference losses computed earlier, one per token of the study "
+                  "tokenizer's document encoding BOS + tokens + EOS (the 'ref_loss' of "
+                  "cross_tokenizer_reference_losses / hf-select reference-losses); documents whose value is null "
+                  "are scored by reference_model_name_or_path (precomputed)."},
+    )
 
 
 def _same_vocabulary(a, b) -> bool:
@@ -342,41 +350,67 @@ def slm(study, config: SLMArmConfig, seed: int):
             scoring_tokens_per_step=study.config.batch_size * study.config.seq_length,
         )  # fmt: skip
 
+    column = config.reference_losses_column
+    if column and column not in study.pool.column_names:
+        raise ValueError(f"arm {config.name}: the pool has no reference_losses_column {column!r}")
+
     def build():
         import torch
         from datasets import Dataset
 
-        from ..packing import pack_documents
+        from ..packing import document_token_ids, pack_documents
         from ..slm.cross_tokenizer import cross_tokenizer_reference_losses
         from ..slm.reference_losses import compute_reference_losses
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        ref = load_causal_lm(config.reference_model_name_or_path, dtype="float32", device=device)
-        if same:
+        texts = study.pool["text"]
+        given = study.pool[column] if column else [None] * len(texts)
+        missing = [i for i, losses in enumerate(given) if losses is None]
+        ref = None
+        if missing:
+            ref = load_causal_lm(config.reference_model_name_or_path, dtype="float32", device=device)
+        if same and not column:
             rows = compute_reference_losses(
                 study.pool_rows, ref, batch_size=config.reference_batch_size,
                 pad_token_id=study.tokenizer.pad_token_id or 0,
             )  # fmt: skip
             tokens = _tokens(rows)
         else:
-            per_doc = cross_tokenizer_reference_losses(
-                study.pool["text"], ref, ref_tokenizer, study.tokenizer, batch_size=config.reference_batch_size,
-                max_length=max(1024, study.config.seq_length),
-            )  # fmt: skip
+            # per document (its own context), given or computed here for the documents without a value
+            student_ids = document_token_ids(study.tokenizer, texts)
+            per_doc: list = [None] * len(texts)
+            for i, losses in enumerate(given):
+                if losses is None:
+                    continue
+                if len(losses) != len(student_ids[i]):
+                    raise ValueError(
+                        f"arm {config.name}: {column!r} of pool document {i} has {len(losses)} values for "
+                        f"{len(student_ids[i])} tokens (BOS + tokens + EOS of the study tokenizer)"
+                    )
+                per_doc[i] = {"input_ids": student_ids[i], "ref_loss": losses}
+            if missing:
+                computed = cross_tokenizer_reference_losses(
+                    [texts[i] for i in missing], ref, ref_tokenizer, study.tokenizer,
+                    batch_size=config.reference_batch_size, max_length=max(1024, study.config.seq_length),
+                )  # fmt: skip
+                for i, doc in zip(missing, computed):
+                    per_doc[i] = doc
             packed = pack_documents([d["input_ids"] for d in per_doc], study.config.seq_length, overflow="discard",
                                     columns={"ref_loss": [d["ref_loss"] for d in per_doc]})  # fmt: skip
             packed.pop("num_documents", None)
             rows = Dataset.from_dict(packed)
             rows = rows.filter(lambda ids: len(ids) == study.config.seq_length, input_columns="input_ids")
-            tokens = sum(len(ref_tokenizer(t).input_ids) for t in study.pool["text"])
+            # reference tokens scored here (the given documents cost their earlier pass, not this arm)
+            tokens = sum(len(ref_tokenizer(texts[i]).input_ids) for i in missing)
         del ref
         study.add_selection_tokens(config.name, tokens)
-        return rows
+        return rows, len(texts) - len(missing)
 
-    rows = study.cached(f"arm/{config.name}", build, arm=config.name)
+    rows, reused = study.cached(f"arm/{config.name}", build, arm=config.name)
+    kind = "precomputed" if same else "precomputed, projected across tokenizers"
     return ArmSetup(
         train_dataset=rows, trainer_class=SLMTrainer, args_class=SLMConfig, args=args, data_collator=None,
-        info={"reference": "precomputed" if same else "precomputed, projected across tokenizers", "rows": len(rows)},
+        info={"reference": kind, "rows": len(rows), "documents_with_given_reference_losses": reused},
     )  # fmt: skip
 
 
@@ -454,7 +488,17 @@ class OPUSArmConfig(ArmConfig):
     score_window: int | None = field(default=None, metadata={"help": "Tokens scored per candidate (default: seq_length // 4, at least 16)."})
     proxy_batch_size: int = field(default=8, metadata={"help": "Proxy rows per step (paper: 8)."})
     sketch_dim: int | None = field(default=8192, metadata={"help": "CountSketch dimension (paper: 8192)."})
-    greedy: bool = field(default=False, metadata={"help": "Greedy top-K instead of Boltzmann sampling."})
+    selection: str = field(
+        default="boltzmann",
+        metadata={"help": "boltzmann (paper: draws p ~ exp(U/tau) with the redundancy term), greedy (argmax with "
+                  "the redundancy term) or topk (the K largest alignments; GhostSuite found it at least as good)."},
+    )
+    standardize: bool = field(
+        default=True,
+        metadata={"help": "Z-score the utilities over the buffer before the softmax (false: the paper's raw "
+                  "utilities, for which tau 0.9 is close to uniform sampling)."},
+    )
+    greedy: bool = field(default=False, metadata={"help": "Shorthand for selection: greedy."})
     proxy_dataset_name_or_path: str | None = field(
         default=None, metadata={"help": "Proxy (target) documents (default: the study's proxy documents)."}
     )
@@ -464,6 +508,34 @@ class OPUSArmConfig(ArmConfig):
         metadata={"help": "Harness task files: proxy = pool documents most similar to their train/dev items."},
     )
     proxy_pool_size: float = field(default=32, metadata={"help": "Proxy documents from proxy_tasks (a count, or a fraction of the pool)."})
+
+    def __post_init__(self):
+        from ..opus.sampling import SELECTIONS
+
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"arm {self.name}: selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.greedy and self.selection not in ("boltzmann", "greedy"):
+            raise ValueError(f"arm {self.name}: greedy: true conflicts with selection: {self.selection}")
+
+
+def _domain_share_callback(info: dict):
+    """A callback that copies OPUS's logged shares (``opus_share_<domain>`` selected, ``opus_offered_<domain>``
+    offered, per logging step) from the trainer's log history, which a resumed run restores, into the run's
+    ``info["domain_shares"]`` when training ends."""
+    from transformers import TrainerCallback
+
+    class DomainShares(TrainerCallback):
+        def on_train_end(self, args, state, control, **kwargs):
+            def shares(entry: dict, prefix: str) -> dict[str, float]:
+                return {k[len(prefix):]: v for k, v in entry.items() if k.startswith(prefix)}
+
+            info["domain_shares"] = [
+                {"step": h["step"], "selected": shares(h, "opus_share_"), "offered": shares(h, "opus_offered_"),
+                 "ess": h.get("opus_ess")}
+                for h in state.log_history if any(k.startswith("opus_share_") for k in h)
+            ]  # fmt: skip
+
+    return DomainShares()
 
 
 @register_arm("opus", OPUSArmConfig, help="OPUS (arXiv 2602.05400): each step keeps the candidates whose "
@@ -489,17 +561,23 @@ def opus(study, config: OPUSArmConfig, seed: int):
             )
         proxy = study.pack(docs.select_columns(["text"]), keep_partial=True)
         candidates = study.pack(study.pool, group_column="domain")
-        return candidates, proxy
+        domains = dict(sorted(Counter(docs["domain"]).items())) if "domain" in docs.column_names else {}
+        return candidates, proxy, domains
 
-    candidates, proxy = study.cached(f"arm/{config.name}", build, arm=config.name)
+    candidates, proxy, proxy_domains = study.cached(f"arm/{config.name}", build, arm=config.name)
     window = config.score_window or max(16, study.config.seq_length // 4)
     args = {"buffer_factor": config.buffer_factor, "temperature": config.temperature, "score_window": window,
-            "proxy_batch_size": config.proxy_batch_size, "sketch_dim": config.sketch_dim, "greedy": config.greedy}
+            "proxy_batch_size": config.proxy_batch_size, "sketch_dim": config.sketch_dim, "greedy": config.greedy,
+            "selection": config.selection, "standardize": config.standardize}
     batch = study.config.batch_size
+    info = {"candidate_rows": len(candidates), "proxy_rows": len(proxy), "score_window": window}
+    if "domain" in candidates.column_names:
+        info["candidate_row_domains"] = dict(sorted(Counter(candidates["domain"]).items()))
+    if proxy_domains:
+        info["proxy_document_domains"] = proxy_domains
     return ArmSetup(
         train_dataset=candidates, trainer_class=OPUSTrainer, args_class=OPUSConfig, args=args, data_collator=None,
-        trainer_kwargs={"proxy_dataset": proxy},
-        info={"candidate_rows": len(candidates), "proxy_rows": len(proxy), "score_window": window},
+        trainer_kwargs={"proxy_dataset": proxy}, callbacks=[_domain_share_callback(info)], info=info,
         # candidates and proxy rows go through one extra forward + backward over a window each step
         scoring_tokens_per_step=int(config.buffer_factor * batch) * window + config.proxy_batch_size * window,
     )  # fmt: skip

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..loading import DatasetSourceArguments
+
 
 @dataclass
 class ArmConfig:
@@ -105,8 +107,11 @@ def arms_help() -> str:
 
 
 @dataclass
-class StudyConfig:
+class StudyConfig(DatasetSourceArguments):
     """A paired bake-off of data-selection arms at equal update tokens (``hf-select compare``).
+
+    The candidate pool is named by the shared dataset options (:class:`~hf_select.loading.DatasetSourceArguments`:
+    ``dataset_name_or_path``, ``dataset_config``, ``split`` and their aliases), spelt as in every other command.
 
     Every arm of seed ``s`` starts from the same initial weights and sees the same data order where its
     mechanism allows; every arm trains for ``max_steps`` steps of ``batch_size`` rows of ``seq_length`` tokens
@@ -143,7 +148,7 @@ class StudyConfig:
                   "aliases": ["--dataset_name"]},
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Configuration name of the pool dataset."})
-    split: str = field(default="train", metadata={"help": "Split of the pool dataset."})
+    split: str = field(default="train", metadata={"help": "Split of the pool dataset.", "aliases": ["--dataset_split"]})
     builtin_pool: str | None = field(
         default=None,
         metadata={"help": "Build the pool offline instead of loading one: 'stdlib' = this Python's standard "
@@ -189,6 +194,12 @@ class StudyConfig:
     warmup_steps: float = field(default=0.05, metadata={"help": "Warmup steps (a fraction of max_steps when < 1)."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1 of every arm."})
+    adam_beta2: float = field(
+        default=0.999,
+        metadata={"help": "AdamW beta2 of every arm (set for all arms alike: a method's trainer config may default "
+                  "to another value, e.g. MeCo's paper uses 0.95)."},
+    )
     logging_steps: int = field(default=5, metadata={"help": "Log the training loss every N steps (the loss curves)."})
     save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps (a killed run resumes from the last)."})
     keep_checkpoints: bool = field(default=False, metadata={"help": "Keep checkpoints after a run finishes."})
@@ -218,6 +229,7 @@ class StudyConfig:
     )
 
     def __post_init__(self):
+        super().__post_init__()  # the value rules of every field (hf_select.validation)
         if self.model_config is None:
             self.model_config = {}
         if isinstance(self.seeds, int):

@@ -18,7 +18,6 @@ short runs).
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from typing import Any
@@ -46,7 +45,8 @@ class HeldoutAtSteps(TrainerCallback):
 def run_plan(config: StudyConfig) -> dict[str, Any]:
     """Run the planning baseline (resumable like any run) and return the plan (also written to
     ``output_dir/plan/plan.json``)."""
-    from .runner import _write_json, run_one
+    from ..resume import read_marker, write_marker
+    from .runner import run_one
     from .study import distributed_state
 
     arms = config.arm_configs()
@@ -64,9 +64,9 @@ def run_plan(config: StudyConfig) -> dict[str, Any]:
         per_seed[seed] = {"bpb": values, "train_seconds": result["train_seconds"]}
         path = study.output_dir / "plan" / baseline.name / f"seed{seed}" / "result.json"
         if distributed_state().is_main_process and callback.values:
-            stored = json.loads(path.read_text())
+            stored = read_marker(path) or result
             stored.setdefault("info", {})["plan_points"] = {str(k): v for k, v in callback.values.items()}
-            _write_json(path, stored)
+            write_marker(path, stored)
     seconds_per_step = statistics.fmean(r["train_seconds"] for r in per_seed.values()) / steps
     rows = []
     for step in points:
@@ -86,7 +86,7 @@ def run_plan(config: StudyConfig) -> dict[str, Any]:
     plan = {"plan_seeds": list(config.plan_seeds), "plan_steps": steps, "effect_fraction": config.plan_effect,
             "alpha": config.alpha, "power": config.power, "arms": len(arms), "budgets": rows}  # fmt: skip
     if distributed_state().is_main_process:
-        _write_json(study.output_dir / "plan" / "plan.json", plan)
+        write_marker(study.output_dir / "plan" / "plan.json", plan)
     return plan
 
 

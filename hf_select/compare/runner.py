@@ -29,6 +29,7 @@ from transformers.trainer_callback import ExportableState, PrinterCallback
 from transformers.utils import logging
 
 from ..fingerprint import fingerprint, weights_checksum
+from ..resume import read_marker, write_marker
 from .config import ArmConfig, StudyConfig, arm_types
 from .study import Study
 
@@ -76,12 +77,6 @@ class QuarterLogCallback(TrainerCallback):
 def run_fingerprint(config: StudyConfig, kind: str, arm: ArmConfig, seed: int) -> str:
     study = {k: v for k, v in asdict(config).items() if k not in NOT_IN_RUN_FINGERPRINT}
     return fingerprint("compare-run/v1", study, kind, arm, seed)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
 
 
 def _last_checkpoint(run_dir: Path) -> str | None:
@@ -141,21 +136,23 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
     run_dir = study.output_dir / run_root / arm.name / f"seed{seed}"
     fp = run_fingerprint(config, kind, arm, seed) + (f"-steps{max_steps}" if max_steps else "")
     marker, started = run_dir / "result.json", run_dir / "run.json"
-    for path in (marker, started):
-        if path.exists():
-            stored = json.loads(path.read_text()).get("fingerprint")
+    # a marker cut by a kill is removed (read_marker) and its run redone
+    stored_result = read_marker(marker)
+    for meta in (stored_result, read_marker(started)):
+        if meta is not None:
+            stored = meta.get("fingerprint")
             if stored != fp:
                 raise ValueError(
                     f"{run_dir} holds a run of another configuration (fingerprint {stored}, now {fp}); "
                     "use another output_dir or delete that folder"
                 )
-    if marker.exists():
+    if stored_result is not None:
         logger.warning(f"[compare] {arm.name} seed {seed}: finished earlier, reusing {marker}")
-        return json.loads(marker.read_text())
+        return stored_result
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not started.exists():
-            _write_json(started, {"fingerprint": fp, "arm": arm.name, "type": kind, "seed": seed})
+            write_marker(started, {"fingerprint": fp, "arm": arm.name, "type": kind, "seed": seed})
     state.wait_for_everyone()
     setup = arm_types()[kind].build(study, arm, seed)
     model = study.initial_model(seed)
@@ -202,7 +199,7 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
     if config.save_models:
         trainer.save_model(str(run_dir / "model"))  # every process (sharded strategies gather the weights)
     if state.is_main_process:
-        _write_json(marker, result)
+        write_marker(marker, result)
         if not config.keep_checkpoints:
             for path in run_dir.glob("checkpoint-*"):
                 shutil.rmtree(path, ignore_errors=True)
@@ -213,7 +210,7 @@ def run_one(study: Study, kind: str, arm: ArmConfig, seed: int, max_steps: int |
 def _selection_costs(study: Study, names: list[str]) -> dict[str, dict[str, float]]:
     """Selection cost per arm: measured in this process, or the first measurement stored earlier."""
     path = study.output_dir / "selection.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored = read_marker(path) or {}
     for name in names:
         if name not in stored and name in study.selection_seconds:
             stored[name] = {"seconds": study.selection_seconds[name], "tokens": study.selection_tokens.get(name, 0)}
@@ -237,6 +234,6 @@ def run_study(config: StudyConfig) -> dict[str, Any]:
     selection = _selection_costs(study, [a.name for _, a in arms])
     results = summarize(config, arms, runs, selection)
     if distributed_state().is_main_process:
-        _write_json(study.output_dir / "selection.json", selection)
+        write_marker(study.output_dir / "selection.json", selection)
         write_report(study.output_dir, results)
     return results

@@ -139,7 +139,7 @@ class Study:
                     stdlib_pool(path)
             data = load_any_dataset(str(path), "train")
         else:
-            data = load_any_dataset(config.dataset_name_or_path, config.split, config.dataset_config)
+            data = config.load_dataset()
         require_columns(data, [config.text_column], "the pool")
         if config.max_documents:
             data = data.select(range(min(config.max_documents, len(data))))
@@ -303,7 +303,7 @@ class Study:
             "output_dir": str(run_dir), "per_device_train_batch_size": c.batch_size // per_step,
             "gradient_accumulation_steps": c.gradient_accumulation_steps, "max_steps": c.max_steps,
             "learning_rate": c.learning_rate, "warmup_steps": c.warmup_steps, "lr_scheduler_type": c.lr_scheduler_type,
-            "weight_decay": c.weight_decay, "logging_steps": c.logging_steps, "save_strategy": "steps",
+            "weight_decay": c.weight_decay, "adam_beta1": c.adam_beta1, "adam_beta2": c.adam_beta2, "logging_steps": c.logging_steps, "save_strategy": "steps",
             "save_steps": c.save_steps, "report_to": "none", "seed": seed, "data_seed": seed,
             "use_cpu": not torch.cuda.is_available(), "dataloader_num_workers": 0, "remove_unused_columns": False,
             "disable_tqdm": True, "bf16": c.bf16, "include_num_input_tokens_seen": True,

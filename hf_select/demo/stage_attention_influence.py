@@ -5,7 +5,13 @@ The scored documents are the clean part of the students' pool (:func:`hf_select.
 so that the "AttentionInfluence mix" student can up-weight the selection as the paper does (the selected 20%
 added once more to the full pool). Scores compare only within a domain. The paper finds the selected documents
 about 2x longer than the rest: the stage reports the selected and rejected documents' mean full length (the
-score reads the first ``max_length`` tokens of each clipped document).
+score reads each clipped document whole: ``MAX_LENGTH`` tokens hold the longest).
+
+The base (unmasked) pass is also the SLM student's reference pass: SmolLM2 over the same documents. The stage
+keeps each document's reference losses projected onto the students' tokenizer (column ``ref_loss``,
+:class:`hf_select.demo.shared_pass.ScoresWithReferenceLosses`), and the students stage hands them to the SLM arm,
+which runs SmolLM2 only over the documents this stage does not score (the low-quality ones). Documents are
+encoded BOS + tokens (``add_bos``), the reference pass's encoding.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from .context import DemoContext
 
 TITLE = "AttentionInfluence scores and per-domain selection (selector: SmolLM2)"
 FRACTION = 0.2
+MAX_LENGTH = 1024  # above the longest clipped pool document (746 SmolLM2 tokens at 900 characters)
 
 
 def _heads_file(ctx: DemoContext) -> Path:
@@ -34,18 +41,22 @@ def _heads_file(ctx: DemoContext) -> Path:
 
 def run(ctx: DemoContext) -> dict:
     from ..attention_influence.retrieval_heads import RetrievalHeads
-    from ..attention_influence.scorer import AttentionInfluence, score_dataset
+    from ..attention_influence.scorer import AttentionInfluence
     from ..selection import top_fraction_rows
+    from .shared_pass import ScoresWithReferenceLosses
     from .stage_pretrained_model import load_pretrained
-    from .students import pool_documents
+    from .students import load_tokenizer, pool_documents
 
     heads = RetrievalHeads.load(_heads_file(ctx))
     model, tokenizer = load_pretrained(ctx)
     pool = pool_documents(ctx)
     clean = pool.filter(lambda q: q == "clean", input_columns="quality")
-    max_length = 128 if ctx.quick else 256
-    scorer = AttentionInfluence(model, tokenizer, heads.selected, max_length=max_length, batch_size=8)
-    scored = score_dataset(clean, scorer, batch_size=64)
+    max_length = MAX_LENGTH
+    scorer = AttentionInfluence(model, tokenizer, heads.selected, max_length=max_length, batch_size=8, add_bos=True)
+    # one SmolLM2 pass for two methods: the base pass also gives the SLM student's reference losses
+    shared = ScoresWithReferenceLosses(scorer, load_tokenizer(ctx))
+    scored = clean.map(shared, batched=True, batch_size=64, new_fingerprint=shared.fingerprint(clean),
+                       desc="AttentionInfluence + reference losses")  # fmt: skip
     rows = set(top_fraction_rows(scored, "ai_score", fraction=FRACTION, by="domain").tolist())
     scored = scored.add_column("ai_selected", [i in rows for i in range(len(scored))])
     out = ctx.stage_dir("attention_influence")
@@ -82,6 +93,7 @@ def run(ctx: DemoContext) -> dict:
     tokens = int(sum(scored["ai_num_tokens"]))
     return {
         "scored_dataset": str(out / "scored"),
+        "reference_losses_documents": sum(v is not None for v in scored["ref_loss"]),
         "heads": [list(h) for h in heads.selected],
         "documents": len(scored),
         "scored_tokens": tokens,

@@ -29,14 +29,36 @@ AI_FRACTION = 0.2
 COOLDOWN_FRACTION = 0.1
 UNRELATED_URL = "www.factquizmaster.com"
 
-# arm name -> (method shown on the first screen, the paper's expectation)
+# arm name -> (method shown on the first screen, the paper's expectation, what this setting can and cannot show)
 ARMS = {
-    "attention_influence": ("AttentionInfluence mix", "paper (7B, 1T tokens): MMLU +1.4, GSM8K +2.7 points"),
-    "random": ("Random mix (control)", "no gain expected: the AttentionInfluence mix's control"),
-    "slm": ("RHO-1 SLM", "paper: up to +30% few-shot math accuracy; lower loss on useful tokens"),
-    "meco": ("MeCo", "paper: baseline quality with 33% less data; own URL helps, no URL works normally"),
-    "opus": ("OPUS", "paper: +2.2% average accuracy on FineWeb pretraining"),
-}
+    "attention_influence": (
+        "AttentionInfluence mix", "paper (7B, 1T tokens): MMLU +1.4, GSM8K +2.7 points",
+        "It can show whether repeating SmolLM2's top 20% per domain lowers a small student's held-out bits per "
+        "byte; it cannot show the paper's reasoning-benchmark gains, which need billions of parameters and tokens.",
+    ),
+    "random": (
+        "Random mix (control)", "no gain expected: the AttentionInfluence mix's control",
+        "It separates the AttentionInfluence selection from the mere repetition of 20% of the documents; it "
+        "cannot rank documents by anything.",
+    ),
+    "slm": (
+        "RHO-1 SLM", "paper: up to +30% few-shot math accuracy; lower loss on useful tokens",
+        "It can show what training on the 60% of tokens with the highest excess loss over SmolLM2 does to the "
+        "loss on every held-out token; it cannot show RHO-1's math-accuracy gains (no math-trained reference, "
+        "a student without reasoning ability).",
+    ),
+    "meco": (
+        "MeCo", "paper: baseline quality with 33% less data; own URL helps, no URL works normally",
+        "It can show the price or gain of URL conditioning at equal update tokens, and whether the student reads "
+        "the URL; it cannot show the paper's data saving, which appears after 100B+ tokens and a long cooldown.",
+    ),
+    "opus": (
+        "OPUS", "paper: +2.2% average accuracy on FineWeb pretraining",
+        "It can show whether choosing each step's rows by their projected effect on the proxy set lowers "
+        "held-out bits per byte; it cannot show the paper's benchmark gains, and its candidates per step are "
+        "few at this budget.",
+    ),
+}  # fmt: skip
 
 
 def proxy_documents(ctx: DemoContext):
@@ -56,7 +78,8 @@ def proxy_documents(ctx: DemoContext):
 
 def _scored_pool(ctx: DemoContext, pool):
     """The pool with the AttentionInfluence stage's ``ai_score`` (NaN on the low-quality documents, which it did
-    not score), or None when that stage has not run."""
+    not score) and ``ref_loss`` (the SLM reference losses its base pass gave; None where it gave none), or None
+    when that stage has not run."""
     from datasets import load_from_disk
 
     path = (ctx.results.get("attention_influence") or {}).get("scored_dataset")
@@ -69,7 +92,13 @@ def _scored_pool(ctx: DemoContext, pool):
     scores = [math.nan] * len(pool)
     for i, value in zip(clean, scored["ai_score"]):
         scores[i] = math.nan if value is None else value
-    return pool.add_column("ai_score", scores)
+    pool = pool.add_column("ai_score", scores)
+    if "ref_loss" in scored.column_names:
+        losses = [None] * len(pool)
+        for i, value in zip(clean, scored["ref_loss"]):
+            losses[i] = value
+        pool = pool.add_column("ref_loss", losses)
+    return pool
 
 
 def study_config(ctx: DemoContext, data_dir, arms: list):
@@ -78,6 +107,8 @@ def study_config(ctx: DemoContext, data_dir, arms: list):
     from .students import load_tokenizer, student_config
 
     s = ctx.student_settings
+    # one checkpoint just past half way: a kill loses at most half a run, and no checkpoint is written at the last
+    # step, which the finished run would delete at once (24 short runs: the saves are a visible share)
     model_config = {"model_type": "llama", **student_config(ctx, load_tokenizer(ctx)).to_diff_dict()}
     model_config.pop("transformers_version", None)
     return StudyConfig(
@@ -87,7 +118,7 @@ def study_config(ctx: DemoContext, data_dir, arms: list):
         model_config=model_config,
         seq_length=s.seq_length, batch_size=s.batch_size, max_steps=s.max_steps, seeds=list(s.seeds),
         learning_rate=s.learning_rate, warmup_steps=s.warmup_ratio, weight_decay=0.01,
-        logging_steps=max(1, s.max_steps // 20), save_steps=max(1, s.max_steps // 3), save_models=True,
+        logging_steps=max(1, s.max_steps // 20), save_steps=s.max_steps // 2 + 1, save_models=True,
         arms=arms,
     )  # fmt: skip
 
@@ -110,8 +141,10 @@ def run(ctx: DemoContext) -> dict[str, Any]:
     else:
         skipped["attention_influence"] = skipped["random"] = "no AttentionInfluence scores (stage not run)"
     if (ctx.model_dir / "config.json").exists():
+        # reference losses of the AttentionInfluence stage's base pass where it gave them (the same SmolLM2 pass)
+        given = {"reference_losses_column": "ref_loss"} if "ref_loss" in pool.column_names else {}
         arms.append({"type": "slm", "reference_model_name_or_path": str(ctx.model_dir),
-                     "token_select_ratio": 0.6, "select_scope": "global"})  # fmt: skip
+                     "token_select_ratio": 0.6, "select_scope": "global", **given})  # fmt: skip
     else:
         skipped["slm"] = "no pretrained reference model"
     arms.append({"type": "meco", "cooldown_fraction": COOLDOWN_FRACTION, "unrelated_url": UNRELATED_URL})

@@ -87,7 +87,8 @@ def _retrieval_rows(results: dict) -> list[SummaryRow]:
 
 
 def _setting_sentence(comp: dict, base_mean: float | None, seeds: int, tokens: int) -> str:
-    """What the students' setting can and cannot show for one arm (one sentence)."""
+    """How far the students' setting resolves one arm's effect (one sentence): decided, or the smallest effect
+    it could detect (80% power) given the observed paired spread."""
     where = f"{seeds} seeds x {tokens:,} update tokens of a from-scratch student"
     if comp.get("verdict") in ("better", "worse"):
         return f"decided at {where}; says nothing about downstream gains of a large model"
@@ -95,7 +96,7 @@ def _setting_sentence(comp: dict, base_mean: float | None, seeds: int, tokens: i
     if mde is None:
         return f"too few seeds at {where} to estimate what could be detected"
     share = f" ({100 * mde / base_mean:.1f}% of the baseline)" if base_mean else ""
-    return f"effects below {mde:.4f} bpb{share} go unseen at {where}"
+    return f"smallest detectable effect {mde:.4f} bpb{share}: smaller effects go unseen at {where}"
 
 
 def _student_rows(results: dict) -> list[SummaryRow]:
@@ -120,7 +121,7 @@ def _student_rows(results: dict) -> list[SummaryRow]:
         )
     ]
     seeds, tokens = len(students.get("seeds") or []), students.get("update_tokens") or 0
-    for name, (method, expectation) in ARMS.items():
+    for name, (method, expectation, scope) in ARMS.items():
         arm = arms.get(name)
         row = SummaryRow(
             method,
@@ -135,7 +136,9 @@ def _student_rows(results: dict) -> list[SummaryRow]:
                 f"{arm['metrics']['heldout_bpb']['mean']:.4f}; difference {comp['difference']:+.4f}{interval}; "
                 f"cost x{arm['cost']['ratio_to_baseline_training']:.2f} of baseline training"
             )
-            row.verdict = f"{comp['verdict']} -- {_setting_sentence(comp, base_stat['mean'], seeds, tokens)}"
+            row.verdict = (
+                f"{comp['verdict']} -- {_setting_sentence(comp, base_stat['mean'], seeds, tokens)}. {scope}"
+            )
         elif name in (students.get("skipped_arms") or {}):
             row.figure = f"{NOT_COMPUTED}: {students['skipped_arms'][name]}"
         rows.append(row)
@@ -144,14 +147,20 @@ def _student_rows(results: dict) -> list[SummaryRow]:
             own = [r["heldout_bpb_own_url"] for r in per_seed]
             wrong = [r["heldout_bpb_unrelated_url"] for r in per_seed]
             verdict = paired_comparison(own, wrong)
+            ci = verdict.get("ci")
+            interval = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if ci else ""
             meco = SummaryRow(
                 "MeCo",
-                "conditional held-out bits per byte: own URL vs unrelated URL (paired by seed)",
-                f"{statistics.fmean(own):.4f} vs {statistics.fmean(wrong):.4f}; difference {verdict['difference']:+.4f}",
+                "conditional held-out bits per byte: own URL vs unrelated URL (paired by seed, 95% interval)",
+                f"{statistics.fmean(own):.4f} vs {statistics.fmean(wrong):.4f}; difference "
+                f"{verdict['difference']:+.4f}{interval}; no extra training (two measurements of the MeCo student)",
                 "own URL lower than a wrong URL",
             )
-            meco.verdict = {"better": "own URL lower", "worse": "own URL higher"}.get(
-                verdict["verdict"], verdict["verdict"]
+            label = {"better": "own URL lower", "worse": "own URL higher"}.get(verdict["verdict"], verdict["verdict"])
+            meco.verdict = (
+                f"{label} -- {_setting_sentence(verdict, statistics.fmean(wrong), seeds, tokens)}. It can show "
+                "whether the student reads the URL after the 10% cooldown; it cannot show which metadata helps "
+                "downstream."
             )
             rows.append(meco)
     return rows

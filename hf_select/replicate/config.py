@@ -109,6 +109,11 @@ class ReplicationConfig:
     output_dir: str = field(default="replicate_output", metadata={"help": "Runs go to output_dir/<method>/."})
     results: str = field(default="docs/results.md", metadata={"help": "The results page rendered from every finished section in output_dir."})
     cache_dir: str = field(default=".hf_select_cache", metadata={"help": "The demo cache (world and SmolLM2) that `make demo` builds."})
+    notes_dir: str = field(
+        default="benchmarks/replications",
+        metadata={"help": "Folder of <method>.md: the reading of a finished run, written after it and shown under its "
+                  "section, marked as such (never part of the run's settings)."},
+    )
 
     def __post_init__(self):
         if not self.method:

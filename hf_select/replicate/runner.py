@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,15 @@ def git_commit(cwd: str | Path = ".") -> str:
     return head + ("-dirty" if dirty else "")
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (user + system): with the wall-clock, it shows how
+    much of a run's time was spent waiting for cores another job held."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def section_fingerprint(config: ReplicationConfig, study: dict, options: dict) -> str:
     return fingerprint(config.method, config.title, config.paper, study, options, config.profile)
 
@@ -61,18 +71,21 @@ def run_replication(config: ReplicationConfig, command: str | None = None) -> di
         profile=config.profile, output_dir=folder, cache_dir=Path(config.cache_dir),
     )  # fmt: skip
     elapsed_path = folder / "elapsed.json"
-    elapsed = (read_marker(elapsed_path) or {}).get("seconds", 0.0)
-    start = time.perf_counter()
+    before = read_marker(elapsed_path) or {}
+    elapsed, cpu = before.get("seconds", 0.0), before.get("cpu_seconds", 0.0)
+    start, cpu_start = time.perf_counter(), _cpu_seconds()
     try:
         section = replication_types()[config.method].run(ctx)
     finally:
-        write_marker(elapsed_path, {"seconds": elapsed + time.perf_counter() - start})
+        elapsed += time.perf_counter() - start
+        cpu += _cpu_seconds() - cpu_start
+        write_marker(elapsed_path, {"seconds": elapsed, "cpu_seconds": cpu})
     if not isinstance(section, Section):
         raise TypeError(f"replication {config.method!r} returned {type(section).__name__}, not a Section")
     record = {
         "fingerprint": fp, "method": config.method, "title": config.title or config.method, "paper": config.paper,
         "profile": config.profile, "section": section.to_dict(), "seconds": dict(ctx.seconds),
-        "wall_seconds": elapsed + time.perf_counter() - start, "commit": git_commit(),
+        "wall_seconds": elapsed, "cpu_seconds": cpu, "load_average": os.getloadavg()[1], "commit": git_commit(),
         "command": command or f"hf-select replicate benchmarks/replications/{config.method}.yaml"
         + (f" --profile {config.profile}" if config.profile != "cpu" else ""),
         "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -103,9 +116,19 @@ def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
 
-def render_results(output_dir: str | Path, results: str | Path) -> Path:
+def _verdicts(rows: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        word = row.get("verdict") or ""
+        key = word if word in ("better", "worse", "undetermined") else "descriptive"
+        counts[key] = counts.get(key, 0) + 1
+    return ", ".join(f"{k} {counts[k]}" for k in ("better", "worse", "undetermined", "descriptive") if k in counts)
+
+
+def render_results(output_dir: str | Path, results: str | Path, notes_dir: str | Path | None = None) -> Path:
     """Write ``results`` (markdown) from every ``section.json`` under ``output_dir`` and copy their figures next
-    to it (``results/<method>/``)."""
+    to it (``results/<method>/``). ``notes_dir/<method>.md``, when present, is shown under the method's section
+    as the reading written after the run."""
     output_dir, results = Path(output_dir), Path(results)
     records = [r for r in (read_marker(p) for p in sorted(output_dir.glob("*/section.json"))) if r]
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
@@ -132,12 +155,15 @@ def render_results(output_dir: str | Path, results: str | Path) -> Path:
         f"Wall-clock of the replications below: {_minutes(total)} in all"
         + (f"; not run yet: {', '.join(missing)}." if missing else "."),
         "",
-        "## All results",
-        "",
+        "| method | verdicts (rows vs the named baseline) | wall-clock | commit | profile |",
+        "|---|---|---|---|---|",
     ]
     for record in records:
-        parts += [f"**{record['title']}** (commit `{record['commit']}`, {_minutes(record['wall_seconds'])}, profile {record['profile']})", ""]
-        parts += [rows_table(record["section"]["rows"]), ""]
+        parts.append(
+            f"| [{record['title']}](#{_anchor(record['title'])}) | {_verdicts(record['section']['rows'])} | "
+            f"{_minutes(record['wall_seconds'])} | `{record['commit']}` | {record['profile']} |"
+        )
+    parts.append("")
     for record in records:
         s, paper = record["section"], record["paper"]
         parts += [f"## {record['title']}", "", f"**Setting (ours).** {s['setting']}", ""]
@@ -148,16 +174,29 @@ def render_results(output_dir: str | Path, results: str | Path) -> Path:
             parts += [s["body"], ""]
         if s.get("checks"):
             parts += ["**Checks.** " + s["checks"], ""]
+        notes = Path(notes_dir) / f"{record['method']}.md" if notes_dir else None
+        if notes is not None and notes.is_file():
+            parts += ["**Reading (written after the run).** " + notes.read_text().strip(), ""]
         steps = ", ".join(f"{k} {v:.0f} s" for k, v in record.get("seconds", {}).items())
         parts += [
             "**Cost.** " + (s.get("cost") or "") + (f" Steps (first measured): {steps}." if steps else ""),
             "",
             f"**Run.** `{record['command']}` at commit `{record['commit']}`, profile `{record['profile']}`, "
-            f"{_minutes(record['wall_seconds'])} wall-clock, finished {record['finished']}.",
+            f"{_minutes(record['wall_seconds'])} wall-clock"
+            + (f" ({_minutes(record['cpu_seconds'])} of CPU time, 5-minute load average {record['load_average']:.1f} "
+               "at the end)" if "cpu_seconds" in record else "")
+            + f", finished {record['finished']}.",
             "",
         ]
     write_atomic(results, "\n".join(parts))
     return results
+
+
+def _anchor(title: str) -> str:
+    """GitHub's anchor of a markdown heading."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
 
 
 def main_command() -> str:

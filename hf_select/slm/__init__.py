@@ -7,12 +7,13 @@ loss, and token-loss dynamics. The trainer pair is :mod:`hf_select.trainer_ext.s
 * :mod:`.token_dynamics` -- the H->H / L->H / H->L / L->L analysis (Fig. 2).
 """
 
-from .cross_tokenizer import cross_tokenizer_reference_losses, project_token_losses
+from .cross_tokenizer import CrossTokenizerProjection, cross_tokenizer_reference_losses, project_token_losses
 from .reference_losses import compute_reference_losses, reference_token_stats
 from .token_dynamics import classify_token_dynamics, token_loss_dynamics
 from .token_selection import select_top_per_row, select_top_tokens
 
 __all__ = [
+    "CrossTokenizerProjection",
     "classify_token_dynamics",
     "compute_reference_losses",
     "cross_tokenizer_reference_losses",

@@ -44,6 +44,7 @@ from torch import nn
 from ..packing import special_token_ids
 from ..token_loss import (
     final_hidden_states,
+    logits_to_losses,
     per_token_loss,
     prepare_model_inputs,
     softcap_logits,
@@ -167,6 +168,95 @@ def _encode(tokenizer, texts, add_bos: bool, add_eos: bool):
     return ids, offsets
 
 
+class CrossTokenizerProjection:
+    """Projects a reference model's forward pass over one document onto the student's tokens (the rule of the
+    module docstring), whoever ran the pass: :func:`cross_tokenizer_reference_losses` runs its own; another
+    scorer of the same model over the same encoding (AttentionInfluence's base pass,
+    :meth:`hf_select.attention_influence.AttentionInfluence.score_token_ids`'s ``base_pass_hook``) can hand
+    over its own, so that one forward serves both.
+
+    Args:
+        ref_model: the reference causal LM (its LM head gives the ``split="exact"`` prefix probabilities).
+        ref_tokenizer, student_tokenizer: the two tokenizers.
+        split: ``"exact"`` or ``"uniform"`` (module docstring).
+    """
+
+    def __init__(self, ref_model: nn.Module, ref_tokenizer, student_tokenizer, split: str = "exact"):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.ref_tokenizer = ref_tokenizer
+        self.student_tokenizer = student_tokenizer
+        self.split = split
+        self.has_eos = ref_tokenizer.eos_token_id is not None and student_tokenizer.eos_token_id is not None
+        _, self.head, self.softcap = split_causal_lm(ref_model)
+        self.index = _PrefixIndex(ref_tokenizer, int(self.head.weight.shape[0])) if split == "exact" else None
+
+    def encode_reference(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Reference ids and character offsets of each document: BOS + tokens + EOS
+        (:func:`hf_select.packing.document_token_ids`)."""
+        return _encode(self.ref_tokenizer, texts, add_bos=True, add_eos=True)
+
+    def encode_student(self, texts: Sequence[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+        """Student ids and character offsets of each document: BOS + tokens + EOS."""
+        return _encode(self.student_tokenizer, texts, add_bos=True, add_eos=True)
+
+    def project(
+        self,
+        text: str,
+        ids: Sequence[int],
+        offsets: Sequence[tuple[int, int]],
+        token_losses: np.ndarray,
+        hidden: torch.Tensor | None,
+        ends_document: bool,
+        student: tuple[list[int], list[tuple[int, int]]] | None = None,
+    ) -> dict[str, list]:
+        """``{"input_ids", "ref_loss"}`` of one document from a reference pass over ``ids``.
+
+        Args:
+            text: the document.
+            ids, offsets: the reference ids the pass read (a prefix of :meth:`encode_reference`'s, with or
+                without its EOS) and their offsets.
+            token_losses: per-token loss of ``ids`` (:func:`hf_select.per_token_loss` alignment; NaN where not
+                predicted).
+            hidden: final hidden states ``[len(ids), hidden]`` of the pass (``split="exact"``; None for
+                ``"uniform"``).
+            ends_document: whether ``ids`` reach the end of the document: the student's EOS then gets the
+                reference's EOS loss, read from ``token_losses`` when ``ids`` end with the EOS, else from the
+                last hidden state (the prediction after the last token).
+            student: the student's ``(ids, offsets)`` of ``text`` (default: :meth:`encode_student`).
+        """
+        ids, offsets = list(ids), list(offsets)
+        token_losses = np.asarray(token_losses, dtype=np.float64)
+        eos_id = self.ref_tokenizer.eos_token_id
+        eos_loss = float("nan")
+        if ends_document and self.has_eos:
+            if ids and ids[-1] == eos_id and offsets[-1] == (0, 0):
+                eos_loss = float(token_losses[-1])
+                token_losses, offsets, ids = token_losses[:-1], offsets[:-1], ids[:-1]
+            elif hidden is not None and len(ids):
+                eos_loss = float(self.next_token_loss(hidden[len(ids) - 1], eos_id))
+        student_ids, student_offsets = student or (x[0] for x in self.encode_student([text]))
+        prefix_losses = None
+        if self.index is not None:
+            if hidden is None:
+                raise ValueError('split="exact" needs the hidden states of the reference pass')
+            spans = _clean_spans(ids, offsets, text, self.index.texts)
+            offsets = [(s, e) for s, e, _ in spans]
+            prefix_losses = _prefix_losses(
+                ids, spans, token_losses, student_offsets, text, self.index, hidden, self.head, self.softcap
+            )
+        projected = project_token_losses(token_losses, offsets, student_offsets, len(text), prefix_losses)
+        if self.student_tokenizer.eos_token_id is not None:
+            projected[-1] = eos_loss
+        return {"input_ids": list(student_ids), "ref_loss": projected.astype(np.float32).tolist()}
+
+    def next_token_loss(self, hidden: torch.Tensor, token: int) -> float:
+        """Loss of ``token`` predicted from one final hidden state (as :func:`hf_select.per_token_loss`)."""
+        with torch.no_grad():
+            target = torch.tensor([token], device=hidden.device)
+            return float(logits_to_losses(hidden[None], target, self.head, self.softcap)[0])
+
+
 def cross_tokenizer_reference_losses(
     texts: Sequence[str],
     ref_model: nn.Module,
@@ -185,16 +275,10 @@ def cross_tokenizer_reference_losses(
     ``pack_documents(..., columns={"ref_loss": ...})`` and ``overflow="discard"`` so that every trained token
     keeps the context its reference loss saw.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    ref_ids, ref_offsets = _encode(ref_tokenizer, texts, add_bos=True, add_eos=True)
-    student_ids, student_offsets = _encode(student_tokenizer, texts, add_bos=True, add_eos=True)
-    has_eos = ref_tokenizer.eos_token_id is not None and student_tokenizer.eos_token_id is not None
+    projection = CrossTokenizerProjection(ref_model, ref_tokenizer, student_tokenizer, split)
+    ref_ids, ref_offsets = projection.encode_reference(texts)
+    student_ids, student_offsets = projection.encode_student(texts)
     device = next(ref_model.parameters()).device
-    index = None
-    if split == "exact":
-        _, head, softcap = split_causal_lm(ref_model)
-        index = _PrefixIndex(ref_tokenizer, int(head.weight.shape[0]))
     # length-sorted batches waste little compute on padding; results go back in the input order
     order = sorted(range(len(texts)), key=lambda i: len(ref_ids[i]))
     out: list[dict[str, list] | None] = [None] * len(texts)
@@ -206,30 +290,18 @@ def cross_tokenizer_reference_losses(
         input_ids = torch.tensor([ids + [pad] * (length - len(ids)) for ids in chunk], device=device)
         attention = torch.tensor([[1] * len(ids) + [0] * (length - len(ids)) for ids in chunk], device=device)
         hidden = None
-        if index is not None:
+        if projection.index is not None:
             with torch.no_grad():
                 model_inputs, _ = prepare_model_inputs(input_ids, attention, None, ref_model)
                 hidden = final_hidden_states(ref_model, **model_inputs)
         losses, mask = per_token_loss(ref_model, input_ids, attention, hidden_states=hidden)
         for j, (i, ids) in enumerate(zip(batch, chunk)):
-            text, n = texts[i], len(ids)
+            n = len(ids)
             token_losses = torch.where(mask[j, :n], losses[j, :n], float("nan")).double().cpu().numpy()
-            ends_document = has_eos and len(ids) == len(ref_ids[i])
-            eos_loss = float(token_losses[-1]) if ends_document else float("nan")
-            offsets = ref_offsets[i][:n]
-            if ends_document:  # the EOS is projected on its own below
-                token_losses, offsets, ids = token_losses[:-1], offsets[:-1], ids[:-1]
-            prefix_losses = None
-            if index is not None:
-                spans = _clean_spans(ids, offsets, text, index.texts)
-                offsets = [(s, e) for s, e, _ in spans]
-                prefix_losses = _prefix_losses(
-                    ids, spans, token_losses, student_offsets[i], text, index, hidden[j], head, softcap
-                )
-            projected = project_token_losses(token_losses, offsets, student_offsets[i], len(text), prefix_losses)
-            if student_tokenizer.eos_token_id is not None:
-                projected[-1] = eos_loss
-            out[i] = {"input_ids": student_ids[i], "ref_loss": projected.astype(np.float32).tolist()}
+            out[i] = projection.project(
+                texts[i], ids, ref_offsets[i][:n], token_losses, None if hidden is None else hidden[j, :n],
+                ends_document=len(ids) == len(ref_ids[i]), student=(student_ids[i], student_offsets[i]),
+            )  # fmt: skip
     return out
 
 

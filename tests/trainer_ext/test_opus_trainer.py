@@ -232,3 +232,24 @@ def test_opus_trainer_under_muon_in_float64(tmp_path):
     trainer.train()
     assert trainer._opus_kind == "muon" and len(trainer.opus_history) == 3
     assert all(torch.isfinite(torch.tensor(r["alignment"])).all() for r in trainer.opus_history)
+
+
+def test_logged_domain_shares_are_the_selected_and_offered_shares_of_the_logged_steps(tmp_path):
+    from collections import Counter
+
+    model = tiny_model("llama").train()
+    proxy = Dataset.from_dict({k: v for k, v in _rows(3, seed=1).items() if k != "domain"})
+    trainer = OPUSTrainer(
+        model=model, args=_args(tmp_path, max_steps=4, logging_steps=2, selection="topk"),
+        train_dataset=_train_data(), proxy_dataset=proxy,
+    )  # fmt: skip
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "opus_ess" in h]
+    assert [h["step"] for h in logged] == [2, 4]
+    for entry in logged:
+        records = [r for r in trainer.opus_history if entry["step"] - 2 <= r["step"] < entry["step"]]
+        chosen = Counter(d for r in records for d in r["selected_domains"])
+        offered = Counter(d for r in records for d in r["candidate_domains"])
+        for domain in ("good", "noise"):  # a domain offered but never picked is logged as 0
+            assert entry[f"opus_share_{domain}"] == round(chosen[domain] / sum(chosen.values()), 4)
+            assert entry[f"opus_offered_{domain}"] == round(offered[domain] / sum(offered.values()), 4)

@@ -68,3 +68,45 @@ def test_attention_influence_arm_scores_with_a_selector_and_heads(study_config, 
     expected = scored.select(top_fraction_rows(scored, "ai_score", 0.25, "domain"))["text"]
     assert ai["runs"][0]["info"]["selected_documents"] == len(expected)
     assert ai["runs"][0]["info"]["selected_checksum"] == fingerprint(sorted(expected))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_slm_arm_takes_given_reference_losses_and_computes_only_the_missing_ones(study_config, tmp_path):
+    # reference losses handed over by an earlier pass (the main job's AttentionInfluence base pass) for half the
+    # documents: the arm trains on the very rows of an arm that computes them all, and scores only the rest
+    import json
+
+    import numpy as np
+    from datasets import Dataset
+
+    from hf_select.compare.arms import SLMArmConfig, slm
+    from hf_select.compare.study import Study
+    from hf_select.slm.cross_tokenizer import cross_tokenizer_reference_losses
+
+    reference = tmp_path / "reference"
+    ref_tok = tiny_tokenizer(vocab_size=280)  # its own vocabulary: the losses are projected
+    model = tiny_model("llama", seed=5, vocab_size=len(ref_tok))
+    model.save_pretrained(reference)
+    ref_tok.save_pretrained(reference)
+    student = Study.load(study_config("probe")).tokenizer
+    rows = [json.loads(line) for line in (tmp_path / "pool.jsonl").read_text().splitlines()]  # the fixture's pool
+    computed = cross_tokenizer_reference_losses([r["text"] for r in rows], model.eval(), ref_tok, student, max_length=1024)
+    for i, (row, doc) in enumerate(zip(rows, computed)):
+        row["ref_loss"] = doc["ref_loss"] if i % 2 == 0 else None
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "given"))
+
+    def build(name, **fields):
+        config = study_config(name, dataset_name_or_path=str(tmp_path / "given"), seeds=[0])
+        study = Study.load(config)
+        arm = SLMArmConfig(name="slm", reference_model_name_or_path=str(reference), **fields)
+        return slm(study, arm, 0), study
+
+    given, with_column = build("given", reference_losses_column="ref_loss")
+    plain, without = build("plain")
+    assert given.info["documents_with_given_reference_losses"] == sum(v is not None for v in with_column.pool["ref_loss"]) > 0
+    assert given.train_dataset["input_ids"] == plain.train_dataset["input_ids"]
+    np.testing.assert_allclose(np.array(given.train_dataset["ref_loss"], dtype=float),
+                               np.array(plain.train_dataset["ref_loss"], dtype=float), rtol=1e-5, atol=1e-5)  # fmt: skip
+    assert 0 < with_column.selection_tokens["slm"] < without.selection_tokens["slm"]
+    with pytest.raises(ValueError, match="no reference_losses_column"):
+        build("bad", reference_losses_column="nope")

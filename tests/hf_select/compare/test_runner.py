@@ -130,6 +130,19 @@ def test_changed_configuration_is_not_mixed_with_old_runs(study_config):
     assert torch.get_num_threads() == 1
 
 
+def test_a_cut_result_marker_is_removed_and_its_run_redone(study_config):
+    # result.json is the completion marker (hf_select.resume): a kill mid-write must not block the resume
+    config = study_config(seeds=[0], arms=["baseline"], max_steps=2)
+    first = run_study(config)["arms"]["baseline"]["runs"][0]
+    marker = Path(config.output_dir) / "runs" / "baseline" / "seed0" / "result.json"
+    marker.write_text(marker.read_text()[:40])
+    again = run_study(config)["arms"]["baseline"]["runs"][0]
+    assert json.loads(marker.read_text())["fingerprint"] == first["fingerprint"]
+    assert again["metrics"] == pytest.approx(first["metrics"], rel=1e-5)
+    assert [x for _, x in again["loss_curve"]] == pytest.approx([x for _, x in first["loss_curve"]], rel=1e-5)
+    assert not list(marker.parent.glob("*.tmp"))
+
+
 def test_same_rows_give_the_same_run_as_the_baseline(study_config):
     # a random "subset" of everything is the pool itself: same initial weights and same data order per seed
     # make it the very same run, so any difference between arms comes from the mechanism
@@ -138,3 +151,24 @@ def test_same_rows_give_the_same_run_as_the_baseline(study_config):
     base, same = arms["baseline"]["runs"][0], arms["random"]["runs"][0]
     assert same["loss_curve"] == base["loss_curve"]
     assert same["metrics"] == base["metrics"]
+
+
+def test_every_trainer_config_gets_the_study_optimiser(study_config, tmp_path):
+    """Arms differ in their data only: a method's own config defaults (MeCo's paper beta2 0.95, lr 3e-3, ...) never
+    reach a compare run."""
+    from types import SimpleNamespace
+
+    from transformers import TrainingArguments
+
+    from hf_select.compare.study import Study
+    from hf_select.trainer_ext.meco_config import MeCoConfig
+    from hf_select.trainer_ext.opus_config import OPUSConfig
+    from hf_select.trainer_ext.slm_config import SLMConfig
+
+    config = study_config()
+    shared = Study.training_arguments(SimpleNamespace(config=config, world_size=1), tmp_path / "run", 0)
+    keys = ("learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "lr_scheduler_type", "warmup_steps")
+    values = {cls.__name__: tuple(getattr(cls(**shared), k) for k in keys)
+              for cls in (TrainingArguments, SLMConfig, MeCoConfig, OPUSConfig)}  # fmt: skip
+    assert len(set(values.values())) == 1, values
+    assert values["MeCoConfig"][3] == config.adam_beta2 == 0.999

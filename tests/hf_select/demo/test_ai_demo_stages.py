@@ -50,7 +50,10 @@ def test_stages_on_a_fake_world(fake_world, monkeypatch):
     scored = load_from_disk(result["scored_dataset"])
     per_domain = ctx.student_settings.pool_documents_per_domain
     assert len(scored) == per_domain + 5 + 5  # prose capped at the pool size; code and math have 5 each
-    assert {"ai_score", "ai_selected", "doc_chars"} <= set(scored.column_names)
+    assert {"ai_score", "ai_selected", "doc_chars", "ref_loss"} <= set(scored.column_names)
+    # the base pass read every document whole: each carries the SLM reference losses of the students' tokens
+    assert result["reference_losses_documents"] == len(scored)
+    assert all(len(r) > 2 for r in scored["ref_loss"])
     assert (
         result["per_domain"]["code"]["selected"] == 1
         and result["per_domain"]["prose"]["documents"] == per_domain

@@ -68,5 +68,12 @@ def test_student_rows_come_from_the_compare_study():
     assert slm.verdict.startswith("better -- decided") and "-0.1000" in slm.figure and "cost x1.50" in slm.figure
     assert rows["OPUS"].figure == NOT_COMPUTED
     noisy = {r.method: r for r in summary_rows({"students": _students([3.0, 3.1, 3.2], [3.1, 3.0, 3.15])})}
-    assert noisy["RHO-1 SLM"].verdict.startswith("undetermined -- effects below")
-    assert "% of the baseline" in noisy["RHO-1 SLM"].verdict
+    from hf_select.compare.stats import paired_comparison
+
+    comp = paired_comparison([3.1, 3.0, 3.15], [3.0, 3.1, 3.2])
+    verdict = noisy["RHO-1 SLM"].verdict
+    assert verdict.startswith(f"undetermined -- smallest detectable effect {comp['detectable_effect']:.4f} bpb")
+    assert "% of the baseline" in verdict
+    assert "[{:+.4f}, {:+.4f}]".format(*comp["ci"]) in noisy["RHO-1 SLM"].figure
+    # every student row says what the setting can and cannot show
+    assert all("It can show" in r.verdict and "it cannot show" in r.verdict for r in (slm, noisy["RHO-1 SLM"]))

@@ -25,12 +25,21 @@ def world(fake_world):
     return fake_world(model=True, model_overrides={"vocab_size": 300}, pretrain=rows, heldout=8, lowq=lowq)
 
 
-@pytest.mark.slow  # ~1 min: 6 arms x 3 seeds of a tiny student
+@pytest.mark.slow  # ~1 min: 6 arms x 3 seeds of a tiny student (quick mode)
 @pytest.mark.usefixtures("one_thread")
 def test_students_stage_runs_every_arm_as_one_compare_study(world, tmp_path):
     ctx = world
     pool = pool_documents(ctx).filter(lambda q: q == "clean", input_columns="quality")
     scored = pool.add_column("ai_score", [float(i) for i in range(len(pool))])
+    # reference losses of the AttentionInfluence stage's base pass for half the clean documents
+    from hf_select.demo.stage_pretrained_model import load_pretrained
+    from hf_select.demo.students import load_tokenizer
+    from hf_select.slm.cross_tokenizer import cross_tokenizer_reference_losses
+
+    model, tokenizer = load_pretrained(ctx)
+    half = len(pool) // 2
+    given = cross_tokenizer_reference_losses(pool["text"][:half], model, tokenizer, load_tokenizer(ctx), max_length=1024)
+    scored = scored.add_column("ref_loss", [d["ref_loss"] for d in given] + [None] * (len(pool) - half))
     scored.save_to_disk(str(tmp_path / "scored"))
     ctx.results["attention_influence"] = {"scored_dataset": str(tmp_path / "scored")}
     outcome = run_stage(ctx, "students")
@@ -45,6 +54,7 @@ def test_students_stage_runs_every_arm_as_one_compare_study(world, tmp_path):
         assert (ctx.students_dir / name / "model.safetensors").exists()
     for i in range(len(s.seeds)):
         assert len({arm["runs"][i]["init_checksum"] for arm in compare["arms"].values()}) == 1
+    assert compare["arms"]["slm"]["runs"][0]["info"]["documents_with_given_reference_losses"] == half
     ai, rnd = compare["arms"]["attention_influence"]["runs"][0], compare["arms"]["random"]["runs"][0]
     assert ai["info"]["selected_domains"] == rnd["info"]["selected_domains"]  # same size per domain
     rows = {}

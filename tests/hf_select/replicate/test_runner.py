@@ -65,6 +65,7 @@ def _config(tmp_path, **kw):
 def test_step_once_section_reused_and_profile_rerun(toy, tmp_path):
     first = run_replication(_config(tmp_path))
     assert first["section"]["rows"][0]["ours"] == "3"
+    assert first["cpu_seconds"] >= 0 and first["wall_seconds"] > 0
     assert first["section"]["setting"] == f"steps=3 data={tmp_path / 'cache' / 'world'}/pretrain seeds=[0, 1]"
     again = run_replication(_config(tmp_path))
     assert again["fingerprint"] == first["fingerprint"] and CALLS == {"work": 1, "run": 1}
@@ -78,7 +79,11 @@ def test_step_once_section_reused_and_profile_rerun(toy, tmp_path):
 def test_results_page(toy, tmp_path):
     config = _config(tmp_path)
     run_replication(config)
-    page = render_results(config.output_dir, config.results).read_text()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "toy.md").write_text("The toy total is 3, as planned.\n")
+    page = render_results(config.output_dir, config.results, tmp_path / "notes").read_text()
+    assert "| [Toy replication](#toy-replication) | better 1 |" in page
+    assert "**Reading (written after the run).** The toy total is 3, as planned." in page
     assert "## Toy replication" in page and "| total | toy | paper 3 | 3 | [1, 2] | better |" in page
     assert "*figure:* 3" in page and "not run yet: attention_influence, slm" in page
     assert (tmp_path / "docs" / "results" / "toy" / "curve.png").read_bytes() == b"\x89PNG fake"
