@@ -151,12 +151,20 @@ def gold_loss(model, tokenizer, dataset, question_column="question", answer_colu
 def generate_answers(
     model, tokenizer, questions: Sequence[str], max_new_tokens: int = 32, batch_size: int = 8
 ) -> list[str]:
-    """Greedy answers (batched), cut at the first newline."""
+    """Greedy answers (batched), cut at the first newline after any leading whitespace.
+
+    A row stops generating once that line is closed: the tokens after it would be cut anyway, so the answers
+    equal a run to the full ``max_new_tokens`` (greedy rows are independent), at a fraction of the decode steps.
+    """
     from ..generation import generate_greedy
 
+    def line_closed(_, new_ids: list[int]) -> bool:
+        return "\n" in tokenizer.decode(new_ids, skip_special_tokens=True).lstrip()
+
     texts = generate_greedy(
-        model, tokenizer, [prompt_text(q) for q in questions], max_new_tokens, batch_size=batch_size
-    )
+        model, tokenizer, [prompt_text(q) for q in questions], max_new_tokens, batch_size=batch_size,
+        stop=line_closed,
+    )  # fmt: skip
     return [text.strip().split("\n")[0].strip() for text in texts]
 
 

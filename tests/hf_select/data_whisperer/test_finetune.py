@@ -118,3 +118,19 @@ def test_two_identical_lora_runs_give_identical_weights(tmp_path):
         runs.append({k: v.detach().clone() for k, v in trained.state_dict().items() if "lora_" in k})
     assert runs[0] and runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_generate_answers_stops_at_the_line_yet_equals_the_full_budget():
+    """Rows stop once their first line is closed; the answers equal full-budget generation cut the same way."""
+    from hf_select.data_whisperer.finetune import generate_answers, prompt_text
+    from hf_select.generation import generate_greedy
+
+    tok, model = tiny_tokenizer(), tiny_model("llama").eval()
+    newline, letter = tok("\n", add_special_tokens=False).input_ids[0], tok("l", add_special_tokens=False).input_ids[0]
+    with torch.no_grad():  # a newline wherever "l" is strongly preferred: some rows close their line early
+        model.lm_head.weight[newline] = 1.5 * model.lm_head.weight[letter]
+    questions = [f"What is {i} plus {i}?" for i in range(12)]
+    full = generate_greedy(model, tok, [prompt_text(q) for q in questions], 24, batch_size=4)
+    assert any("\n" in text.strip() for text in full)  # the early stop is exercised
+    expected = [text.strip().split("\n")[0].strip() for text in full]
+    assert generate_answers(model, tok, questions, max_new_tokens=24, batch_size=4) == expected
