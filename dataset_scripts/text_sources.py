@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+from ..text_split import greedy_pieces
+
 Doc = dict[str, str]
 MAX_CHARS = 6000
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -26,26 +28,8 @@ _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 def split_paragraphs(text: str, max_chars: int = MAX_CHARS) -> list[str]:
     """Cut ``text`` into pieces of at most ``max_chars`` characters at blank lines (hard cut if a paragraph
     alone is longer)."""
-    if max_chars < 1:
-        raise ValueError(f"max_chars must be positive, got {max_chars}")
-    parts, current = [], ""
-    for para in re.split(r"\n\s*\n", text):
-        para = para.strip("\n")
-        if not para.strip():
-            continue
-        while len(para) > max_chars:
-            if current:
-                parts.append(current)
-                current = ""
-            parts.append(para[:max_chars])
-            para = para[max_chars:]
-        if current and len(current) + 2 + len(para) > max_chars:
-            parts.append(current)
-            current = ""
-        current = f"{current}\n\n{para}" if current else para
-    if current:
-        parts.append(current)
-    return parts
+    paragraphs = (p.strip("\n") for p in re.split(r"\n\s*\n", text))
+    return greedy_pieces((p for p in paragraphs if p.strip()), max_chars, joiner="\n\n")
 
 
 def _docs(text: str, title: str, url: str, max_chars: int = MAX_CHARS, min_chars: int = 200) -> Iterator[Doc]:

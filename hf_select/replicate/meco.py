@@ -148,12 +148,18 @@ def optimiser_args(config) -> dict[str, Any]:
 
 
 @dataclass
-class UrlProbeBaselineConfig(ArmConfig):
+class UrlProbeFields:
+    """What both probe arms add to their arm: the unseen host measured, and the optimiser every arm shares."""
+
+    unseen_url: str = field(default="www.factquizmaster.com", metadata={"help": "A host no document has."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MeCoConfig's default, the paper's 0.95)."})
+    min_lr_rate: float | None = field(default=0.1, metadata={"help": "Cosine decay to this share of the peak (paper: 0.1); empty: the study's schedule."})
+
+
+@dataclass
+class UrlProbeBaselineConfig(UrlProbeFields, ArmConfig):
     metadata_column: str = field(default="url", metadata={"help": "Held-out column holding each document's URL."})
     metadata_mode: str = field(default="host", metadata={"help": "How a URL becomes metadata."})
-    unseen_url: str = field(default="www.factquizmaster.com", metadata={"help": "A host no document has."})
-    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MeCoConfig's, the paper's 0.95)."})
-    min_lr_rate: float | None = field(default=0.1, metadata={"help": "Cosine decay to this share of the peak (paper: 0.1); empty: the study's schedule."})
 
 
 @register_arm("baseline_url_probe", UrlProbeBaselineConfig,
@@ -169,10 +175,8 @@ def baseline_url_probe(study, config: UrlProbeBaselineConfig, seed: int):
 
 
 @dataclass
-class MeCoUrlProbeConfig(MeCoArmConfig):
-    unseen_url: str = field(default="www.factquizmaster.com", metadata={"help": "A host no document has."})
-    adam_beta2: float = field(default=0.95, metadata={"help": "AdamW beta2 (MeCoConfig's default, the paper's 0.95)."})
-    min_lr_rate: float | None = field(default=0.1, metadata={"help": "Cosine decay to this share of the peak (paper: 0.1); empty: the study's schedule."})
+class MeCoUrlProbeConfig(UrlProbeFields, MeCoArmConfig):
+    pass
 
 
 @register_arm("meco_url_probe", MeCoUrlProbeConfig,

@@ -49,6 +49,7 @@ from transformers.utils import logging
 
 from ..compare.arms import SLMArmConfig, baseline, slm
 from ..compare.config import ArmConfig, register_arm
+from ..text_split import greedy_pieces
 from . import ReplicationContext, Row, Section, register_replication
 
 logger = logging.get_logger(__name__)
@@ -415,20 +416,7 @@ def split_lines(text: str, max_chars: int) -> list[str]:
     """``text`` cut at line boundaries into pieces of at most ``max_chars`` characters (a longer line is cut
     inside); blank pieces are dropped. Short pieces fit one packed row even with their noise, so that the rows
     (which keep only a document's first ``seq_length`` tokens) see the whole text."""
-    pieces, current = [], ""
-    for line in text.splitlines(keepends=True):
-        while len(line) > max_chars:
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(line[:max_chars])
-            line = line[max_chars:]
-        if len(current) + len(line) > max_chars:
-            pieces.append(current)
-            current = ""
-        current += line
-    pieces.append(current)
-    return [p for p in pieces if p.strip()]
+    return [p for p in greedy_pieces(text.splitlines(keepends=True), max_chars) if p.strip()]
 
 
 def _words(texts: Sequence[str]) -> list[list[str]]:
