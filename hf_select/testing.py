@@ -80,6 +80,20 @@ TINY_CORPUS = (
 TINY_WORDS = tuple(dict.fromkeys(re.findall(r"[a-z]+", TINY_CORPUS.lower())))
 
 
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer of printable ASCII and newline: a vocabulary unlike the BPE ones (for
+    cross-tokenizer tests)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    alphabet = sorted(set("".join(chr(c) for c in range(32, 127)) + "\n"))
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *alphabet])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
 @functools.lru_cache(maxsize=4)
 def tiny_tokenizer(vocab_size: int = 300, with_bos: bool = True) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained offline on a few sentences, with pad/bos/eos/unk tokens (ids 0-3),

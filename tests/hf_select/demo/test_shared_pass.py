@@ -13,7 +13,7 @@ from datasets import Dataset
 from hf_select.attention_influence.scorer import AttentionInfluence
 from hf_select.demo.shared_pass import ScoresWithReferenceLosses
 from hf_select.slm.cross_tokenizer import cross_tokenizer_reference_losses
-from hf_select.testing import tiny_model, tiny_tokenizer
+from hf_select.testing import char_tokenizer, tiny_model, tiny_tokenizer
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. The dog sleeps.",
@@ -24,22 +24,9 @@ TEXTS = [
 ]
 
 
-def _char_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(set("".join(chr(c) for c in range(32, 127)) + "\n"))
-    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *alphabet])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-
-
 @pytest.mark.parametrize("split", ["exact", "uniform"])
 def test_shared_reference_losses_equal_an_independent_reference_pass(split):
-    model, ref_tok, student = tiny_model("llama", seed=5).eval(), tiny_tokenizer(with_bos=False), _char_tokenizer()
+    model, ref_tok, student = tiny_model("llama", seed=5).eval(), tiny_tokenizer(with_bos=False), char_tokenizer()
     scorer = AttentionInfluence(model, ref_tok, [(1, 0)], max_length=72, batch_size=2, add_bos=True, min_tokens=1)
     shared = ScoresWithReferenceLosses(scorer, student, split=split)
     data = Dataset.from_dict({"text": TEXTS})
@@ -61,4 +48,4 @@ def test_shared_reference_losses_equal_an_independent_reference_pass(split):
 def test_the_shared_pass_needs_the_reference_encoding():
     model, tok = tiny_model("llama", seed=5).eval(), tiny_tokenizer(with_bos=False)
     with pytest.raises(ValueError, match="add_bos"):
-        ScoresWithReferenceLosses(AttentionInfluence(model, tok, [(1, 0)]), _char_tokenizer())
+        ScoresWithReferenceLosses(AttentionInfluence(model, tok, [(1, 0)]), char_tokenizer())

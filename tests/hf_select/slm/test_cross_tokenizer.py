@@ -1,8 +1,6 @@
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from hf_select.packing import pack_documents
 from hf_select.slm.cross_tokenizer import (
@@ -10,18 +8,7 @@ from hf_select.slm.cross_tokenizer import (
     per_character_losses,
     project_token_losses,
 )
-from hf_select.testing import tiny_model, tiny_tokenizer
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer: a vocabulary unlike the BPE one."""
-    alphabet = sorted(set("".join(chr(c) for c in range(32, 127)) + "\n"))
-    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *alphabet])}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+from hf_select.testing import char_tokenizer, tiny_model, tiny_tokenizer
 
 
 def test_projection_by_hand():
