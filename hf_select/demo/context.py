@@ -34,7 +34,7 @@ class StudentSettings:
     model learns from, which a pretrained model would blur. They keep the world's 8k tokenizer (a 49k
     vocabulary would be most of a model this size).
 
-    The full budget -- a 4 x 128 Llama, 30 steps x 8 rows x 256 tokens = 61,440 update tokens, **4 seeds** --
+    The full budget -- a 4 x 128 Llama, 30 steps x 8 rows x 256 tokens = 61,440 update tokens, **6 seeds** --
     was chosen from ``hf-select compare --plan`` on the demo world (baseline, 120-step cosine schedule, seeds 0
     and 1, effect to detect 1% of held-out bpb, alpha 0.05, power 0.8):
 
@@ -48,16 +48,14 @@ class StudentSettings:
     ======  =============  ==========  ============  =============================
 
     More steps do not narrow the seed-to-seed spread at these sizes, so a seed at 30 steps buys the most
-    resolution per second: the budget stays at 30 steps and the time goes to seeds. Six arms at about 25 s per
-    run plus 5 s of measurement cost about 160 s per seed on 2 loaded cores (the 3-seed demo: students stage
-    678 s, demo 28 min). The time paying for a 4th seed: the SmolLM2 pass shared between the AttentionInfluence
-    stage and the SLM reference (:mod:`hf_select.demo.shared_pass`: the SLM arm's reference pass shrinks from
-    25,370 to 3,243 SmolLM2 tokens, the low-quality documents only) and one checkpoint per run instead of three;
-    the rest comes out of the margin under 30 minutes, which the loaded 28-minute figure understates on an idle
-    machine. Six seeds, the plan's figure for 1%, do not fit. With 4 seeds instead of 3 the smallest detectable effect shrinks by a third (Student quantiles:
-    ``(t(0.975, n-1) + t(0.8, n-1)) / sqrt(n)`` = 3.10 at n = 3, 2.08 at n = 4): at the last 3-seed screen's
-    paired spreads, from 0.0086 / 0.0162 / 0.0160 / 0.0183 / 0.0236 bpb (AttentionInfluence mix, random mix,
-    SLM, MeCo, OPUS) to about 0.0058 / 0.0109 / 0.0107 / 0.0123 / 0.0159. Raise ``max_steps`` and
+    resolution per second: the budget stays at 30 steps and the time goes to seeds, the plan's 6 for a 1%
+    effect. What pays for them: the SmolLM2 pass shared between the AttentionInfluence stage and the SLM reference
+    (:mod:`hf_select.demo.shared_pass`: the SLM arm's reference pass shrinks from 25,370 to 3,243 SmolLM2 tokens,
+    the low-quality documents only) and one checkpoint per run instead of three. Measured on a fresh clone of an
+    idle 2-core machine with 4 seeds: students stage 365 s (24 runs, about 15 s each), the whole ``make demo``
+    about 20 minutes; 2 more seeds add 12 runs, about 3 minutes. The smallest detectable effect shrinks with
+    ``(t(0.975, n-1) + t(0.8, n-1)) / sqrt(n)``: 3.10 at n = 3, 2.08 at n = 4, 1.43 at n = 6, so at a given
+    paired spread 6 seeds detect an effect less than half the size 3 seeds do. Raise ``max_steps`` and
     ``pool_documents_per_domain`` (and rerun ``--plan``) for a sharper comparison on a bigger machine.
     """
 
@@ -66,7 +64,7 @@ class StudentSettings:
     max_steps: int = 30
     learning_rate: float = 2e-3
     warmup_ratio: float = 0.05
-    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
