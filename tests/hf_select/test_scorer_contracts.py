@@ -24,6 +24,7 @@ OTHER_VALUE = {
     "heads_file": "other heads",  # written by the test: a RetrievalHeads JSON selecting (0, 1)
     "prefilter": "repetition",
     "prefilter_options": '{"dup_line_frac": 0.5}',  # with prefilter repetition, against repetition alone
+    "add_bos": True,
 }
 
 
